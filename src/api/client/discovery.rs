@@ -1,0 +1,55 @@
+//! spec: "Server discovery", "API standards" (`/versions`), "Capabilities negotiation".
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::Router;
+#[allow(deprecated)]
+use ruma::api::client::discovery::{
+    discover_homeserver::{self, HomeserverInfo},
+    get_capabilities::{
+        self,
+        v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability, SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability},
+    },
+    get_supported_versions,
+};
+
+use crate::{
+    Result, Server,
+    api::{Ruma, RouterExt},
+    service::rooms::create::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
+};
+
+/// The spec versions whose client-server endpoints this server implements
+/// well enough for clients to rely on; `spec/` tracks the gaps.
+pub const SPEC_VERSIONS: [&str; 7] = ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4"];
+
+pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    router.ruma(versions).ruma(well_known).ruma(capabilities)
+}
+
+async fn versions(_: Arc<Server>, _: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
+    let mut response = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| v.to_string()).collect());
+    response.unstable_features = BTreeMap::new();
+    Ok(response)
+}
+
+async fn well_known(server: Arc<Server>, _: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {
+    let base = format!("http://{}", server.config.listen.client);
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(base)))
+}
+
+// `m.set_displayname` and `m.set_avatar_url` are deprecated since Matrix 1.16
+// but are what clients older than that read.
+#[allow(deprecated)]
+async fn capabilities(_: Arc<Server>, _: Ruma<get_capabilities::v3::Request>) -> Result<get_capabilities::v3::Response> {
+    let mut caps = Capabilities::new();
+    caps.change_password = ChangePasswordCapability::new(true);
+    caps.room_versions = RoomVersionsCapability::new(
+        DEFAULT_ROOM_VERSION,
+        SUPPORTED_ROOM_VERSIONS.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect(),
+    );
+    caps.set_displayname = SetDisplayNameCapability::new(true);
+    caps.set_avatar_url = SetAvatarUrlCapability::new(true);
+    caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    Ok(get_capabilities::v3::Response::new(caps))
+}

@@ -1,0 +1,84 @@
+//! spec: "Sending events to a room", "Getting events for a room" (`/messages`), "Redactions".
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    api::{
+        Direction,
+        client::{message::{get_message_events, send_message_event}, redact::redact_event},
+    },
+    events::TimelineEventType,
+};
+use serde_json::{Value, json};
+
+use super::room::raw;
+use crate::{
+    Error, Result, Server,
+    api::{Ruma, RouterExt},
+    service::rooms::{
+        messages,
+        timeline::{self, Template, Txn},
+    },
+};
+
+pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    router.ruma(send).ruma(history).ruma(redact)
+}
+
+async fn send(server: Arc<Server>, req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
+    let user = req.user();
+    let b = &req.body;
+    let content: Value = serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be a JSON object"));
+    }
+    let event_type = TimelineEventType::from(b.event_type.to_string());
+    if matches!(event_type, TimelineEventType::RoomRedaction) {
+        return Err(Error::bad_json("Use the /redact endpoint to redact events"));
+    }
+    let txn = Txn { device_id: user.device_id.as_str(), txn_id: b.txn_id.as_str() };
+    let event_id = timeline::append(&server, &b.room_id, &user.user_id, Template::message(event_type, content), Some(txn)).await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+async fn redact(server: Arc<Server>, req: Ruma<redact_event::v3::Request>) -> Result<redact_event::v3::Response> {
+    let user = req.user();
+    let b = &req.body;
+    let mut content = json!({});
+    if let Some(reason) = &b.reason {
+        content["reason"] = json!(reason);
+    }
+    let mut template = Template::message(TimelineEventType::RoomRedaction, content);
+    template.redacts = Some(b.event_id.clone());
+    let txn = Txn { device_id: user.device_id.as_str(), txn_id: b.txn_id.as_str() };
+    let event_id = timeline::append(&server, &b.room_id, &user.user_id, template, Some(txn)).await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+async fn history(server: Arc<Server>, req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
+    let user = req.user();
+    let b = &req.body;
+    let dir = match b.dir {
+        Direction::Backward => messages::Direction::Backward,
+        Direction::Forward => messages::Direction::Forward,
+    };
+    let page = messages::messages(
+        &server,
+        &b.room_id,
+        &user.user_id,
+        user.device_id.as_str(),
+        b.from.as_deref(),
+        b.to.as_deref(),
+        dir,
+        u64::from(b.limit) as usize,
+        &b.filter,
+    )
+    .await?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = page.start;
+    response.end = page.end;
+    response.chunk = page.chunk.iter().map(raw).collect::<Result<_>>()?;
+    response.state = page.state.iter().map(raw).collect::<Result<_>>()?;
+    Ok(response)
+}

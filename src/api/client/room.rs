@@ -1,0 +1,122 @@
+//! spec: "Rooms" — creation, events by id, context.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::{
+    RoomAliasId,
+    api::client::{
+        context::get_context,
+        room::{Visibility, create_room, get_room_event},
+    },
+    events::TimelineEventType,
+    serde::Raw,
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    Error, Result, Server,
+    api::{Ruma, RouterExt},
+    service::rooms::{
+        create::{self, DEFAULT_ROOM_VERSION, NewRoom, Preset},
+        messages,
+    },
+};
+
+pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    router.ruma(create_room).ruma(event).ruma(context)
+}
+
+async fn create_room(server: Arc<Server>, req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
+    let user = req.user().user_id.clone();
+    let body = req.body;
+    let preset = match body.preset.as_ref().map(|p| p.as_str()) {
+        Some("public_chat") => Preset::PublicChat,
+        Some("trusted_private_chat") => Preset::TrustedPrivateChat,
+        Some("private_chat") => Preset::PrivateChat,
+        Some(other) => return Err(Error::invalid_param(format!("Unknown preset {other}"))),
+        None if body.visibility == Visibility::Public => Preset::PublicChat,
+        None => Preset::PrivateChat,
+    };
+    let alias = body
+        .room_alias_name
+        .as_deref()
+        .map(|name| {
+            RoomAliasId::parse(format!("#{name}:{}", server.server_name()))
+                .map_err(|e| Error::new(http::StatusCode::BAD_REQUEST, "M_INVALID_PARAM", format!("Invalid alias: {e}")))
+        })
+        .transpose()?;
+    let initial_state = body
+        .initial_state
+        .iter()
+        .map(|raw| {
+            let v: Value = serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+            let kind = v["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+            if !v["content"].is_object() {
+                return Err(Error::bad_json("initial_state event content must be an object"));
+            }
+            Ok((TimelineEventType::from(kind), v["state_key"].as_str().unwrap_or("").to_owned(), v["content"].clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let new_room = NewRoom {
+        version: body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION),
+        preset,
+        creation_content: object(body.creation_content.as_ref().map(Raw::json))?,
+        initial_state,
+        power_level_override: body
+            .power_level_content_override
+            .as_ref()
+            .map(|raw| object(Some(raw.json())))
+            .transpose()?,
+        name: body.name.clone(),
+        topic: body.topic.clone(),
+        alias,
+        invite: body.invite.clone(),
+        is_direct: body.is_direct,
+        publish: body.visibility == Visibility::Public,
+    };
+    let room_id = create::create_room(&server, &user, new_room).await?;
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+fn object(raw: Option<&serde_json::value::RawValue>) -> Result<Map<String, Value>> {
+    match raw.map(|r| serde_json::from_str::<Value>(r.get())) {
+        None => Ok(Map::new()),
+        Some(Ok(Value::Object(o))) => Ok(o),
+        _ => Err(Error::bad_json("Expected a JSON object")),
+    }
+}
+
+async fn event(server: Arc<Server>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
+    let user = req.user();
+    let event = messages::event(&server, &req.body.room_id, &user.user_id, user.device_id.as_str(), &req.body.event_id).await?;
+    Ok(get_room_event::v3::Response::new(raw(&event)?))
+}
+
+async fn context(server: Arc<Server>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
+    let user = req.user();
+    let limit = u64::from(req.body.limit) as usize;
+    let ctx = messages::context(
+        &server,
+        &req.body.room_id,
+        &user.user_id,
+        user.device_id.as_str(),
+        &req.body.event_id,
+        limit,
+        &req.body.filter,
+    )
+    .await?;
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(ctx.start);
+    response.end = Some(ctx.end);
+    response.event = Some(raw(&ctx.event)?);
+    response.events_before = ctx.before.iter().map(raw).collect::<Result<_>>()?;
+    response.events_after = ctx.after.iter().map(raw).collect::<Result<_>>()?;
+    response.state = ctx.state.iter().map(raw).collect::<Result<_>>()?;
+    Ok(response)
+}
+
+pub(super) fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(value)?))
+}
+

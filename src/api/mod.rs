@@ -1,0 +1,225 @@
+//! The HTTP boundary: every handler has the same shape,
+//! `async fn(server, Ruma<Request>) -> Result<Response>`, where `Request`
+//! and `Response` are ruma's types for the endpoint. [`Ruma`] reads the
+//! body (size-limited), authenticates, applies rate limits and parses the
+//! request; [`RouterExt::ruma`] mounts a handler on every path the
+//! endpoint's spec history lists, legacy `r0` paths included.
+
+pub mod admin;
+pub mod client;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, FromRequest, RawPathParams, Request, State},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::BytesMut;
+use http::{HeaderValue, Method, StatusCode, header};
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::{
+        IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+        auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+        error::{DeserializationError, FromHttpRequestError},
+        path_builder::PathBuilder,
+    },
+};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::{Error, Result, Server, service::accounts};
+
+/// A parsed, authenticated request for endpoint `T`.
+pub struct Ruma<T> {
+    pub body: T,
+    pub user: Option<AuthedUser>,
+}
+
+impl<T> Ruma<T> {
+    /// The authenticated user of an endpoint that requires authentication.
+    pub fn user(&self) -> &AuthedUser {
+        self.user.as_ref().expect("endpoint requires an access token")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthedUser {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub token_hash: String,
+}
+
+/// How an endpoint's ruma auth scheme translates into our access-token check.
+pub trait TokenPolicy {
+    const REQUIRED: bool;
+    const ACCEPTED: bool;
+}
+
+macro_rules! token_policy {
+    ($($scheme:ty => $required:expr, $accepted:expr;)*) => {
+        $(impl TokenPolicy for $scheme {
+            const REQUIRED: bool = $required;
+            const ACCEPTED: bool = $accepted;
+        })*
+    };
+}
+
+token_policy! {
+    AccessToken => true, true;
+    AppserviceToken => true, true;
+    AccessTokenOptional => false, true;
+    AppserviceTokenOptional => false, true;
+    NoAuthentication => false, false;
+    NoAccessToken => false, false;
+}
+
+impl<T> FromRequest<Arc<Server>> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: TokenPolicy,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, server: &Arc<Server>) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let path_params = RawPathParams::from_request_parts(&mut parts, server)
+            .await
+            .map_err(|_| Error::unrecognized(StatusCode::NOT_FOUND))?;
+        let path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+
+        let user = authenticate::<T::Authentication>(server, &parts).await?;
+        if T::RATE_LIMITED {
+            let key = user.as_ref().map(|u| u.user_id.to_string()).or(client_ip).unwrap_or_default();
+            server.rate_limiter.check(&key).map_err(|wait| Error::limit_exceeded(wait.as_millis() as u64 + 1))?;
+        }
+
+        let limit = server.config.max_request_size;
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| Error::too_large(format!("Request body is larger than {limit} bytes")))?;
+        let http_req = http::Request::from_parts(parts, bytes.as_ref());
+        let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(http_req, &path_refs).map_err(|e| parse_error(e, &bytes))?;
+        Ok(Self { body, user })
+    }
+}
+
+use axum::extract::FromRequestParts as _;
+
+async fn authenticate<A: TokenPolicy>(server: &Server, parts: &http::request::Parts) -> Result<Option<AuthedUser>> {
+    if !A::ACCEPTED {
+        return Ok(None);
+    }
+    match access_token(parts) {
+        Some(token) => accounts::authenticate(server, token).await.map(Some),
+        None if A::REQUIRED => Err(Error::missing_token()),
+        None => Ok(None),
+    }
+}
+
+/// The token from `Authorization: Bearer …` or the deprecated `access_token` query parameter.
+fn access_token(parts: &http::request::Parts) -> Option<&str> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        return value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    }
+    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+}
+
+fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
+    match error {
+        FromHttpRequestError::MethodMismatch { .. } => Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+                Error::not_json("Request body is not valid JSON")
+            } else {
+                Error::bad_json(e.to_string())
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            Error::invalid_param(format!("Invalid identifier: {e}"))
+        }
+        FromHttpRequestError::Deserialization(e) => Error::invalid_param(e.to_string()),
+        other => Error::invalid_param(other.to_string()),
+    }
+}
+
+/// A ruma response, serialised as the spec describes.
+pub struct RumaResponse<R>(pub R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(res) => res.map(|body| Body::from(body.freeze())).into_response(),
+            Err(e) => Error::internal(format_args!("serialising response: {e}")).into_response(),
+        }
+    }
+}
+
+pub trait RouterExt {
+    /// Mounts `handler` on every path of endpoint `T`.
+    fn ruma<T, F, Fut>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        T::OutgoingResponse: Send,
+        F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+}
+
+impl RouterExt for Router<Arc<Server>> {
+    fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        T::OutgoingResponse: Send,
+        F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(filter, move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
+                    handler(server, req).await.map(RumaResponse)
+                }),
+            );
+        }
+        self
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .merge(client::routes())
+        .merge(admin::routes())
+        .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+        .layer(cors())
+        .with_state(server)
+}
+
+/// spec: client-server API, "Web Browser Clients".
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+        .expose_headers([header::HeaderName::from_static("content-disposition")])
+        .max_age(std::time::Duration::from_secs(86400))
+        .vary([] as [header::HeaderName; 0])
+}
+
+/// `HeaderValue` for JSON bodies produced outside ruma.
+pub fn json_content_type() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}

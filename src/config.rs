@@ -1,0 +1,229 @@
+//! Server configuration: built-in defaults, then a TOML file (`--config`),
+//! then `CORVID_*` environment variables, each overriding the one before.
+//!
+//! With no file at all the server is a development server: SQLite in
+//! `./corvid-data`, server name `localhost`, open registration. A config
+//! file switches registration to closed unless it says otherwise.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    /// `sqlite://path` or `postgres://…`; by default a SQLite file in `data_dir`.
+    #[serde(default)]
+    pub database_url: String,
+    /// Where the signing key and the SQLite database live.
+    pub data_dir: PathBuf,
+    pub registration: Registration,
+    /// Enables `/_synapse/admin/v1/register` (shared-secret registration).
+    pub registration_shared_secret: Option<String>,
+    pub listen: Listen,
+    pub rate_limit: RateLimit,
+    /// Largest request body accepted, in bytes.
+    pub max_request_size: usize,
+    /// Lifetime of access tokens issued together with a refresh token.
+    pub access_token_lifetime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Anyone may register (`m.login.dummy`).
+    Open,
+    /// Registration needs a token made with `corvid registration-token create`.
+    Token,
+    /// Only the admin CLI and shared-secret registration create accounts.
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub client: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub enabled: bool,
+    /// Sustained requests per second to rate-limited endpoints, per user and per IP.
+    pub per_second: f64,
+    /// Requests allowed in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = PathBuf::from("corvid-data");
+        Self {
+            server_name: "localhost".try_into().expect("valid server name"),
+            database_url: format!("sqlite://{}/corvid.db", data_dir.display()),
+            data_dir,
+            registration: Registration::Open,
+            registration_shared_secret: None,
+            listen: Listen { client: "127.0.0.1:8008".parse().expect("valid address") },
+            rate_limit: RateLimit { enabled: true, per_second: 10.0, burst: 50 },
+            max_request_size: 50 * 1024 * 1024,
+            access_token_lifetime_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {key}: {message}")]
+    Env { key: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `CORVID_*` variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(Self::default_table()).expect("defaults serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            let parsed: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Parse { path: path.to_owned(), message: e.to_string() }
+            })?;
+            table.insert("registration".into(), "closed".into());
+            merge(&mut table, parsed);
+        }
+        for (key, value) in std::env::vars() {
+            if let Some(name) = key.strip_prefix("CORVID_") {
+                apply_env(&mut table, name, &value)
+                    .map_err(|message| ConfigError::Env { key: key.clone(), message })?;
+            }
+        }
+        let origin = file.map(|p| p.to_owned()).unwrap_or_else(|| "<defaults>".into());
+        let mut config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: origin, message: e.to_string() })?;
+        config.fill_derived();
+        Ok(config)
+    }
+
+    fn default_table() -> toml::Value {
+        let d = Self::default();
+        toml::toml! {
+            server_name = (d.server_name.as_str())
+            data_dir = (d.data_dir.display().to_string())
+            registration = "open"
+            max_request_size = (d.max_request_size as i64)
+            access_token_lifetime_ms = (d.access_token_lifetime_ms as i64)
+            [listen]
+            client = (d.listen.client.to_string())
+            [rate_limit]
+            enabled = (d.rate_limit.enabled)
+            per_second = (d.rate_limit.per_second)
+            burst = (d.rate_limit.burst as i64)
+        }
+        .into()
+    }
+
+    /// The database URL defaults to a file inside `data_dir`, wherever that is.
+    fn fill_derived(&mut self) {
+        if self.database_url.is_empty() {
+            self.database_url = format!("sqlite://{}/corvid.db", self.data_dir.display());
+        }
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir.join(format!("{}.signing.key", self.server_name))
+    }
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// `CORVID_RATE_LIMIT__ENABLED=false` sets `rate_limit.enabled`: a double
+/// underscore separates table levels, since keys contain single underscores.
+fn apply_env(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), String> {
+    let path: Vec<String> = name.to_ascii_lowercase().split("__").map(str::to_owned).collect();
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut cursor = table;
+    for part in parents {
+        cursor = cursor
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    cursor.insert(last.clone(), parse_env_value(raw));
+    Ok(())
+}
+
+/// Numbers and booleans are typed; anything else is a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return b.into();
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return i.into();
+    }
+    if let Ok(f) = raw.parse::<f64>() {
+        return f.into();
+    }
+    raw.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_config_is_an_open_dev_server() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert_eq!(c.registration, Registration::Open);
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn config_file_closes_registration_and_names_bad_keys() {
+        let dir = tempfile_dir("cfg");
+        let path = dir.join("corvid.toml");
+        std::fs::write(&path, "server_name = \"example.org\"\n[rate_limit]\nenabled = false\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.server_name.as_str(), "example.org");
+        assert_eq!(c.registration, Registration::Closed);
+        assert!(!c.rate_limit.enabled);
+        assert_eq!(c.rate_limit.burst, 50, "untouched keys keep their defaults");
+
+        std::fs::write(&path, "server_nmae = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("server_nmae"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn env_values_are_typed_and_nested() {
+        let mut t = toml::Table::new();
+        apply_env(&mut t, "RATE_LIMIT__PER_SECOND", "2.5").unwrap();
+        apply_env(&mut t, "SERVER_NAME", "a.b").unwrap();
+        assert_eq!(t["rate_limit"]["per_second"].as_float(), Some(2.5));
+        assert_eq!(t["server_name"].as_str(), Some("a.b"));
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("corvid-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,38 @@
+//! Corvid, a Matrix homeserver.
+//!
+//! The few decisions the rest of the code leans on:
+//!
+//! - **Errors**: one type, [`Error`], carrying the Matrix `errcode` and HTTP
+//!   status. Services pick the code because the spec ties codes to behaviour;
+//!   the HTTP layer only serialises it (see `error.rs`).
+//! - **Handlers** take ruma's request types and return ruma's response types
+//!   (`api::Ruma`), so the spec's shapes are checked by the compiler. Logic
+//!   lives in `service`, SQL in `store`.
+//! - **The event graph**: every room event, local or not, is a signed PDU with
+//!   prev/auth events and a reference-hash event id (`service::rooms::timeline`).
+//! - **Locking**: events of one room are created one at a time inside one
+//!   database transaction that locks the room (`store::WriteTx::lock_room`).
+//! - **Stream positions**: one global counter in the database, advanced inside
+//!   each write transaction, so positions are totally ordered across processes
+//!   and a sync token (`service::sync::SyncToken`) stays valid forever.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod notify;
+pub mod ratelimit;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Server;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,132 @@
+//! The `corvid` binary: `serve`, `migrate`, and admin subcommands.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use corvid::{Config, Server, api, service::accounts, store::Db};
+use corvid_federation::ServerSigningKey;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "corvid", version, about = "A Matrix homeserver")]
+struct Cli {
+    /// TOML config file; without one, a development server with open registration.
+    #[arg(long, global = true, env = "CORVID_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage registration tokens.
+    RegistrationToken {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account.
+    Create {
+        localpart: String,
+        #[arg(long, env = "CORVID_NEW_USER_PASSWORD")]
+        password: String,
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a registration token (random when none is given).
+    Create {
+        token: Option<String>,
+        /// How many registrations it allows (unlimited when absent).
+        #[arg(long)]
+        uses: Option<i64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corvid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(cli.config.as_deref())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url).await?;
+    let applied = db.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config, db).await,
+        Command::Migrate => {
+            println!("database is up to date ({} migrations applied now)", applied.len());
+            Ok(())
+        }
+        Command::User { command: UserCommand::Create { localpart, password, admin } } => {
+            let server = Server::new(config.clone(), db, ServerSigningKey::load_or_generate(&config.signing_key_path())?);
+            let user_id = accounts::validate_localpart(&server, &localpart)?;
+            accounts::create_user(&server, &user_id, Some(&password), admin).await?;
+            println!("created {user_id}");
+            Ok(())
+        }
+        Command::RegistrationToken { command: TokenCommand::Create { token, uses } } => {
+            let token = token.unwrap_or_else(|| accounts::random_string(16));
+            if !db.create_registration_token(&token, uses, None).await? {
+                return Err(format!("registration token {token} already exists").into());
+            }
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, db: Db) -> Result<(), Box<dyn std::error::Error>> {
+    let key = ServerSigningKey::load_or_generate(&config.signing_key_path())?;
+    let addr = config.listen.client;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(server_name = %config.server_name, %addr, registration = ?config.registration, "corvid listening");
+    let server = Server::new(config, db.clone(), key);
+    let app = api::router(server).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    db.close().await;
+    tracing::info!("corvid stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}

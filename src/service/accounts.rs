@@ -1,0 +1,217 @@
+//! Accounts, sessions and devices.
+
+
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use rand::{Rng, distributions::Alphanumeric};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result, Server, api::AuthedUser, store::accounts::NewToken};
+
+/// Tokens handed to a client when a session starts or is refreshed.
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in_ms: Option<u64>,
+}
+
+/// Resolves an access token to its user and device.
+pub async fn authenticate(server: &Server, token: &str) -> Result<AuthedUser> {
+    let token_hash = hash_token(token);
+    let owner = server.db.token_owner(&token_hash).await?.ok_or_else(|| Error::unknown_token(false))?;
+    if owner.expires_ts.is_some_and(|e| e <= crate::now_ms()) {
+        // spec: an expired token that can be refreshed is a soft logout.
+        return Err(Error::unknown_token(true));
+    }
+    Ok(AuthedUser {
+        user_id: owner.user_id.try_into().map_err(Error::internal)?,
+        device_id: owner.device_id.into(),
+        token_hash,
+    })
+}
+
+/// Checks a localpart against the spec's grammar for new user ids.
+pub fn validate_localpart(server: &Server, localpart: &str) -> Result<OwnedUserId> {
+    let valid = !localpart.is_empty()
+        && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+    if !valid {
+        return Err(Error::invalid_username("User ID may only contain a-z, 0-9, and . _ = - / +"));
+    }
+    let user_id = UserId::parse(format!("@{localpart}:{}", server.server_name()))
+        .map_err(|e| Error::invalid_username(e.to_string()))?;
+    if user_id.as_str().len() > 255 {
+        return Err(Error::invalid_username("User ID is longer than 255 characters"));
+    }
+    Ok(user_id)
+}
+
+/// Makes an account; `M_USER_IN_USE` if the id is taken.
+pub async fn create_user(server: &Server, user_id: &UserId, password: Option<&str>, admin: bool) -> Result<()> {
+    let hash = match password {
+        Some(p) => Some(hash_password(p.to_owned()).await?),
+        None => None,
+    };
+    let displayname = user_id.localpart();
+    if !server.db.create_user(user_id.as_str(), hash.as_deref(), displayname, admin).await? {
+        return Err(Error::user_in_use());
+    }
+    tracing::info!(%user_id, admin, "account created");
+    Ok(())
+}
+
+/// Starts a session on a (new or existing) device of the user.
+pub async fn start_session(
+    server: &Server,
+    user_id: &UserId,
+    device_id: Option<OwnedDeviceId>,
+    display_name: Option<&str>,
+    with_refresh_token: bool,
+) -> Result<Session> {
+    let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
+    let access_token = random_string(32);
+    let refresh_token = with_refresh_token.then(|| random_string(32));
+    let lifetime = server.config.access_token_lifetime_ms;
+    let access_hash = hash_token(&access_token);
+    let refresh_hash = refresh_token.as_deref().map(hash_token);
+    server
+        .db
+        .start_session(
+            user_id.as_str(),
+            device_id.as_str(),
+            display_name,
+            NewToken {
+                token_hash: &access_hash,
+                expires_ts: refresh_token.is_some().then(|| crate::now_ms() + lifetime as i64),
+                refresh_token_hash: refresh_hash.as_deref(),
+            },
+        )
+        .await?;
+    Ok(Session {
+        user_id: user_id.to_owned(),
+        device_id,
+        access_token,
+        expires_in_ms: refresh_token.is_some().then_some(lifetime),
+        refresh_token,
+    })
+}
+
+pub async fn refresh(server: &Server, refresh_token: &str) -> Result<Session> {
+    let access_token = random_string(32);
+    let new_refresh = random_string(32);
+    let lifetime = server.config.access_token_lifetime_ms;
+    let (access_hash, refresh_hash) = (hash_token(&access_token), hash_token(&new_refresh));
+    let owner = server
+        .db
+        .refresh_session(
+            &hash_token(refresh_token),
+            NewToken {
+                token_hash: &access_hash,
+                expires_ts: Some(crate::now_ms() + lifetime as i64),
+                refresh_token_hash: Some(&refresh_hash),
+            },
+        )
+        .await?
+        .ok_or_else(|| Error::unknown_token(false))?;
+    Ok(Session {
+        user_id: owner.0.try_into().map_err(Error::internal)?,
+        device_id: owner.1.into(),
+        access_token,
+        refresh_token: Some(new_refresh),
+        expires_in_ms: Some(lifetime),
+    })
+}
+
+/// Resolves the user a password login names, and checks the password.
+pub async fn check_password(server: &Server, user: &str, password: &str) -> Result<OwnedUserId> {
+    let user_id = if user.starts_with('@') {
+        UserId::parse(user).map_err(|_| Error::forbidden("Invalid username or password"))?
+    } else {
+        UserId::parse(format!("@{}:{}", user.to_lowercase(), server.server_name()))
+            .map_err(|_| Error::forbidden("Invalid username or password"))?
+    };
+    let row = server.db.user(user_id.as_str()).await?;
+    let Some(row) = row else {
+        return Err(Error::forbidden("Invalid username or password"));
+    };
+    if row.deactivated != 0 {
+        return Err(Error::new(http::StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", "This account has been deactivated"));
+    }
+    let Some(hash) = row.password_hash else {
+        return Err(Error::forbidden("Invalid username or password"));
+    };
+    if !verify_password(password.to_owned(), hash).await? {
+        return Err(Error::forbidden("Invalid username or password"));
+    }
+    Ok(user_id)
+}
+
+pub async fn change_password(server: &Server, user: &AuthedUser, new_password: &str, logout_devices: bool) -> Result<()> {
+    let hash = hash_password(new_password.to_owned()).await?;
+    server.db.set_password_hash(user.user_id.as_str(), &hash).await?;
+    if logout_devices {
+        let others: Vec<String> = server
+            .db
+            .devices(user.user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| d != user.device_id.as_str())
+            .collect();
+        server.db.delete_devices(user.user_id.as_str(), &others).await?;
+    }
+    Ok(())
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(Error::internal)
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn random_string(len: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn password_hash_round_trip() {
+        let hash = hash_password("hunter2".into()).await.unwrap();
+        assert!(verify_password("hunter2".into(), hash.clone()).await.unwrap());
+        assert!(!verify_password("hunter3".into(), hash).await.unwrap());
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (random_string(32), random_string(32));
+        assert_ne!(a, b);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), a);
+    }
+}

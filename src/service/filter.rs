@@ -1,0 +1,67 @@
+//! Event filters: spec client-server API, "Filtering".
+
+use ruma::api::client::filter::{RoomEventFilter, UrlFilter};
+
+use crate::store::events::StoredEvent;
+
+/// `*` matches any run of characters, as the spec allows in type filters.
+fn glob(pattern: &str, value: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == value,
+        Some((prefix, rest)) => {
+            let Some(tail) = value.strip_prefix(prefix) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+pub fn matches(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
+    if filter.not_types.iter().any(|t| glob(t, &event.event_type)) {
+        return false;
+    }
+    if let Some(types) = &filter.types
+        && !types.iter().any(|t| glob(t, &event.event_type))
+    {
+        return false;
+    }
+    if filter.not_senders.iter().any(|s| s.as_str() == event.sender) {
+        return false;
+    }
+    if let Some(senders) = &filter.senders
+        && !senders.iter().any(|s| s.as_str() == event.sender)
+    {
+        return false;
+    }
+    if filter.not_rooms.iter().any(|r| r.as_str() == event.room_id) {
+        return false;
+    }
+    if let Some(rooms) = &filter.rooms
+        && !rooms.iter().any(|r| r.as_str() == event.room_id)
+    {
+        return false;
+    }
+    if let Some(url_filter) = &filter.url_filter {
+        let has_url = serde_json::from_str::<serde_json::Value>(&event.pdu)
+            .map(|v| v["content"]["url"].is_string())
+            .unwrap_or(false);
+        if has_url != matches!(url_filter, UrlFilter::EventsWithUrl) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("m.room.*", "m.room.message"));
+        assert!(glob("*", "anything"));
+        assert!(glob("m.*.message", "m.room.message"));
+        assert!(!glob("m.room.*", "m.call.invite"));
+        assert!(glob("m.room.message", "m.room.message"));
+        assert!(!glob("m.room.message", "m.room.message2"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The domain: what the server does, independent of HTTP.
+
+pub mod accounts;
+pub mod directory;
+pub mod filter;
+pub mod profile;
+pub mod rooms;
+pub mod sync;
+pub mod uia;

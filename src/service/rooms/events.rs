@@ -1,0 +1,92 @@
+//! PDUs as clients see them: spec client-server API, "Room event format"
+//! (and the sync format, which omits `room_id`).
+
+use std::collections::HashMap;
+
+use ruma::{RoomVersionId, UserId, canonical_json::redact};
+use serde_json::{Map, Value, json};
+
+use super::timeline::to_object;
+use crate::{Error, Result, Server, store::events::StoredEvent};
+
+/// Fields of a PDU that clients never see.
+const FEDERATION_ONLY: [&str; 6] = ["auth_events", "prev_events", "depth", "hashes", "signatures", "origin"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// With `room_id` (`/messages`, `/event`, `/state`…).
+    Client,
+    /// Without `room_id` (`/sync` timelines and state).
+    Sync,
+}
+
+/// Formats events for `viewer`; redacted events are redacted with their room
+/// version's rules and carry `redacted_because`.
+pub async fn format_events(server: &Server, events: &[StoredEvent], viewer: Option<(&UserId, &str)>, format: Format) -> Result<Vec<Value>> {
+    let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
+    let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
+    let redactions: HashMap<String, StoredEvent> =
+        server.db.events(&redaction_ids).await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let version = match versions.get(&event.room_id) {
+            Some(v) => v.clone(),
+            None => {
+                let room = super::require_room(server, event.room_id.as_str().try_into().map_err(Error::internal)?).await?;
+                let v = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+                versions.insert(event.room_id.clone(), v.clone());
+                v
+            }
+        };
+        let because = event.redacted_by.as_ref().and_then(|id| redactions.get(id)).map(|r| format_one(r, &version, viewer, format, None));
+        out.push(format_one(event, &version, viewer, format, because.transpose()?)?);
+    }
+    Ok(out)
+}
+
+pub fn format_one(
+    event: &StoredEvent,
+    version: &RoomVersionId,
+    viewer: Option<(&UserId, &str)>,
+    format: Format,
+    redacted_because: Option<Value>,
+) -> Result<Value> {
+    let mut pdu: Value = serde_json::from_str(&event.pdu)?;
+    if let Some(because) = &redacted_because {
+        let rules = corvid_federation::rules_for(version)?;
+        let redacted = redact(to_object(pdu)?, &rules.redaction, None).map_err(Error::internal)?;
+        pdu = serde_json::to_value(redacted)?;
+        let _ = because;
+    }
+    let obj = pdu.as_object_mut().ok_or_else(|| Error::internal("stored PDU is not an object"))?;
+    for key in FEDERATION_ONLY {
+        obj.remove(key);
+    }
+    obj.insert("event_id".into(), json!(event.event_id));
+    match format {
+        Format::Client => {
+            obj.insert("room_id".into(), json!(event.room_id));
+        }
+        Format::Sync => {
+            obj.remove("room_id");
+        }
+    }
+    let mut unsigned: Map<String, Value> = match &event.unsigned_extra {
+        Some(extra) => serde_json::from_str(extra)?,
+        None => Map::new(),
+    };
+    if let Some(ts) = obj.get("origin_server_ts").and_then(Value::as_i64) {
+        unsigned.insert("age".into(), json!((crate::now_ms() - ts).max(0)));
+    }
+    if let (Some((user, device)), Some(txn_device), Some(txn_id)) = (viewer, &event.txn_device_id, &event.txn_id)
+        && user.as_str() == event.sender
+        && device == txn_device
+    {
+        unsigned.insert("transaction_id".into(), json!(txn_id));
+    }
+    if let Some(because) = redacted_because {
+        unsigned.insert("redacted_because".into(), because);
+    }
+    obj.insert("unsigned".into(), Value::Object(unsigned));
+    Ok(pdu)
+}

@@ -1,0 +1,179 @@
+//! History: `/messages`, `/context`, `/event`.
+//!
+//! A pagination token is a stream position `N` that sits between events `N`
+//! and `N+1`: backwards from `N` returns events `<= N`, forwards returns
+//! events `> N`. Sync's `prev_batch` and `next_batch` are the same kind of
+//! token, so a client can page back from any sync.
+
+use ruma::{EventId, RoomId, UserId, api::client::filter::RoomEventFilter};
+use serde_json::Value;
+
+use super::{
+    events::{Format, format_events},
+    visibility::Viewer,
+};
+use crate::{Error, Result, Server, service::filter, service::sync::SyncToken, store::events::StoredEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+pub struct Page {
+    pub chunk: Vec<Value>,
+    pub start: String,
+    pub end: Option<String>,
+    pub state: Vec<Value>,
+}
+
+const MAX_LIMIT: usize = 1000;
+/// Rows read per query while filling a filtered page.
+const BATCH: i64 = 100;
+
+#[allow(clippy::too_many_arguments)]
+pub async fn messages(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    device: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    dir: Direction,
+    limit: usize,
+    filter: &RoomEventFilter,
+) -> Result<Page> {
+    super::require_room(server, room_id).await?;
+    let viewer = Viewer::load(server, room_id, user).await?;
+    if !viewer.ever_member() && !viewer.can_see_anything() {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let limit = limit.clamp(1, MAX_LIMIT);
+    let from = match from {
+        Some(t) => SyncToken::parse(t)?.pos,
+        None if dir == Direction::Backward => server.db.stream_position().await?,
+        None => 0,
+    };
+    let to = to.map(SyncToken::parse).transpose()?.map(|t| t.pos);
+
+    let mut chunk: Vec<StoredEvent> = Vec::new();
+    let mut cursor = from;
+    let mut exhausted = false;
+    while chunk.len() < limit && !exhausted {
+        let batch = match dir {
+            Direction::Backward => {
+                let lower = to.unwrap_or(0);
+                server.db.room_events_desc(room_id.as_str(), lower, cursor, BATCH).await?
+            }
+            Direction::Forward => {
+                let upper = to.map(|t| t + 1).unwrap_or(i64::MAX);
+                server.db.room_events_asc(room_id.as_str(), cursor + 1, upper, BATCH).await?
+            }
+        };
+        exhausted = (batch.len() as i64) < BATCH;
+        for event in batch {
+            cursor = match dir {
+                Direction::Backward => event.stream_ordering - 1,
+                Direction::Forward => event.stream_ordering,
+            };
+            if viewer.can_see(&event) && filter::matches(filter, &event) {
+                chunk.push(event);
+                if chunk.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    let end = (!exhausted || chunk.len() == limit).then(|| SyncToken { pos: cursor }.to_string());
+    let state = if filter.lazy_load_options.is_disabled() { Vec::new() } else { lazy_members(server, room_id, &chunk).await? };
+    Ok(Page {
+        chunk: format_events(server, &chunk, Some((user, device)), Format::Client).await?,
+        start: SyncToken { pos: from }.to_string(),
+        end,
+        state,
+    })
+}
+
+/// The member events of the senders of `events`, for lazy-loading clients.
+pub async fn lazy_members(server: &Server, room_id: &RoomId, events: &[StoredEvent]) -> Result<Vec<Value>> {
+    let mut senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut members = Vec::new();
+    for sender in senders {
+        if let Some(e) = server.db.current_state_event(room_id.as_str(), "m.room.member", sender).await? {
+            members.push(e);
+        }
+    }
+    format_events(server, &members, None, Format::Client).await
+}
+
+/// One event, if the user may see it.
+pub async fn event(server: &Server, room_id: &RoomId, user: &UserId, device: &str, event_id: &EventId) -> Result<Value> {
+    let event = visible_event(server, room_id, user, event_id).await?;
+    let mut out = format_events(server, &[event], Some((user, device)), Format::Client).await?;
+    Ok(out.remove(0))
+}
+
+async fn visible_event(server: &Server, room_id: &RoomId, user: &UserId, event_id: &EventId) -> Result<StoredEvent> {
+    let event = server.db.event(event_id.as_str()).await?.filter(|e| e.room_id == room_id.as_str());
+    let Some(event) = event else { return Err(Error::not_found("Event not found")) };
+    let viewer = Viewer::load(server, room_id, user).await?;
+    if !viewer.can_see(&event) {
+        return Err(Error::not_found("Event not found"));
+    }
+    Ok(event)
+}
+
+pub struct Context {
+    pub event: Value,
+    pub before: Vec<Value>,
+    pub after: Vec<Value>,
+    pub start: String,
+    pub end: String,
+    pub state: Vec<Value>,
+}
+
+/// spec: `/context/{eventId}`: the event, `limit` events around it, and the state at the last one returned.
+pub async fn context(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    device: &str,
+    event_id: &EventId,
+    limit: usize,
+    filter: &RoomEventFilter,
+) -> Result<Context> {
+    let event = visible_event(server, room_id, user, event_id).await?;
+    let half = limit.min(MAX_LIMIT) / 2;
+    let before_token = SyncToken { pos: event.stream_ordering - 1 }.to_string();
+    let after_token = SyncToken { pos: event.stream_ordering }.to_string();
+    let before = if half > 0 {
+        messages(server, room_id, user, device, Some(&before_token), None, Direction::Backward, half, filter).await?
+    } else {
+        Page { chunk: vec![], start: before_token.clone(), end: Some(before_token.clone()), state: vec![] }
+    };
+    let after_limit = limit.min(MAX_LIMIT) - half;
+    let after = if after_limit > 0 {
+        messages(server, room_id, user, device, Some(&after_token), None, Direction::Forward, after_limit, filter).await?
+    } else {
+        Page { chunk: vec![], start: after_token.clone(), end: Some(after_token.clone()), state: vec![] }
+    };
+    let state_ids: Vec<String> = server.db.state_after(&event).await?.into_values().collect();
+    let state_events = server.db.events(&state_ids).await?;
+    let state_events: Vec<StoredEvent> = if filter.lazy_load_options.is_disabled() {
+        state_events
+    } else {
+        state_events.into_iter().filter(|e| e.event_type != "m.room.member").collect()
+    };
+    let mut state = format_events(server, &state_events, None, Format::Client).await?;
+    state.extend(before.state);
+    Ok(Context {
+        event: format_events(server, &[event], Some((user, device)), Format::Client).await?.remove(0),
+        start: before.end.unwrap_or(before.start),
+        end: after.end.unwrap_or(after.start),
+        before: before.chunk,
+        after: after.chunk,
+        state,
+    })
+}

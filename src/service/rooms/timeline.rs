@@ -1,0 +1,258 @@
+//! Appending a local event to a room: spec server-server API, "Checks
+//! performed on receipt of a PDU", done for our own events before anyone
+//! else sees them.
+//!
+//! txn check → build the PDU (prev_events = forward extremities, auth_events
+//! from current state, depth) → hash, sign, event id → authorization rules →
+//! persist with its state in one transaction → wake the room's syncers.
+
+use std::collections::HashMap;
+
+use corvid_federation::{event_id_for, rules_for, sign_pdu};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId, UserId,
+    canonical_json::to_canonical_value,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res::{self, Event as _},
+};
+use serde_json::{Map, Value, json};
+
+use super::pdu::Pdu;
+use crate::{
+    Error, Result, Server,
+    store::{
+        WriteTx,
+        events::{NewEvent, StoredEvent},
+    },
+};
+
+/// What a client asks to send.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub event_type: TimelineEventType,
+    pub content: Value,
+    pub state_key: Option<String>,
+    pub redacts: Option<OwnedEventId>,
+    /// Extra `unsigned` data the server attaches (e.g. `invite_room_state`).
+    pub unsigned: Map<String, Value>,
+}
+
+impl Template {
+    pub fn message(event_type: TimelineEventType, content: Value) -> Self {
+        Self { event_type, content, state_key: None, redacts: None, unsigned: Map::new() }
+    }
+
+    pub fn state(event_type: TimelineEventType, state_key: impl Into<String>, content: Value) -> Self {
+        Self { state_key: Some(state_key.into()), ..Self::message(event_type, content) }
+    }
+}
+
+/// A client transaction: the same `(device, txn id)` always yields the same event.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub stream_ordering: i64,
+    pub room_id: ruma::OwnedRoomId,
+    /// The user a membership event is about.
+    pub member: Option<String>,
+}
+
+/// Builds, authorises and persists one event, then wakes syncers.
+pub async fn append(server: &Server, room_id: &RoomId, sender: &UserId, template: Template, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
+    let mut w = server.db.write().await?;
+    if let Some(t) = txn
+        && let Some(existing) = w.txn_event(sender.as_str(), t.device_id, t.txn_id).await?
+    {
+        return existing.try_into().map_err(Error::internal);
+    }
+    let appended = append_in(server, &mut w, room_id, sender, template, txn).await?;
+    w.commit().await?;
+    notify(server, &[appended.clone()]).await;
+    Ok(appended.event_id)
+}
+
+/// Wakes the local users an event concerns: the room's members and, for a
+/// membership change, its subject (who may just have left).
+pub async fn notify(server: &Server, appended: &[Appended]) {
+    let mut users: Vec<String> = Vec::new();
+    for a in appended {
+        match server.db.users_to_notify(a.room_id.as_str()).await {
+            Ok(members) => users.extend(members),
+            Err(e) => tracing::warn!(%e, "cannot list room members to wake"),
+        }
+        users.extend(a.member.clone());
+    }
+    users.sort();
+    users.dedup();
+    server.notifier.notify_users(users.iter().map(String::as_str));
+}
+
+/// [`append`] inside a caller's transaction (room creation sends many events in one).
+pub async fn append_in(
+    server: &Server,
+    w: &mut WriteTx<'_>,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: Template,
+    txn: Option<Txn<'_>>,
+) -> Result<Appended> {
+    let room = w.lock_room(room_id.as_str(), server.db.backend()).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let version = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+    let rules = rules_for(&version)?;
+
+    let extremities = w.forward_extremities(room_id.as_str()).await?;
+    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();
+
+    let content_raw = serde_json::value::to_raw_value(&template.content).map_err(Error::internal)?;
+    let auth_types = state_res::auth_types_for_event(
+        &template.event_type,
+        sender,
+        template.state_key.as_deref(),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+    let mut wanted: Vec<(String, String)> = auth_types.iter().map(|(t, k)| (t.to_string(), k.clone())).collect();
+    // The create event is needed by the auth rules even where (v12) it is not an auth event.
+    wanted.push((StateEventType::RoomCreate.to_string(), String::new()));
+    if let Some(key) = &template.state_key {
+        wanted.push((template.event_type.to_string(), key.clone()));
+    }
+    let state = w.current_state_for(room_id.as_str(), &wanted).await?;
+    let state_by_key: HashMap<(String, String), &StoredEvent> = state
+        .iter()
+        .map(|e| ((e.event_type.clone(), e.state_key.clone().unwrap_or_default()), e))
+        .collect();
+    let auth_events: Vec<String> = auth_types
+        .iter()
+        .filter_map(|(t, k)| state_by_key.get(&(t.to_string(), k.clone())).map(|e| e.event_id.clone()))
+        .collect();
+
+    let mut object = pdu_template(&template, room_id, sender, depth, &prev_events, &auth_events, &rules)?;
+    sign_pdu(&mut object, server.server_name().as_str(), &server.signing_key, &rules)?;
+    let event_id = event_id_for(&object, &rules)?;
+    let pdu_json = serde_json::to_string(&object)?;
+    let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
+    authorize(&rules, &pdu, &state)?;
+
+    let replaced = template.state_key.as_ref().and_then(|k| state_by_key.get(&(template.event_type.to_string(), k.clone())));
+    let membership = membership_of(&template);
+    let unsigned_extra = unsigned_extra(template.unsigned, replaced.copied())?;
+    let stream_ordering = w.next_stream_position().await?;
+    w.insert_event(
+        &NewEvent {
+            stream_ordering,
+            event_id: event_id.as_str(),
+            room_id: room_id.as_str(),
+            event_type: &template.event_type.to_string(),
+            state_key: template.state_key.as_deref(),
+            sender: sender.as_str(),
+            origin_server_ts: pdu.origin_server_ts.get().into(),
+            depth,
+            pdu: &pdu_json,
+            prev_events: &prev_events,
+            auth_events: &auth_events,
+            unsigned_extra: unsigned_extra.as_deref(),
+            state_group_before: room.state_group,
+            txn: txn.map(|t| (t.device_id, t.txn_id)),
+        },
+        membership.as_deref(),
+    )
+    .await?;
+    if let Some(target) = pdu.redacts() {
+        w.mark_redacted(target.as_str(), room_id.as_str(), event_id.as_str()).await?;
+    }
+    tracing::debug!(%event_id, %room_id, kind = %template.event_type, "event appended");
+    Ok(Appended {
+        event_id,
+        stream_ordering,
+        room_id: room_id.to_owned(),
+        member: membership.and(template.state_key),
+    })
+}
+
+fn membership_of(template: &Template) -> Option<String> {
+    (template.event_type == TimelineEventType::RoomMember)
+        .then(|| template.content["membership"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// The PDU fields before hashing and signing.
+fn pdu_template(
+    t: &Template,
+    room_id: &RoomId,
+    sender: &UserId,
+    depth: i64,
+    prev_events: &[String],
+    auth_events: &[String],
+    rules: &RoomVersionRules,
+) -> Result<CanonicalJsonObject> {
+    let mut content = t.content.clone();
+    let mut v = json!({
+        "room_id": room_id,
+        "sender": sender,
+        "type": t.event_type.to_string(),
+        "origin_server_ts": crate::now_ms(),
+        "depth": depth,
+        "prev_events": prev_events,
+        "auth_events": auth_events,
+    });
+    if let Some(key) = &t.state_key {
+        v["state_key"] = json!(key);
+    }
+    if let Some(redacts) = &t.redacts {
+        // spec: room version 11 moved `redacts` into the content; older
+        // versions keep it top-level. We write both where allowed.
+        if rules.redaction.content_field_redacts {
+            content["redacts"] = json!(redacts);
+        }
+        v["redacts"] = json!(redacts);
+    }
+    v["content"] = content;
+    to_object(v)
+}
+
+pub fn to_object(v: Value) -> Result<CanonicalJsonObject> {
+    match to_canonical_value(v).map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))? {
+        CanonicalJsonValue::Object(o) => Ok(o),
+        _ => Err(Error::internal("event template is not an object")),
+    }
+}
+
+/// Runs the room version's authorization rules against the current state.
+pub fn authorize(rules: &RoomVersionRules, pdu: &Pdu, state: &[StoredEvent]) -> Result<()> {
+    let parsed: Vec<Pdu> = state.iter().map(Pdu::from_stored).collect::<Result<_>>()?;
+    let by_id: HashMap<&ruma::EventId, &Pdu> = parsed.iter().map(|p| (p.event_id.as_ref(), p)).collect();
+    let by_key: HashMap<(String, String), &Pdu> = parsed
+        .iter()
+        .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p)))
+        .collect();
+    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| by_id.get(id).copied())
+        .and_then(|()| {
+            state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
+                by_key.get(&(t.to_string(), k.to_owned())).copied()
+            })
+        })
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+}
+
+/// `unsigned` data computed once, at write time: what the event replaced.
+fn unsigned_extra(mut extra: Map<String, Value>, replaced: Option<&StoredEvent>) -> Result<Option<String>> {
+    if let Some(prev) = replaced {
+        let prev_pdu: Value = serde_json::from_str(&prev.pdu)?;
+        extra.insert("replaces_state".into(), json!(prev.event_id));
+        extra.insert("prev_sender".into(), json!(prev.sender));
+        if prev.redacted_by.is_none() {
+            extra.insert("prev_content".into(), prev_pdu["content"].clone());
+        }
+    }
+    Ok((!extra.is_empty()).then(|| Value::Object(extra).to_string()))
+}

@@ -1,0 +1,562 @@
+//! The room event graph: events, their edges, forward extremities, state
+//! snapshots (state groups), and the derived `current_state` and
+//! `memberships` tables, all written in the event's own transaction.
+
+use std::collections::HashMap;
+
+use super::{Db, WriteTx, placeholders};
+use crate::Result;
+
+/// An event as stored: the PDU plus what this server knows about it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub pdu: String,
+    /// Server-computed `unsigned` fields (prev_content, invite_room_state…), a JSON object.
+    pub unsigned_extra: Option<String>,
+    pub txn_device_id: Option<String>,
+    pub txn_id: Option<String>,
+    pub redacted_by: Option<String>,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
+     unsigned_extra, txn_device_id, txn_id, redacted_by";
+
+pub struct NewEvent<'a> {
+    pub stream_ordering: i64,
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub pdu: &'a str,
+    pub prev_events: &'a [String],
+    pub auth_events: &'a [String],
+    pub unsigned_extra: Option<&'a str>,
+    pub state_group_before: Option<i64>,
+    pub txn: Option<(&'a str, &'a str)>,
+}
+
+/// `(event type, state key) → event id`
+pub type StateMap = HashMap<(String, String), String>;
+
+/// A full snapshot is written after this many deltas, bounding the chain a read walks.
+const MAX_DELTA_DEPTH: i64 = 64;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoomRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub is_public: i64,
+    pub state_group: Option<i64>,
+}
+
+impl Db {
+    pub async fn room(&self, room_id: &str) -> Result<Option<RoomRow>> {
+        Ok(sqlx::query_as("SELECT room_id, room_version, creator, is_public, state_group FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        Ok(sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({}) ORDER BY stream_ordering",
+            placeholders(1, event_ids.len())
+        );
+        let mut q = sqlx::query_as(&sql);
+        for id in event_ids {
+            q = q.bind(id);
+        }
+        Ok(q.fetch_all(self.pool()).await?)
+    }
+
+    /// Events of a room with `after < stream_ordering <= upto`, newest first, at most `limit`.
+    pub async fn room_events_desc(&self, room_id: &str, after: i64, upto: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+             ORDER BY stream_ordering DESC LIMIT $4"
+        ))
+        .bind(room_id)
+        .bind(after)
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Events of a room with `from <= stream_ordering < to`, oldest first, at most `limit`.
+    pub async fn room_events_asc(&self, room_id: &str, from: i64, to: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 \
+             ORDER BY stream_ordering ASC LIMIT $4"
+        ))
+        .bind(room_id)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn current_state_events(&self, room_id: &str) -> Result<Vec<StoredEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = $1 ORDER BY e.stream_ordering",
+            prefixed_event_columns("e")
+        ))
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn current_state_event(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Option<StoredEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id \
+             WHERE c.room_id = $1 AND c.event_type = $2 AND c.state_key = $3",
+            prefixed_event_columns("e")
+        ))
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Current state events changed in `(after, before)`; the state delta of an incremental sync.
+    pub async fn current_state_changed_between(&self, room_id: &str, after: i64, before: i64) -> Result<Vec<StoredEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id \
+             WHERE c.room_id = $1 AND c.stream_ordering > $2 AND c.stream_ordering < $3 ORDER BY e.stream_ordering",
+            prefixed_event_columns("e")
+        ))
+        .bind(room_id)
+        .bind(after)
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The state before the event with this stream ordering (the state group it points at).
+    pub async fn state_group_before(&self, event_id: &str) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT state_group_before FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.and_then(|(g,)| g))
+    }
+
+    pub async fn state_at_group(&self, group: i64) -> Result<StateMap> {
+        load_state_group(self.pool(), group).await
+    }
+
+    /// The room's state right after `event` (its state group, plus itself when it is a state event).
+    pub async fn state_after(&self, event: &StoredEvent) -> Result<StateMap> {
+        let mut state = match self.state_group_before(&event.event_id).await? {
+            Some(g) => self.state_at_group(g).await?,
+            None => StateMap::new(),
+        };
+        if let Some(key) = &event.state_key {
+            state.insert((event.event_type.clone(), key.clone()), event.event_id.clone());
+        }
+        Ok(state)
+    }
+
+    /// `(room_id, membership, stream_ordering)` of every room the user has a membership in.
+    pub async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1 AND forgotten = 0",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT membership, stream_ordering FROM memberships WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn room_member_ids(&self, room_id: &str, membership: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2")
+            .bind(room_id)
+            .bind(membership)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    /// Local users who should hear about a new event in the room.
+    pub async fn users_to_notify(&self, room_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND membership IN ('join', 'invite', 'knock')",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
+        sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Rooms (of the given ones) that have events after `since`, with their newest position.
+    pub async fn rooms_with_events_after(&self, since: i64) -> Result<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 GROUP BY room_id",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn txn_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(e,)| e))
+    }
+
+    /// A user's membership events in a room, oldest first: `(stream_ordering, membership)`.
+    pub async fn membership_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 \
+             ORDER BY stream_ordering",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(pos, pdu)| {
+                let membership = serde_json::from_str::<serde_json::Value>(&pdu)
+                    .ok()
+                    .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (pos, membership)
+            })
+            .collect())
+    }
+}
+
+/// Reads and writes inside an event's write transaction.
+impl WriteTx<'_> {
+    /// Locks the room for this transaction and returns it. On PostgreSQL the
+    /// row lock serialises event creation per room across processes; SQLite
+    /// is already serialised by the writer lock.
+    pub async fn lock_room(&mut self, room_id: &str, backend: super::Backend) -> Result<Option<RoomRow>> {
+        let suffix = if backend == super::Backend::Postgres { " FOR UPDATE" } else { "" };
+        Ok(sqlx::query_as(&format!(
+            "SELECT room_id, room_version, creator, is_public, state_group FROM rooms WHERE room_id = $1{suffix}"
+        ))
+        .bind(room_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn insert_room(&mut self, room_id: &str, version: &str, creator: &str) -> Result<()> {
+        sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
+            .bind(room_id)
+            .bind(version)
+            .bind(creator)
+            .bind(crate::now_ms())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// `(event_id, depth)` of the room's forward extremities.
+    pub async fn forward_extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT f.event_id, e.depth FROM room_forward_extremities f JOIN events e ON e.event_id = f.event_id \
+             WHERE f.room_id = $1 ORDER BY e.stream_ordering",
+        )
+        .bind(room_id)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// The current state events with these keys.
+    pub async fn current_state_for(&mut self, room_id: &str, keys: &[(String, String)]) -> Result<Vec<StoredEvent>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conditions = (0..keys.len())
+            .map(|i| format!("(c.event_type = ${} AND c.state_key = ${})", 2 + 2 * i, 3 + 2 * i))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = $1 AND ({conditions})",
+            prefixed_event_columns("e")
+        );
+        let mut q = sqlx::query_as(&sql).bind(room_id);
+        for (t, k) in keys {
+            q = q.bind(t).bind(k);
+        }
+        Ok(q.fetch_all(&mut *self.tx).await?)
+    }
+
+    pub async fn txn_event(&mut self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|(e,)| e))
+    }
+
+    /// Persists an accepted event and everything derived from it.
+    pub async fn insert_event(&mut self, ev: &NewEvent<'_>, membership: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth, \
+             pdu, unsigned_extra, state_group_before, txn_device_id, txn_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(ev.stream_ordering)
+        .bind(ev.event_id)
+        .bind(ev.room_id)
+        .bind(ev.event_type)
+        .bind(ev.state_key)
+        .bind(ev.sender)
+        .bind(ev.origin_server_ts)
+        .bind(ev.depth)
+        .bind(ev.pdu)
+        .bind(ev.unsigned_extra)
+        .bind(ev.state_group_before)
+        .bind(ev.txn.map(|t| t.0))
+        .bind(ev.txn.map(|t| t.1))
+        .execute(&mut *self.tx)
+        .await?;
+        self.insert_edges(ev).await?;
+        if let Some((device_id, txn_id)) = ev.txn {
+            sqlx::query("INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+                .bind(ev.sender)
+                .bind(device_id)
+                .bind(txn_id)
+                .bind(ev.event_id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        if let Some(state_key) = ev.state_key {
+            self.apply_state_event(ev, state_key, membership).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_edges(&mut self, ev: &NewEvent<'_>) -> Result<()> {
+        for (table, column, ids) in [
+            ("event_edges", "prev_event_id", ev.prev_events),
+            ("event_auth", "auth_event_id", ev.auth_events),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            let values = (0..ids.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!("INSERT INTO {table} (event_id, {column}) VALUES {values} ON CONFLICT DO NOTHING");
+            let mut q = sqlx::query(&sql).bind(ev.event_id);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        // The new event is the room's only forward extremity: local events
+        // always reference every extremity as their prev_events.
+        for id in ev.prev_events {
+            sqlx::query("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(ev.room_id)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(ev.room_id)
+            .bind(ev.event_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A state event makes a new state group (its stream ordering is the
+    /// group id), and updates `current_state` and `memberships`.
+    async fn apply_state_event(&mut self, ev: &NewEvent<'_>, state_key: &str, membership: Option<&str>) -> Result<()> {
+        let group = ev.stream_ordering;
+        let parent_depth: Option<(i64,)> = match ev.state_group_before {
+            Some(prev) => sqlx::query_as("SELECT delta_depth FROM state_groups WHERE state_group = $1")
+                .bind(prev)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+            None => None,
+        };
+        match (ev.state_group_before, parent_depth) {
+            (Some(prev), Some((depth,))) if depth < MAX_DELTA_DEPTH => {
+                self.insert_state_group(group, ev.room_id, Some(prev), depth + 1).await?;
+                self.insert_state_entries(group, &[(ev.event_type, state_key, ev.event_id)]).await?;
+            }
+            (prev, _) => {
+                let mut full = match prev {
+                    Some(p) => load_state_group(&mut *self.tx, p).await?,
+                    None => StateMap::new(),
+                };
+                full.insert((ev.event_type.to_owned(), state_key.to_owned()), ev.event_id.to_owned());
+                self.insert_state_group(group, ev.room_id, None, 0).await?;
+                let entries: Vec<(&str, &str, &str)> =
+                    full.iter().map(|((t, k), e)| (t.as_str(), k.as_str(), e.as_str())).collect();
+                self.insert_state_entries(group, &entries).await?;
+            }
+        }
+        sqlx::query("UPDATE rooms SET state_group = $2 WHERE room_id = $1")
+            .bind(ev.room_id)
+            .bind(group)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering",
+        )
+        .bind(ev.room_id)
+        .bind(ev.event_type)
+        .bind(state_key)
+        .bind(ev.event_id)
+        .bind(ev.stream_ordering)
+        .execute(&mut *self.tx)
+        .await?;
+        if let Some(membership) = membership {
+            sqlx::query(
+                "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, \
+                 stream_ordering = excluded.stream_ordering, forgotten = 0",
+            )
+            .bind(ev.room_id)
+            .bind(state_key)
+            .bind(membership)
+            .bind(ev.event_id)
+            .bind(ev.stream_ordering)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_state_group(&mut self, group: i64, room_id: &str, prev: Option<i64>, depth: i64) -> Result<()> {
+        sqlx::query("INSERT INTO state_groups (state_group, room_id, prev_group, delta_depth) VALUES ($1, $2, $3, $4)")
+            .bind(group)
+            .bind(room_id)
+            .bind(prev)
+            .bind(depth)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_state_entries(&mut self, group: i64, entries: &[(&str, &str, &str)]) -> Result<()> {
+        // Chunked multi-row inserts: one round trip per 200 rows.
+        for chunk in entries.chunks(200) {
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {values}");
+            let mut q = sqlx::query(&sql).bind(group);
+            for (t, k, e) in chunk {
+                q = q.bind(*t).bind(*k).bind(*e);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn mark_redacted(&mut self, target: &str, room_id: &str, redaction_id: &str) -> Result<()> {
+        sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
+            .bind(target)
+            .bind(room_id)
+            .bind(redaction_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Walks the delta chain from `group` to its full snapshot in one query; the
+/// newest entry for each key wins.
+async fn load_state_group<'e, E>(executor: E, group: i64) -> Result<StateMap>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
+             SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1 \
+             UNION ALL \
+             SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
+         ) \
+         SELECT s.event_type, s.state_key, s.event_id, c.n FROM state_group_entries s JOIN chain c ON s.state_group = c.state_group \
+         ORDER BY c.n DESC",
+    )
+    .bind(group)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|(t, k, e, _)| ((t, k), e)).collect())
+}
+
+fn prefixed_event_columns(prefix: &str) -> String {
+    EVENT_COLUMNS.split(", ").map(|c| format!("{prefix}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Db {
+    /// `(membership, count)` for the room.
+    pub async fn room_member_counts(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT membership, COUNT(*) FROM memberships WHERE room_id = $1 GROUP BY membership")
+            .bind(room_id)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Up to `limit` joined or invited members other than `user`, for room summaries.
+    pub async fn room_heroes(&self, room_id: &str, user: &str, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND user_id <> $2 AND membership IN ('join', 'invite') \
+             ORDER BY stream_ordering LIMIT $3",
+        )
+        .bind(room_id)
+        .bind(user)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+}

@@ -1,0 +1,213 @@
+//! Storage: SQLite or PostgreSQL through one sqlx `Any` pool.
+//!
+//! Queries are built at run time with portable SQL (`$1` placeholders,
+//! `ON CONFLICT … DO UPDATE`, `WITH RECURSIVE` work on both), so one
+//! repository serves both backends; the test suite runs on both.
+//!
+//! Writes that extend a room or a stream happen in a [`WriteTx`]. Stream
+//! positions come from one counter row updated inside the transaction, so
+//! they become visible in order: a reader that has seen position N has seen
+//! everything below N. On SQLite a process-wide mutex serialises writers
+//! (SQLite has one writer anyway, and this avoids `SQLITE_BUSY` on lock
+//! upgrades); on PostgreSQL the counter row lock orders the commits.
+
+pub mod accounts;
+pub mod events;
+pub mod rooms;
+pub mod user_data;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sqlx::{
+    Any, AnyPool, Transaction,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    sqlite_writer: Arc<Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it also holds the writer lock.
+pub struct WriteTx<'a> {
+    pub tx: Transaction<'static, Any>,
+    _writer: Option<MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the next position of the global stream. Every persisted stream
+    /// item (event, account data, …) gets one, in commit order.
+    pub async fn next_stream_position(&mut self) -> Result<i64> {
+        let (pos,): (i64,) = sqlx::query_as(
+            "UPDATE stream_positions SET position = position + 1 WHERE name = 'main' RETURNING position",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(pos)
+    }
+}
+
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
+
+impl Db {
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(sqlx::Error::Configuration(
+                format!("database_url must start with sqlite:// or postgres://, got {}", redact_url(url)).into(),
+            ));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor as _;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend, sqlite_writer: Arc::new(Mutex::new(())) })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn write(&self) -> Result<WriteTx<'_>> {
+        let writer = match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _writer: writer })
+    }
+
+    /// Applies the migrations this database has not seen yet, each in its own transaction.
+    pub async fn migrate(&self) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ts BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let migrations = match self.backend {
+            Backend::Sqlite => MIGRATIONS_SQLITE,
+            Backend::Postgres => MIGRATIONS_POSTGRES,
+        };
+        let mut applied = Vec::new();
+        for &(version, sql) in migrations {
+            let _writer = self.sqlite_writer.lock().await;
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                // Two processes starting together must not both migrate.
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
+            let done: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_ts) VALUES ($1, $2)")
+                .bind(version)
+                .bind(crate::now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            applied.push(version);
+        }
+        Ok(applied)
+    }
+
+    pub async fn stream_position(&self) -> Result<i64> {
+        let (pos,): (i64,) =
+            sqlx::query_as("SELECT position FROM stream_positions WHERE name = 'main'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(pos)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A database URL with any password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}://{}:***{}", &url[..scheme_end], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Placeholder list `$from, $from+1, …` for an `IN (…)` clause.
+pub fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+}
