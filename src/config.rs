@@ -98,7 +98,7 @@ impl Config {
             merge(&mut table, parsed);
         }
         for (key, value) in std::env::vars() {
-            if let Some(name) = key.strip_prefix("CORVID_") {
+            if let Some(name) = key.strip_prefix("CORVID_").filter(|n| is_config_key(n)) {
                 apply_env(&mut table, name, &value)
                     .map_err(|message| ConfigError::Env { key: key.clone(), message })?;
             }
@@ -150,6 +150,11 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
             }
         }
     }
+}
+
+/// Variables with the prefix that are not configuration: the CLI's own and the tests'.
+fn is_config_key(name: &str) -> bool {
+    !matches!(name, "CONFIG" | "NEW_USER_PASSWORD") && !name.starts_with("TEST_")
 }
 
 /// `CORVID_RATE_LIMIT__ENABLED=false` sets `rate_limit.enabled`: a double

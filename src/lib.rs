@@ -36,3 +36,21 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Connects, migrates and serves `config` on `listener` until `shutdown`
+/// resolves; what `corvid serve` and the integration tests both run.
+pub async fn run_server(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = store::Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
+    let server = Server::new(config, db.clone(), key);
+    let app = api::router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    db.close().await;
+    Ok(())
+}

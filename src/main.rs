@@ -1,9 +1,9 @@
 //! The `corvid` binary: `serve`, `migrate`, and admin subcommands.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use corvid::{Config, Server, api, service::accounts, store::Db};
+use corvid::{Config, Server, service::accounts, store::Db};
 use corvid_federation::ServerSigningKey;
 use tracing_subscriber::EnvFilter;
 
@@ -60,7 +60,7 @@ enum TokenCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn"))).init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,14 +104,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(config: Config, db: Db) -> Result<(), Box<dyn std::error::Error>> {
-    let key = ServerSigningKey::load_or_generate(&config.signing_key_path())?;
+    db.close().await;
     let addr = config.listen.client;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(server_name = %config.server_name, %addr, registration = ?config.registration, "corvid listening");
-    let server = Server::new(config, db.clone(), key);
-    let app = api::router(server).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    db.close().await;
+    corvid::run_server(config, listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
     tracing::info!("corvid stopped");
     Ok(())
 }

@@ -7,8 +7,9 @@
 // restarts it midway and stops it at the end. Needs Node >= 22 (matrix-js-sdk 43).
 //
 // Environment:
-//   CORVID_JS_VERBOSE=1   let the SDK log to the console (normally silenced)
-//   CORVID_JS_MESSAGES=N  messages per direction (default 200; the restart happens after N/2)
+//   JS_CONFORMANCE_VERBOSE=1   let the SDK log to the console (normally silenced)
+//   JS_CONFORMANCE_MESSAGES=N  messages per direction (default 200; the restart happens after N/2)
+//   JS_CONFORMANCE_TIMEOUT_S=S global timeout (default 240)
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -20,7 +21,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 // is silenced (kept in a ring buffer that is printed on failure).
 // ---------------------------------------------------------------------------
 const out = (line) => process.stdout.write(line + "\n");
-const VERBOSE = process.env.CORVID_JS_VERBOSE === "1";
+const VERBOSE = process.env.JS_CONFORMANCE_VERBOSE === "1";
 const sdkLog = [];
 if (!VERBOSE) {
     for (const level of ["log", "info", "debug", "warn", "error", "trace"]) {
@@ -54,9 +55,9 @@ if (!binary || !workdir || !configPath || !portArg) {
     process.exit(2);
 }
 const BASE_URL = `http://127.0.0.1:${Number(portArg)}`;
-const N = Number(process.env.CORVID_JS_MESSAGES ?? 200); // messages per direction
+const N = Number(process.env.JS_CONFORMANCE_MESSAGES ?? 200); // messages per direction
 const HALF = Math.floor(N / 2);
-const GLOBAL_TIMEOUT_MS = 240_000;
+const GLOBAL_TIMEOUT_MS = Number(process.env.JS_CONFORMANCE_TIMEOUT_S ?? 240) * 1000;
 const DELIVERY_TIMEOUT_MS = 60_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const SERVER_START_TIMEOUT_MS = 30_000;
@@ -123,12 +124,24 @@ function describeError(e) {
 // ---------------------------------------------------------------------------
 let server = null; // { proc, exited: Promise<{code, signal}>, exitInfo }
 
+/** The server reads CORVID_* variables as config overrides: drop them so that the config
+ *  file written by run.sh is exactly what the server runs with. */
+function serverEnv() {
+    const env = { NO_COLOR: "1" };
+    for (const [k, v] of Object.entries(process.env)) {
+        if (!k.startsWith("CORVID_")) env[k] = v;
+    }
+    return env;
+}
+
 function startServer() {
+    if (finished) throw new FatalError("scenario already finished"); // e.g. after the global timeout
     const logFd = fs.openSync(SERVER_LOG, "a");
     fs.writeSync(logFd, `\n===== starting ${binary} serve --config ${configPath} at ${new Date().toISOString()} =====\n`);
     const proc = spawn(binary, ["serve", "--config", configPath], {
         cwd: workdir,
         stdio: ["ignore", logFd, logFd],
+        env: serverEnv(),
     });
     fs.closeSync(logFd);
     const s = { proc, exitInfo: null, spawnError: null };
@@ -198,7 +211,8 @@ async function stopServer({ strict = true } = {}) {
 function tail(file, lines) {
     try {
         const text = fs.readFileSync(file, "utf8");
-        return text.split("\n").slice(-lines).join("\n");
+        // eslint-disable-next-line no-control-regex
+        return text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").slice(-lines).join("\n");
     } catch (e) {
         return `(cannot read ${file}: ${e.message})`;
     }
@@ -299,6 +313,9 @@ function wireRecorder(p) {
     return async (resource, init) => {
         const res = await fetch(resource, init);
         const url = new URL(String(resource instanceof Request ? resource.url : resource));
+        if (url.pathname.endsWith("/sync") && p.firstSyncSince === undefined) {
+            p.firstSyncSince = url.searchParams.get("since");
+        }
         if (url.pathname.endsWith("/sync") && res.status === 200) {
             const since = url.searchParams.get("since");
             res.clone()
@@ -380,6 +397,7 @@ async function startParticipant(p, { reuseClient }) {
         attachListeners(p);
     }
     p.freshStart = !p.client.store.getSyncToken();
+    p.firstSyncSince = undefined;
     p.prepared = false;
     p.lastSyncError = null;
     await withTimeout(p.client.startClient({ initialSyncLimit: 20 }), REQUEST_TIMEOUT_MS, `${p.name}: startClient`);
@@ -418,21 +436,25 @@ async function sendRange(p, from, to) {
     }
 }
 
-async function waitDelivery(parts, count, what) {
+/** Waits until every participant has received `count` of the other's messages
+ *  (`parts` is a list of [participant, count]); reports what is missing otherwise. */
+async function waitDelivery(parts, what, timeoutMs = DELIVERY_TIMEOUT_MS) {
     try {
-        await waitUntil(() => parts.every((p) => p.receivedIds.size >= count), DELIVERY_TIMEOUT_MS, what, 100);
+        await waitUntil(() => parts.every(([p, count]) => p.receivedIds.size >= count), timeoutMs, what, 100);
+        return true;
     } catch (e) {
-        for (const p of parts) {
+        for (const [p, count] of parts) {
             if (p.receivedIds.size < count) {
                 const missing = [];
                 for (let i = 0; i < count; i++) {
                     if (!p.receivedBodies.has(`${p.other.name}-${i}`)) missing.push(`${p.other.name}-${i}`);
                 }
                 problem(
-                    `${p.name} received only ${p.receivedIds.size}/${count} of ${p.other.name}'s messages via /sync within ${DELIVERY_TIMEOUT_MS} ms; missing: ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", ..." : ""} (last sync state ${p.lastSyncState}${p.lastSyncError ? ", last error: " + p.lastSyncError : ""})`,
+                    `${what}: ${p.name} received only ${p.receivedIds.size}/${count} of ${p.other.name}'s messages via /sync within ${timeoutMs} ms; missing: ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", ..." : ""} (last sync state ${p.lastSyncState}${p.lastSyncError ? ", last error: " + p.lastSyncError : ""})`,
                 );
             }
         }
+        return false;
     }
 }
 
@@ -562,13 +584,24 @@ async function scenario() {
         }
     }
 
-    setStep(`exchange ${HALF} messages each way`);
-    await Promise.all([sendRange(alice, 0, HALF), sendRange(bob, 0, HALF)]);
-    await waitDelivery([alice, bob], HALF, `delivery of the first ${HALF} messages each way`);
+    const OFFLINE = Math.min(5, HALF); // bob's messages sent while alice is offline, before the restart
+    setStep(`exchange messages: alice sends ${HALF}, bob ${HALF - OFFLINE}`);
+    await Promise.all([sendRange(alice, 0, HALF), sendRange(bob, 0, HALF - OFFLINE)]);
+    await waitDelivery(
+        [
+            [alice, HALF - OFFLINE],
+            [bob, HALF],
+        ],
+        "delivery before the restart",
+    );
     out(`  alice has ${alice.receivedIds.size} of bob's, bob has ${bob.receivedIds.size} of alice's`);
 
-    setStep("stop both clients, restart the server (SIGTERM, same port and database)");
+    setStep(`alice goes offline (stopClient); bob sends ${OFFLINE} more`);
     stopParticipant(alice);
+    const aliceSyncTokenBeforeRestart = alice.client.store.getSyncToken();
+    await sendRange(bob, HALF - OFFLINE, HALF);
+
+    setStep("bob stops too; restart the server (SIGTERM, same port and database)");
     stopParticipant(bob);
     await sleep(200);
     await stopServer();
@@ -577,13 +610,32 @@ async function scenario() {
 
     setStep("restart clients: alice resumes /sync with her since token, bob starts a new client (initial sync)");
     await Promise.all([startParticipant(alice, { reuseClient: true }), startParticipant(bob, { reuseClient: false })]);
+    out(`  alice's first /sync after the restart: since=${alice.firstSyncSince}; bob's: since=${bob.firstSyncSince}`);
+    if (alice.firstSyncSince !== aliceSyncTokenBeforeRestart) {
+        problem(`alice's client did not resume with her pre-restart sync token ${aliceSyncTokenBeforeRestart} (used ${alice.firstSyncSince})`);
+    }
     if (bob.client.getRoom(roomId)?.getMyMembership() !== "join") {
         problem(`after the restart, bob's initial /sync does not show him joined to ${roomId}`);
+    }
+    if (
+        await waitDelivery(
+            [[alice, HALF]],
+            `/sync since=${aliceSyncTokenBeforeRestart} (a token from before the restart) delivering the ${OFFLINE} messages bob sent while alice was offline`,
+            REQUEST_TIMEOUT_MS,
+        )
+    ) {
+        out(`  alice got bob's ${OFFLINE} messages sent while she was offline`);
     }
 
     setStep(`exchange ${N - HALF} more messages each way`);
     await Promise.all([sendRange(alice, HALF, N), sendRange(bob, HALF, N)]);
-    await waitDelivery([alice, bob], N, `delivery of all ${N} messages each way`);
+    await waitDelivery(
+        [
+            [alice, N],
+            [bob, N],
+        ],
+        `delivery of all ${N} messages each way`,
+    );
 
     setStep("check what the clients received through /sync");
     for (const p of [alice, bob]) {

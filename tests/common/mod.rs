@@ -1,0 +1,231 @@
+//! A real Corvid server on an ephemeral loopback port, on SQLite (a temp
+//! file) or PostgreSQL (a fresh schema in `CORVID_TEST_POSTGRES_URL`), and a
+//! small HTTP client for it.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::{path::PathBuf, time::Duration};
+
+use corvid::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const POSTGRES_ENV: &str = "CORVID_TEST_POSTGRES_URL";
+
+pub struct TestServer {
+    pub base: String,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl TestServer {
+    /// `None` when PostgreSQL is not configured outside CI; in CI a missing
+    /// database is a failure, never a silent skip.
+    pub async fn start(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("corvid.db").display()),
+            Backend::Postgres => match std::env::var(POSTGRES_ENV) {
+                Ok(url) => fresh_schema(&url).await,
+                Err(_) if std::env::var_os("CI").is_some() => panic!("{POSTGRES_ENV} must be set in CI"),
+                Err(_) => {
+                    eprintln!("skipping PostgreSQL run: set {POSTGRES_ENV} to enable it");
+                    return None;
+                }
+            },
+        };
+        let mut config = Config::load(None).expect("default config");
+        config.data_dir = dir.path().to_path_buf();
+        config.database_url = database_url;
+        config.rate_limit.enabled = false;
+        config.registration_shared_secret = Some("test-shared-secret".into());
+        let mut server = Self { base: String::new(), config, stop: None, thread: None, _dir: dir, http: reqwest::Client::new() };
+        server.boot().await;
+        Some(server)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    async fn boot(&mut self) {
+        let listener = match self.base.strip_prefix("http://") {
+            Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("rebind port"),
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        self.config.listen.client = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let config = self.config.clone();
+        let listener = listener.into_std().expect("std listener");
+        // The server gets its own runtime, as it has in production; the test's
+        // runtime only plays the client.
+        self.thread = Some(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                corvid::run_server(config, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+            });
+        }));
+        self.stop = Some(tx);
+        for _ in 0..100 {
+            if self.http.get(format!("{}/_matrix/client/versions", self.base)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server did not come up");
+    }
+
+    /// Graceful shutdown and start again on the same port and database.
+    pub async fn restart(&mut self) {
+        self.stop.take().unwrap().send(()).ok();
+        let thread = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || thread.join().expect("server thread")).await.unwrap();
+        self.boot().await;
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON response to {path}: {text}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// Registers `name` and returns `(user_id, access_token)`.
+    pub async fn register(&self, name: &str) -> User {
+        let (status, body) = self
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({"username": name, "password": "secret-pw", "auth": {"type": "m.login.dummy"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {name}: {body}");
+        User { user_id: body["user_id"].as_str().unwrap().into(), token: body["access_token"].as_str().unwrap().into() }
+    }
+
+    pub async fn create_room(&self, user: &User, body: Value) -> String {
+        let (status, res) = self.post("/_matrix/client/v3/createRoom", &user.token, body).await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {res}");
+        res["room_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn send_text(&self, user: &User, room: &str, txn: &str, text: &str) -> String {
+        let (status, res) = self
+            .put(&format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"), &user.token, json!({"msgtype": "m.text", "body": text}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "send: {res}");
+        res["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn join(&self, user: &User, room: &str) -> (StatusCode, Value) {
+        self.post(&format!("/_matrix/client/v3/join/{}", urlencode(room)), &user.token, json!({})).await
+    }
+
+    pub async fn sync(&self, user: &User, since: Option<&str>, timeout_ms: u64) -> Value {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(s) = since {
+            path.push_str(&format!("&since={s}"));
+        }
+        let (status, body) = self.get(&path, &user.token).await;
+        assert_eq!(status, StatusCode::OK, "sync: {body}");
+        body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: String,
+    pub token: String,
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A new schema per test, so tests run in parallel on one database.
+async fn fresh_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("t_{}", uuid_like());
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("cannot reach {POSTGRES_ENV}: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs each listed scenario once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let server = $crate::common::TestServer::start($crate::common::Backend::Sqlite).await.unwrap();
+                super::$name(server).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(server) = $crate::common::TestServer::start($crate::common::Backend::Postgres).await {
+                    super::$name(server).await;
+                }
+            })*
+        }
+    };
+}
