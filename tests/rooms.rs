@@ -91,6 +91,9 @@ async fn send_is_idempotent_per_transaction(s: TestServer) {
     let texts = page["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").count();
     assert_eq!(texts, 1);
     assert_eq!(page["chunk"][0]["unsigned"]["transaction_id"], "txn-1");
+    let other_room = s.create_room(&alice, json!({})).await;
+    let elsewhere = s.send_text(&alice, &other_room, "txn-1", "once").await;
+    assert_ne!(elsewhere, first, "a transaction id is scoped to its endpoint, room included");
 }
 
 async fn history_pagination_and_context(s: TestServer) {

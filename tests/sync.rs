@@ -71,8 +71,12 @@ async fn invites_and_leaves_appear(s: TestServer) {
     let since = sync["next_batch"].as_str().unwrap().to_owned();
     assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
     let joined = s.sync(&bob, Some(&since), 0).await;
-    let state = joined["rooms"]["join"][&room]["state"]["events"].as_array().unwrap();
-    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "a newly joined room comes with its state");
+    let section = &joined["rooms"]["join"][&room];
+    let state_and_timeline: Vec<&Value> = ["state", "timeline"]
+        .iter()
+        .flat_map(|k| section[k]["events"].as_array().into_iter().flatten())
+        .collect();
+    assert!(state_and_timeline.iter().any(|e| e["type"] == "m.room.create"), "a newly joined room comes whole: {section}");
     let since = joined["next_batch"].as_str().unwrap().to_owned();
     s.post(&format!("/_matrix/client/v3/rooms/{room}/kick"), &alice.token, json!({"user_id": bob.user_id})).await;
     let left = s.sync(&bob, Some(&since), 0).await;

@@ -143,12 +143,15 @@ CREATE TABLE memberships (
 );
 CREATE INDEX memberships_user ON memberships (user_id, membership);
 
+-- spec: a transaction id is scoped to a device and an endpoint (its path,
+-- room included): `scope` names the endpoint, e.g. `send !room`.
 CREATE TABLE txn_ids (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 
 CREATE TABLE room_aliases (

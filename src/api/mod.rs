@@ -88,7 +88,9 @@ where
         let path_params = RawPathParams::from_request_parts(&mut parts, server)
             .await
             .map_err(|_| Error::unrecognized(StatusCode::NOT_FOUND))?;
-        let path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        let mut path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+        // The empty-state-key routes (see `RouterExt::ruma`) match one argument short.
+        path_args.resize(T::PATH_BUILDER._path_parameters().len().max(path_args.len()), String::new());
         let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
 
         let user = authenticate::<T::Authentication>(server, &parts).await?;
@@ -181,13 +183,22 @@ impl RouterExt for Router<Arc<Server>> {
     {
         let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         for path in T::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            self = self.route(
-                path,
-                on(filter, move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
-                    handler(server, req).await.map(RumaResponse)
-                }),
-            );
+            let mut paths = vec![path.to_owned()];
+            // spec: a state key may be empty, and clients then end the path
+            // with the event type, with or without a trailing slash.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                paths.push(format!("{prefix}/"));
+                paths.push(prefix.to_owned());
+            }
+            for path in paths {
+                let handler = handler.clone();
+                self = self.route(
+                    &path,
+                    on(filter, move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
+                        handler(server, req).await.map(RumaResponse)
+                    }),
+                );
+            }
         }
         self
     }

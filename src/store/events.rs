@@ -41,7 +41,15 @@ pub struct NewEvent<'a> {
     pub auth_events: &'a [String],
     pub unsigned_extra: Option<&'a str>,
     pub state_group_before: Option<i64>,
-    pub txn: Option<(&'a str, &'a str)>,
+    pub txn: Option<TxnKey<'a>>,
+}
+
+/// A client transaction id with its scope (device and endpoint).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnKey<'a> {
+    pub device_id: &'a str,
+    pub scope: &'a str,
+    pub txn_id: &'a str,
 }
 
 /// `(event type, state key) → event id`
@@ -237,18 +245,6 @@ impl Db {
         Ok(rows.into_iter().collect())
     }
 
-    pub async fn txn_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(txn_id)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|(e,)| e))
-    }
-
     /// A user's membership events in a room, oldest first: `(stream_ordering, membership)`.
     pub async fn membership_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
@@ -329,13 +325,14 @@ impl WriteTx<'_> {
         Ok(q.fetch_all(&mut *self.tx).await?)
     }
 
-    pub async fn txn_event(&mut self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+    pub async fn txn_event(&mut self, user_id: &str, txn: &TxnKey<'_>) -> Result<Option<String>> {
         let row: Option<(String,)> = sqlx::query_as(
-            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
         )
         .bind(user_id)
-        .bind(device_id)
-        .bind(txn_id)
+        .bind(txn.device_id)
+        .bind(txn.scope)
+        .bind(txn.txn_id)
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(row.map(|(e,)| e))
@@ -359,16 +356,17 @@ impl WriteTx<'_> {
         .bind(ev.pdu)
         .bind(ev.unsigned_extra)
         .bind(ev.state_group_before)
-        .bind(ev.txn.map(|t| t.0))
-        .bind(ev.txn.map(|t| t.1))
+        .bind(ev.txn.map(|t| t.device_id))
+        .bind(ev.txn.map(|t| t.txn_id))
         .execute(&mut *self.tx)
         .await?;
         self.insert_edges(ev).await?;
-        if let Some((device_id, txn_id)) = ev.txn {
-            sqlx::query("INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+        if let Some(txn) = ev.txn {
+            sqlx::query("INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)")
                 .bind(ev.sender)
-                .bind(device_id)
-                .bind(txn_id)
+                .bind(txn.device_id)
+                .bind(txn.scope)
+                .bind(txn.txn_id)
                 .bind(ev.event_id)
                 .execute(&mut *self.tx)
                 .await?;

@@ -37,7 +37,8 @@ async fn send(server: Arc<Server>, req: Ruma<send_message_event::v3::Request>) -
     if matches!(event_type, TimelineEventType::RoomRedaction) {
         return Err(Error::bad_json("Use the /redact endpoint to redact events"));
     }
-    let txn = Txn { device_id: user.device_id.as_str(), txn_id: b.txn_id.as_str() };
+    let scope = format!("send {}", b.room_id);
+    let txn = Txn { device_id: user.device_id.as_str(), scope: &scope, txn_id: b.txn_id.as_str() };
     let event_id = timeline::append(&server, &b.room_id, &user.user_id, Template::message(event_type, content), Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
@@ -51,7 +52,8 @@ async fn redact(server: Arc<Server>, req: Ruma<redact_event::v3::Request>) -> Re
     }
     let mut template = Template::message(TimelineEventType::RoomRedaction, content);
     template.redacts = Some(b.event_id.clone());
-    let txn = Txn { device_id: user.device_id.as_str(), txn_id: b.txn_id.as_str() };
+    let scope = format!("redact {}", b.room_id);
+    let txn = Txn { device_id: user.device_id.as_str(), scope: &scope, txn_id: b.txn_id.as_str() };
     let event_id = timeline::append(&server, &b.room_id, &user.user_id, template, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }

@@ -48,12 +48,8 @@ impl Template {
     }
 }
 
-/// A client transaction: the same `(device, txn id)` always yields the same event.
-#[derive(Debug, Clone, Copy)]
-pub struct Txn<'a> {
-    pub device_id: &'a str,
-    pub txn_id: &'a str,
-}
+/// A client transaction: the same `(device, endpoint, txn id)` always yields the same event.
+pub use crate::store::events::TxnKey as Txn;
 
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -68,7 +64,7 @@ pub struct Appended {
 pub async fn append(server: &Server, room_id: &RoomId, sender: &UserId, template: Template, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
     let mut w = server.db.write().await?;
     if let Some(t) = txn
-        && let Some(existing) = w.txn_event(sender.as_str(), t.device_id, t.txn_id).await?
+        && let Some(existing) = w.txn_event(sender.as_str(), &t).await?
     {
         return existing.try_into().map_err(Error::internal);
     }
@@ -162,7 +158,7 @@ pub async fn append_in(
             auth_events: &auth_events,
             unsigned_extra: unsigned_extra.as_deref(),
             state_group_before: room.state_group,
-            txn: txn.map(|t| (t.device_id, t.txn_id)),
+            txn,
         },
         membership.as_deref(),
     )
