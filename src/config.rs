@@ -66,8 +66,14 @@ impl Default for Config {
             data_dir,
             registration: Registration::Open,
             registration_shared_secret: None,
-            listen: Listen { client: "127.0.0.1:8008".parse().expect("valid address") },
-            rate_limit: RateLimit { enabled: true, per_second: 10.0, burst: 50 },
+            listen: Listen {
+                client: "127.0.0.1:8008".parse().expect("valid address"),
+            },
+            rate_limit: RateLimit {
+                enabled: true,
+                per_second: 10.0,
+                burst: 50,
+            },
             max_request_size: 50 * 1024 * 1024,
             access_token_lifetime_ms: 60 * 60 * 1000,
         }
@@ -77,7 +83,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {key}: {message}")]
@@ -89,24 +98,37 @@ impl Config {
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut table = toml::Table::try_from(Self::default_table()).expect("defaults serialise");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-            let parsed: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::Parse { path: path.to_owned(), message: e.to_string() }
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
             })?;
+            let parsed: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
             table.insert("registration".into(), "closed".into());
             merge(&mut table, parsed);
         }
         for (key, value) in std::env::vars() {
             if let Some(name) = key.strip_prefix("CORVID_").filter(|n| is_config_key(n)) {
-                apply_env(&mut table, name, &value)
-                    .map_err(|message| ConfigError::Env { key: key.clone(), message })?;
+                apply_env(&mut table, name, &value).map_err(|message| ConfigError::Env {
+                    key: key.clone(),
+                    message,
+                })?;
             }
         }
-        let origin = file.map(|p| p.to_owned()).unwrap_or_else(|| "<defaults>".into());
-        let mut config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: origin, message: e.to_string() })?;
+        let origin = file
+            .map(|p| p.to_owned())
+            .unwrap_or_else(|| "<defaults>".into());
+        let mut config: Self =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: e.to_string(),
+                })?;
         config.fill_derived();
         Ok(config)
     }
@@ -137,7 +159,8 @@ impl Config {
     }
 
     pub fn signing_key_path(&self) -> PathBuf {
-        self.data_dir.join(format!("{}.signing.key", self.server_name))
+        self.data_dir
+            .join(format!("{}.signing.key", self.server_name))
     }
 }
 
@@ -160,7 +183,11 @@ fn is_config_key(name: &str) -> bool {
 /// `CORVID_RATE_LIMIT__ENABLED=false` sets `rate_limit.enabled`: a double
 /// underscore separates table levels, since keys contain single underscores.
 fn apply_env(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), String> {
-    let path: Vec<String> = name.to_ascii_lowercase().split("__").map(str::to_owned).collect();
+    let path: Vec<String> = name
+        .to_ascii_lowercase()
+        .split("__")
+        .map(str::to_owned)
+        .collect();
     let (last, parents) = path.split_last().ok_or("empty key")?;
     let mut cursor = table;
     for part in parents {
@@ -204,7 +231,11 @@ mod tests {
     fn config_file_closes_registration_and_names_bad_keys() {
         let dir = tempfile_dir("cfg");
         let path = dir.join("corvid.toml");
-        std::fs::write(&path, "server_name = \"example.org\"\n[rate_limit]\nenabled = false\n").unwrap();
+        std::fs::write(
+            &path,
+            "server_name = \"example.org\"\n[rate_limit]\nenabled = false\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.server_name.as_str(), "example.org");
         assert_eq!(c.registration, Registration::Closed);

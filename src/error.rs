@@ -24,7 +24,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into(), extra: Map::new() }
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     pub fn with(mut self, key: &str, value: Value) -> Self {
@@ -54,14 +59,26 @@ impl Error {
         Self::new(status, "M_UNRECOGNIZED", "Unrecognized request")
     }
     pub fn missing_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token",
+        )
     }
     pub fn unknown_token(soft_logout: bool) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Unknown or expired access token")
-            .with("soft_logout", json!(soft_logout))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+            "Unknown or expired access token",
+        )
+        .with("soft_logout", json!(soft_logout))
     }
     pub fn user_in_use() -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken")
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "M_USER_IN_USE",
+            "User ID already taken",
+        )
     }
     pub fn invalid_username(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", m)
@@ -70,8 +87,12 @@ impl Error {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", m)
     }
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too many requests")
-            .with("retry_after_ms", json!(retry_after_ms))
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "M_LIMIT_EXCEEDED",
+            "Too many requests",
+        )
+        .with("retry_after_ms", json!(retry_after_ms))
     }
     pub fn unsupported_room_version(v: &str) -> Self {
         Self::new(
@@ -102,7 +123,13 @@ impl Error {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.errcode, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.errcode,
+            self.message
+        )
     }
 }
 

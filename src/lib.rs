@@ -50,7 +50,9 @@ pub async fn run_server(
     let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
     let server = Server::new(config, db.clone(), key);
     let app = api::router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     db.close().await;
     Ok(())
 }

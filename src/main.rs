@@ -60,7 +60,12 @@ enum TokenCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn"))).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn")),
+        )
+        .init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +78,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(cli.config.as_deref())?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
     let db = Db::connect(&config.database_url).await?;
     let applied = db.migrate().await?;
     if !applied.is_empty() {
@@ -82,17 +88,33 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config, db).await,
         Command::Migrate => {
-            println!("database is up to date ({} migrations applied now)", applied.len());
+            println!(
+                "database is up to date ({} migrations applied now)",
+                applied.len()
+            );
             Ok(())
         }
-        Command::User { command: UserCommand::Create { localpart, password, admin } } => {
-            let server = Server::new(config.clone(), db, ServerSigningKey::load_or_generate(&config.signing_key_path())?);
+        Command::User {
+            command:
+                UserCommand::Create {
+                    localpart,
+                    password,
+                    admin,
+                },
+        } => {
+            let server = Server::new(
+                config.clone(),
+                db,
+                ServerSigningKey::load_or_generate(&config.signing_key_path())?,
+            );
             let user_id = accounts::validate_localpart(&server, &localpart)?;
             accounts::create_user(&server, &user_id, Some(&password), admin).await?;
             println!("created {user_id}");
             Ok(())
         }
-        Command::RegistrationToken { command: TokenCommand::Create { token, uses } } => {
+        Command::RegistrationToken {
+            command: TokenCommand::Create { token, uses },
+        } => {
             let token = token.unwrap_or_else(|| accounts::random_string(16));
             if !db.create_registration_token(&token, uses, None).await? {
                 return Err(format!("registration token {token} already exists").into());
@@ -106,9 +128,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(config: Config, db: Db) -> Result<(), Box<dyn std::error::Error>> {
     db.close().await;
     let addr = config.listen.client;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(server_name = %config.server_name, %addr, registration = ?config.registration, "corvid listening");
-    corvid::run_server(config, listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    corvid::run_server(config, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("corvid stopped");
     Ok(())
 }
@@ -117,7 +143,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

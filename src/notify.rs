@@ -20,7 +20,10 @@ impl Notifier {
     pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
         let mut users = self.users.lock().expect("notifier lock");
         users.retain(|_, tx| tx.receiver_count() > 0);
-        users.entry(user_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+        users
+            .entry(user_id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     pub fn notify_users<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {

@@ -21,7 +21,10 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(config: RateLimit) -> Self {
-        Self { config, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            config,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one request from `key`'s bucket, or says how long to wait.
@@ -36,8 +39,12 @@ impl RateLimiter {
         if buckets.len() > 100_000 {
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() * rate < capacity);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: capacity, updated: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(capacity);
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(capacity);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -54,14 +61,22 @@ mod tests {
 
     #[test]
     fn burst_then_limited_then_disabled() {
-        let limiter = RateLimiter::new(RateLimit { enabled: true, per_second: 1.0, burst: 3 });
+        let limiter = RateLimiter::new(RateLimit {
+            enabled: true,
+            per_second: 1.0,
+            burst: 3,
+        });
         for _ in 0..3 {
             assert!(limiter.check("a").is_ok());
         }
         let wait = limiter.check("a").unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
         assert!(limiter.check("b").is_ok(), "buckets are per key");
-        let off = RateLimiter::new(RateLimit { enabled: false, per_second: 1.0, burst: 1 });
+        let off = RateLimiter::new(RateLimit {
+            enabled: false,
+            per_second: 1.0,
+            burst: 1,
+        });
         for _ in 0..10 {
             assert!(off.check("a").is_ok());
         }

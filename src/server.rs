@@ -17,7 +17,13 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, db: Db, signing_key: ServerSigningKey) -> Arc<Self> {
         let rate_limiter = RateLimiter::new(config.rate_limit.clone());
-        Arc::new(Self { config, db, signing_key, notifier: Notifier::default(), rate_limiter })
+        Arc::new(Self {
+            config,
+            db,
+            signing_key,
+            notifier: Notifier::default(),
+            rate_limiter,
+        })
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

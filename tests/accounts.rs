@@ -6,11 +6,20 @@ use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-on_both_backends!(register_login_whoami_logout, uia_challenge_and_user_in_use, devices_and_password_change, profile_propagates_to_rooms, refresh_tokens_rotate, shared_secret_registration);
+on_both_backends!(
+    register_login_whoami_logout,
+    uia_challenge_and_user_in_use,
+    devices_and_password_change,
+    profile_propagates_to_rooms,
+    refresh_tokens_rotate,
+    shared_secret_registration
+);
 
 async fn register_login_whoami_logout(s: TestServer) {
     let alice = s.register("alice").await;
-    let (status, me) = s.get("/_matrix/client/v3/account/whoami", &alice.token).await;
+    let (status, me) = s
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["user_id"], "@alice:localhost");
 
@@ -23,9 +32,14 @@ async fn register_login_whoami_logout(s: TestServer) {
     let token2 = login["access_token"].as_str().unwrap();
 
     let (status, bad) = s
-        .request(Method::POST, "/_matrix/client/r0/login", None, Some(json!({
-            "type": "m.login.password", "user": "alice", "password": "wrong"
-        })))
+        .request(
+            Method::POST,
+            "/_matrix/client/r0/login",
+            None,
+            Some(json!({
+                "type": "m.login.password", "user": "alice", "password": "wrong"
+            })),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(bad["errcode"], "M_FORBIDDEN");
@@ -35,18 +49,29 @@ async fn register_login_whoami_logout(s: TestServer) {
     let (status, gone) = s.get("/_matrix/client/v3/account/whoami", token2).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(gone["errcode"], "M_UNKNOWN_TOKEN");
-    let (status, _) = s.get("/_matrix/client/v3/account/whoami", &alice.token).await;
+    let (status, _) = s
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
     assert_eq!(status, StatusCode::OK, "other sessions survive a logout");
 
-    let (status, _) = s.post("/_matrix/client/v3/logout/all", &alice.token, json!({})).await;
+    let (status, _) = s
+        .post("/_matrix/client/v3/logout/all", &alice.token, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.get("/_matrix/client/v3/account/whoami", &alice.token).await;
+    let (status, _) = s
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 async fn uia_challenge_and_user_in_use(s: TestServer) {
     let (status, challenge) = s
-        .request(Method::POST, "/_matrix/client/v3/register", None, Some(json!({"username": "carol", "password": "pw"})))
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "carol", "password": "pw"})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(challenge["flows"][0]["stages"][0], "m.login.dummy");
@@ -58,31 +83,87 @@ async fn uia_challenge_and_user_in_use(s: TestServer) {
         .await;
     assert_eq!(status, StatusCode::OK, "{done}");
     let (status, taken) = s
-        .request(Method::POST, "/_matrix/client/v3/register", None, Some(json!({
-            "username": "carol", "password": "pw", "auth": {"type": "m.login.dummy"}
-        })))
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({
+                "username": "carol", "password": "pw", "auth": {"type": "m.login.dummy"}
+            })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(taken["errcode"], "M_USER_IN_USE");
-    let (status, avail) = s.request(Method::GET, "/_matrix/client/v3/register/available?username=carol", None, None).await;
-    assert_eq!((status, avail["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_USER_IN_USE")));
-    let (status, avail) = s.request(Method::GET, "/_matrix/client/v3/register/available?username=dave", None, None).await;
-    assert_eq!((status, avail["available"].as_bool()), (StatusCode::OK, Some(true)));
-    let (status, bad) = s.request(Method::GET, "/_matrix/client/v3/register/available?username=Bad%20Name", None, None).await;
-    assert_eq!((status, bad["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_USERNAME")));
+    let (status, avail) = s
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/register/available?username=carol",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, avail["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_USER_IN_USE"))
+    );
+    let (status, avail) = s
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/register/available?username=dave",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, avail["available"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, bad) = s
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/register/available?username=Bad%20Name",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, bad["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_INVALID_USERNAME"))
+    );
 }
 
 async fn devices_and_password_change(s: TestServer) {
     let alice = s.register("alice").await;
     let (_, devices) = s.get("/_matrix/client/v3/devices", &alice.token).await;
-    let device_id = devices["devices"][0]["device_id"].as_str().unwrap().to_owned();
-    let (status, _) = s.put(&format!("/_matrix/client/v3/devices/{device_id}"), &alice.token, json!({"display_name": "phone"})).await;
+    let device_id = devices["devices"][0]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/devices/{device_id}"),
+            &alice.token,
+            json!({"display_name": "phone"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, device) = s.get(&format!("/_matrix/client/v3/devices/{device_id}"), &alice.token).await;
+    let (_, device) = s
+        .get(
+            &format!("/_matrix/client/v3/devices/{device_id}"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(device["display_name"], "phone");
 
     // Deleting a device needs the password (user-interactive auth).
-    let (status, challenge) = s.request(Method::DELETE, &format!("/_matrix/client/v3/devices/{device_id}"), Some(&alice.token), Some(json!({}))).await;
+    let (status, challenge) = s
+        .request(
+            Method::DELETE,
+            &format!("/_matrix/client/v3/devices/{device_id}"),
+            Some(&alice.token),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(challenge["flows"][0]["stages"][0], "m.login.password");
 
@@ -105,21 +186,46 @@ async fn devices_and_password_change(s: TestServer) {
         })))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.get("/_matrix/client/v3/account/whoami", &alice.token).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a deleted device's token is dead");
+    let (status, _) = s
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a deleted device's token is dead"
+    );
 }
 
 async fn profile_propagates_to_rooms(s: TestServer) {
     let alice = s.register("alice").await;
     let room = s.create_room(&alice, json!({})).await;
-    let (status, _) = s.put("/_matrix/client/v3/profile/@alice:localhost/displayname", &alice.token, json!({"displayname": "Alice A."})).await;
+    let (status, _) = s
+        .put(
+            "/_matrix/client/v3/profile/@alice:localhost/displayname",
+            &alice.token,
+            json!({"displayname": "Alice A."}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, profile) = s.get("/_matrix/client/v3/profile/@alice:localhost", &alice.token).await;
+    let (_, profile) = s
+        .get("/_matrix/client/v3/profile/@alice:localhost", &alice.token)
+        .await;
     assert_eq!(profile["displayname"], "Alice A.");
-    let (_, member) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:localhost"), &alice.token).await;
+    let (_, member) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:localhost"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(member["displayname"], "Alice A.");
     assert_eq!(member["membership"], "join");
-    let (status, _) = s.put("/_matrix/client/v3/profile/@bob:localhost/displayname", &alice.token, json!({"displayname": "x"})).await;
+    let (status, _) = s
+        .put(
+            "/_matrix/client/v3/profile/@bob:localhost/displayname",
+            &alice.token,
+            json!({"displayname": "x"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
@@ -132,28 +238,76 @@ async fn refresh_tokens_rotate(s: TestServer) {
     assert_eq!(status, StatusCode::OK);
     assert!(reg["expires_in_ms"].as_u64().unwrap() > 0);
     let refresh = reg["refresh_token"].as_str().unwrap();
-    let (status, fresh) = s.request(Method::POST, "/_matrix/client/v3/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    let (status, fresh) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{fresh}");
-    let (status, _) = s.get("/_matrix/client/v3/account/whoami", fresh["access_token"].as_str().unwrap()).await;
+    let (status, _) = s
+        .get(
+            "/_matrix/client/v3/account/whoami",
+            fresh["access_token"].as_str().unwrap(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.get("/_matrix/client/v3/account/whoami", reg["access_token"].as_str().unwrap()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old access token is replaced");
-    let (status, again) = s.request(Method::POST, "/_matrix/client/v3/refresh", None, Some(json!({"refresh_token": refresh}))).await;
-    assert_eq!((status, again["errcode"].as_str()), (StatusCode::UNAUTHORIZED, Some("M_UNKNOWN_TOKEN")));
+    let (status, _) = s
+        .get(
+            "/_matrix/client/v3/account/whoami",
+            reg["access_token"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old access token is replaced"
+    );
+    let (status, again) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(
+        (status, again["errcode"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("M_UNKNOWN_TOKEN"))
+    );
 }
 
 async fn shared_secret_registration(s: TestServer) {
     use hmac::{Hmac, Mac};
-    let (status, nonce) = s.request(Method::GET, "/_synapse/admin/v1/register", None, None).await;
+    let (status, nonce) = s
+        .request(Method::GET, "/_synapse/admin/v1/register", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let nonce = nonce["nonce"].as_str().unwrap();
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"test-shared-secret").unwrap();
     mac.update(format!("{nonce}\0root\0pw\0admin").as_bytes());
     let mac = hex::encode(mac.finalize().into_bytes());
-    let body = json!({"nonce": nonce, "username": "root", "password": "pw", "admin": true, "mac": mac});
-    let (status, res) = s.request(Method::POST, "/_synapse/admin/v1/register", None, Some(body.clone())).await;
+    let body =
+        json!({"nonce": nonce, "username": "root", "password": "pw", "admin": true, "mac": mac});
+    let (status, res) = s
+        .request(
+            Method::POST,
+            "/_synapse/admin/v1/register",
+            None,
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{res}");
     assert_eq!(res["user_id"], "@root:localhost");
-    let (status, _) = s.request(Method::POST, "/_synapse/admin/v1/register", None, Some(body)).await;
+    let (status, _) = s
+        .request(
+            Method::POST,
+            "/_synapse/admin/v1/register",
+            None,
+            Some(body),
+        )
+        .await;
     assert_ne!(status, StatusCode::OK, "a nonce works once");
 }

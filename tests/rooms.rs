@@ -21,63 +21,185 @@ on_both_backends!(
 async fn room_versions_10_11_12(s: TestServer) {
     let alice = s.register("alice").await;
     for version in ["10", "11", "12"] {
-        let room = s.create_room(&alice, json!({"room_version": version, "name": format!("v{version}")})).await;
-        assert_eq!(room.contains(':'), version != "12", "v12 room ids are the create event's hash: {room}");
-        let (_, create) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"), &alice.token).await;
+        let room = s
+            .create_room(
+                &alice,
+                json!({"room_version": version, "name": format!("v{version}")}),
+            )
+            .await;
+        assert_eq!(
+            room.contains(':'),
+            version != "12",
+            "v12 room ids are the create event's hash: {room}"
+        );
+        let (_, create) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+                &alice.token,
+            )
+            .await;
         assert_eq!(create["room_version"], version);
-        assert_eq!(create.get("creator").is_some(), version == "10", "creator is gone from v11 on: {create}");
-        let (_, pl) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"), &alice.token).await;
-        assert_eq!(pl["users"].get("@alice:localhost").is_some(), version != "12", "v12 creators are not listed: {pl}");
+        assert_eq!(
+            create.get("creator").is_some(),
+            version == "10",
+            "creator is gone from v11 on: {create}"
+        );
+        let (_, pl) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+                &alice.token,
+            )
+            .await;
+        assert_eq!(
+            pl["users"].get("@alice:localhost").is_some(),
+            version != "12",
+            "v12 creators are not listed: {pl}"
+        );
         s.send_text(&alice, &room, "t1", "hello").await;
     }
-    let (status, err) = s.post("/_matrix/client/v3/createRoom", &alice.token, json!({"room_version": "1"})).await;
-    assert_eq!((status, err["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_UNSUPPORTED_ROOM_VERSION")));
+    let (status, err) = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &alice.token,
+            json!({"room_version": "1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_UNSUPPORTED_ROOM_VERSION"))
+    );
 }
 
 async fn invite_only_rooms_need_an_invite(s: TestServer) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "private_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
     let (status, err) = s.join(&bob, &room).await;
-    assert_eq!((status, err["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
-    let (status, err) = s.post(&format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x"), &bob.token, json!({})).await;
-    assert!(status == StatusCode::FORBIDDEN || status == StatusCode::METHOD_NOT_ALLOWED, "{status} {err}");
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/invite"), &alice.token, json!({"user_id": bob.user_id})).await;
+    assert_eq!(
+        (status, err["errcode"].as_str()),
+        (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+    );
+    let (status, err) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x"),
+            &bob.token,
+            json!({}),
+        )
+        .await;
+    assert!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::METHOD_NOT_ALLOWED,
+        "{status} {err}"
+    );
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.join(&bob, &room).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, joined) = s.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"), &bob.token).await;
+    let (_, joined) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            &bob.token,
+        )
+        .await;
     assert_eq!(joined["joined"].as_object().unwrap().len(), 2);
     let (_, rooms) = s.get("/_matrix/client/v3/joined_rooms", &bob.token).await;
     assert_eq!(rooms["joined_rooms"], json!([room]));
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), &bob.token, json!({})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            &bob.token,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/forget"), &bob.token, json!({})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            &bob.token,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/forget"), &alice.token, json!({})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "must leave before forgetting");
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            &alice.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "must leave before forgetting"
+    );
 }
 
 async fn kick_ban_unban_follow_power_levels(s: TestServer) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let carol = s.register("carol").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat", "room_version": "11"})).await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_version": "11"}),
+        )
+        .await;
     assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
     assert_eq!(s.join(&carol, &room).await.0, StatusCode::OK);
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/kick"), &bob.token, json!({"user_id": carol.user_id})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            &bob.token,
+            json!({"user_id": carol.user_id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "power level 0 cannot kick");
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/ban"), &alice.token, json!({"user_id": carol.user_id, "reason": "spam"})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            &alice.token,
+            json!({"user_id": carol.user_id, "reason": "spam"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.join(&carol, &room).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "banned users cannot join");
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/unban"), &alice.token, json!({"user_id": carol.user_id})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/unban"),
+            &alice.token,
+            json!({"user_id": carol.user_id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.join(&carol, &room).await.0, StatusCode::OK);
-    let (status, _) = s.post(&format!("/_matrix/client/v3/rooms/{room}/kick"), &alice.token, json!({"user_id": bob.user_id})).await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            &alice.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, members) = s.get(&format!("/_matrix/client/v3/rooms/{room}/members?membership=leave"), &alice.token).await;
-    let left: Vec<&str> = members["chunk"].as_array().unwrap().iter().map(|m| m["state_key"].as_str().unwrap()).collect();
+    let (_, members) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?membership=leave"),
+            &alice.token,
+        )
+        .await;
+    let left: Vec<&str> = members["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state_key"].as_str().unwrap())
+        .collect();
     assert_eq!(left, vec![bob.user_id.as_str()]);
 }
 
@@ -87,13 +209,26 @@ async fn send_is_idempotent_per_transaction(s: TestServer) {
     let first = s.send_text(&alice, &room, "txn-1", "once").await;
     let again = s.send_text(&alice, &room, "txn-1", "once").await;
     assert_eq!(first, again);
-    let (_, page) = s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"), &alice.token).await;
-    let texts = page["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").count();
+    let (_, page) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+            &alice.token,
+        )
+        .await;
+    let texts = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .count();
     assert_eq!(texts, 1);
     assert_eq!(page["chunk"][0]["unsigned"]["transaction_id"], "txn-1");
     let other_room = s.create_room(&alice, json!({})).await;
     let elsewhere = s.send_text(&alice, &other_room, "txn-1", "once").await;
-    assert_ne!(elsewhere, first, "a transaction id is scoped to its endpoint, room included");
+    assert_ne!(
+        elsewhere, first,
+        "a transaction id is scoped to its endpoint, room included"
+    );
 }
 
 async fn history_pagination_and_context(s: TestServer) {
@@ -101,58 +236,133 @@ async fn history_pagination_and_context(s: TestServer) {
     let room = s.create_room(&alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..25 {
-        sent.push(s.send_text(&alice, &room, &format!("t{i}"), &format!("m{i}")).await);
+        sent.push(
+            s.send_text(&alice, &room, &format!("t{i}"), &format!("m{i}"))
+                .await,
+        );
     }
     let filter = urlencode(r#"{"types":["m.room.message"]}"#);
     let mut seen = Vec::new();
     let mut from: Option<String> = None;
     for _ in 0..10 {
-        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}");
+        let mut path =
+            format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}");
         if let Some(f) = &from {
             path.push_str(&format!("&from={f}"));
         }
         let (status, page) = s.get(&path, &alice.token).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["chunk"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
         match page["end"].as_str() {
             Some(end) => from = Some(end.to_owned()),
             None => break,
         }
     }
     seen.reverse();
-    assert_eq!(seen, sent, "backwards pagination returns every message once, in order");
+    assert_eq!(
+        seen, sent,
+        "backwards pagination returns every message once, in order"
+    );
 
-    let (_, fwd) = s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=100&filter={filter}"), &alice.token).await;
-    let fwd: Vec<&str> = fwd["chunk"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let (_, fwd) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=100&filter={filter}"),
+            &alice.token,
+        )
+        .await;
+    let fwd: Vec<&str> = fwd["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(fwd, sent.iter().map(String::as_str).collect::<Vec<_>>());
 
-    let (status, ctx) = s.get(&format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", urlencode(&sent[10])), &alice.token).await;
+    let (status, ctx) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/context/{}?limit=4",
+                urlencode(&sent[10])
+            ),
+            &alice.token,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{ctx}");
     assert_eq!(ctx["event"]["event_id"], sent[10]);
     assert_eq!(ctx["events_before"][0]["event_id"], sent[9]);
     assert_eq!(ctx["events_after"][0]["event_id"], sent[11]);
-    let (status, ev) = s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&sent[3])), &alice.token).await;
-    assert_eq!((status, ev["content"]["body"].as_str()), (StatusCode::OK, Some("m3")));
+    let (status, ev) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/event/{}",
+                urlencode(&sent[3])
+            ),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(
+        (status, ev["content"]["body"].as_str()),
+        (StatusCode::OK, Some("m3"))
+    );
 
     let outsider = s.register("mallory").await;
-    let (status, _) = s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"), &outsider.token).await;
+    let (status, _) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+            &outsider.token,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&sent[3])), &outsider.token).await;
+    let (status, _) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/event/{}",
+                urlencode(&sent[3])
+            ),
+            &outsider.token,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 async fn redaction_strips_content(s: TestServer) {
     let alice = s.register("alice").await;
     for version in ["10", "11", "12"] {
-        let room = s.create_room(&alice, json!({"room_version": version})).await;
+        let room = s
+            .create_room(&alice, json!({"room_version": version}))
+            .await;
         let target = s.send_text(&alice, &room, "t", "secret").await;
         let (status, res) = s
-            .put(&format!("/_matrix/client/v3/rooms/{room}/redact/{}/r1", urlencode(&target)), &alice.token, json!({"reason": "oops"}))
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/redact/{}/r1",
+                    urlencode(&target)
+                ),
+                &alice.token,
+                json!({"reason": "oops"}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{res}");
-        let (_, ev) = s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", urlencode(&target)), &alice.token).await;
+        let (_, ev) = s
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/event/{}",
+                    urlencode(&target)
+                ),
+                &alice.token,
+            )
+            .await;
         assert_eq!(ev["content"], json!({}), "v{version}: {ev}");
-        assert_eq!(ev["unsigned"]["redacted_because"]["event_id"], res["event_id"]);
+        assert_eq!(
+            ev["unsigned"]["redacted_because"]["event_id"],
+            res["event_id"]
+        );
     }
 }
 
@@ -162,48 +372,160 @@ async fn aliases_and_public_directory(s: TestServer) {
     let room = s
         .create_room(&alice, json!({"room_alias_name": "lobby", "visibility": "public", "name": "The Lobby", "topic": "chat"}))
         .await;
-    let (status, err) = s.post("/_matrix/client/v3/createRoom", &alice.token, json!({"room_alias_name": "lobby"})).await;
-    assert_eq!((status, err["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_ROOM_IN_USE")));
-    let (_, resolved) = s.request(Method::GET, "/_matrix/client/v3/directory/room/%23lobby:localhost", None, None).await;
+    let (status, err) = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &alice.token,
+            json!({"room_alias_name": "lobby"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_ROOM_IN_USE"))
+    );
+    let (_, resolved) = s
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/directory/room/%23lobby:localhost",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(resolved["room_id"], room);
     assert_eq!(s.join(&bob, "#lobby:localhost").await.0, StatusCode::OK);
 
-    let (status, _) = s.put("/_matrix/client/v3/directory/room/%23hall:localhost", &bob.token, json!({"room_id": room})).await;
+    let (status, _) = s
+        .put(
+            "/_matrix/client/v3/directory/room/%23hall:localhost",
+            &bob.token,
+            json!({"room_id": room}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, aliases) = s.get(&format!("/_matrix/client/v3/rooms/{room}/aliases"), &alice.token).await;
-    assert_eq!(aliases["aliases"], json!(["#hall:localhost", "#lobby:localhost"]));
-    let (status, _) = s.request(Method::DELETE, "/_matrix/client/v3/directory/room/%23lobby:localhost", Some(&bob.token), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "bob neither made the alias nor may change canonical_alias");
-    let (status, _) = s.request(Method::DELETE, "/_matrix/client/v3/directory/room/%23hall:localhost", Some(&bob.token), None).await;
+    let (_, aliases) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/aliases"),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(
+        aliases["aliases"],
+        json!(["#hall:localhost", "#lobby:localhost"])
+    );
+    let (status, _) = s
+        .request(
+            Method::DELETE,
+            "/_matrix/client/v3/directory/room/%23lobby:localhost",
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "bob neither made the alias nor may change canonical_alias"
+    );
+    let (status, _) = s
+        .request(
+            Method::DELETE,
+            "/_matrix/client/v3/directory/room/%23hall:localhost",
+            Some(&bob.token),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
-    let (_, public) = s.request(Method::GET, "/_matrix/client/v3/publicRooms", None, None).await;
+    let (_, public) = s
+        .request(Method::GET, "/_matrix/client/v3/publicRooms", None, None)
+        .await;
     assert_eq!(public["chunk"][0]["room_id"], room);
     assert_eq!(public["chunk"][0]["num_joined_members"], 2);
     assert_eq!(public["chunk"][0]["name"], "The Lobby");
-    let (_, found) = s.post("/_matrix/client/v3/publicRooms", &bob.token, json!({"filter": {"generic_search_term": "lobby"}})).await;
+    let (_, found) = s
+        .post(
+            "/_matrix/client/v3/publicRooms",
+            &bob.token,
+            json!({"filter": {"generic_search_term": "lobby"}}),
+        )
+        .await;
     assert_eq!(found["chunk"].as_array().unwrap().len(), 1);
-    let (_, none) = s.post("/_matrix/client/v3/publicRooms", &bob.token, json!({"filter": {"generic_search_term": "nothing"}})).await;
+    let (_, none) = s
+        .post(
+            "/_matrix/client/v3/publicRooms",
+            &bob.token,
+            json!({"filter": {"generic_search_term": "nothing"}}),
+        )
+        .await;
     assert_eq!(none["chunk"].as_array().unwrap().len(), 0);
-    let (status, _) = s.put(&format!("/_matrix/client/v3/directory/list/room/{room}"), &alice.token, json!({"visibility": "private"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{room}"),
+            &alice.token,
+            json!({"visibility": "private"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, vis) = s.request(Method::GET, &format!("/_matrix/client/v3/directory/list/room/{room}"), None, None).await;
+    let (_, vis) = s
+        .request(
+            Method::GET,
+            &format!("/_matrix/client/v3/directory/list/room/{room}"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(vis["visibility"], "private");
 }
 
 async fn state_events_round_trip(s: TestServer) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     s.join(&bob, &room).await;
-    let (status, _) = s.put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"), &alice.token, json!({"topic": "news"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+            &alice.token,
+            json!({"topic": "news"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, topic) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"), &bob.token).await;
+    let (_, topic) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+            &bob.token,
+        )
+        .await;
     assert_eq!(topic["topic"], "news");
-    let (status, _) = s.put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), &bob.token, json!({"name": "mine"})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &bob.token,
+            json!({"name": "mine"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "state_default 50 > bob's 0");
-    let (_, all) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), &bob.token).await;
-    assert!(all.as_array().unwrap().iter().any(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "news"));
-    let (status, missing) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), &bob.token).await;
-    assert_eq!((status, missing["errcode"].as_str()), (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")));
+    let (_, all) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            &bob.token,
+        )
+        .await;
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "news")
+    );
+    let (status, missing) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(
+        (status, missing["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
 }

@@ -9,12 +9,24 @@ use common::{TestServer, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_backends!(incremental_sync_delivers_each_event_once, long_poll_wakes_on_new_event, invites_and_leaves_appear, account_data_and_tags_sync, filters_limit_the_timeline, tokens_survive_a_restart);
+on_both_backends!(
+    incremental_sync_delivers_each_event_once,
+    long_poll_wakes_on_new_event,
+    invites_and_leaves_appear,
+    account_data_and_tags_sync,
+    filters_limit_the_timeline,
+    tokens_survive_a_restart
+);
 
 fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
     sync["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
-        .map(|events| events.iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect())
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -22,52 +34,96 @@ async fn incremental_sync_delivers_each_event_once(s: TestServer) {
     let alice = s.register("alice").await;
     let room = s.create_room(&alice, json!({"name": "r"})).await;
     let initial = s.sync(&alice, None, 0).await;
-    assert!(initial["rooms"]["join"][&room]["timeline"]["events"].as_array().is_some_and(|e| !e.is_empty()));
+    assert!(
+        initial["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
     let mut since = initial["next_batch"].as_str().unwrap().to_owned();
     let mut received = Vec::new();
     for batch in 0..3 {
         for i in 0..5 {
-            s.send_text(&alice, &room, &format!("t{batch}-{i}"), &format!("m{batch}-{i}")).await;
+            s.send_text(
+                &alice,
+                &room,
+                &format!("t{batch}-{i}"),
+                &format!("m{batch}-{i}"),
+            )
+            .await;
         }
         let next = s.sync(&alice, Some(&since), 0).await;
         received.extend(timeline_bodies(&next, &room));
         since = next["next_batch"].as_str().unwrap().to_owned();
     }
-    let expected: Vec<String> = (0..3).flat_map(|b| (0..5).map(move |i| format!("m{b}-{i}"))).collect();
+    let expected: Vec<String> = (0..3)
+        .flat_map(|b| (0..5).map(move |i| format!("m{b}-{i}")))
+        .collect();
     assert_eq!(received, expected);
     let quiet = s.sync(&alice, Some(&since), 0).await;
-    assert!(quiet["rooms"]["join"].get(&room).is_none(), "nothing new: {quiet}");
+    assert!(
+        quiet["rooms"]["join"].get(&room).is_none(),
+        "nothing new: {quiet}"
+    );
 }
 
 async fn long_poll_wakes_on_new_event(s: TestServer) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     s.join(&bob, &room).await;
-    let since = s.sync(&bob, None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let since = s.sync(&bob, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let started = Instant::now();
     let (sync, _) = tokio::join!(s.sync(&bob, Some(&since), 20_000), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         s.send_text(&alice, &room, "t", "wake up").await
     });
     assert_eq!(timeline_bodies(&sync, &room), vec!["wake up"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "woke by the event, not the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woke by the event, not the timeout"
+    );
     let started = Instant::now();
-    let idle = s.sync(&bob, Some(sync["next_batch"].as_str().unwrap()), 500).await;
-    assert!(started.elapsed() >= Duration::from_millis(450), "waited for the timeout");
+    let idle = s
+        .sync(&bob, Some(sync["next_batch"].as_str().unwrap()), 500)
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "waited for the timeout"
+    );
     assert!(idle["rooms"]["join"].get(&room).is_none());
 }
 
 async fn invites_and_leaves_appear(s: TestServer) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    let since = s.sync(&bob, None, 0).await["next_batch"].as_str().unwrap().to_owned();
-    let room = s.create_room(&alice, json!({"invite": [bob.user_id], "is_direct": true, "name": "dm"})).await;
+    let since = s.sync(&bob, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let room = s
+        .create_room(
+            &alice,
+            json!({"invite": [bob.user_id], "is_direct": true, "name": "dm"}),
+        )
+        .await;
     let sync = s.sync(&bob, Some(&since), 0).await;
     let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
     let events = invite.as_array().expect("invite section");
-    assert!(events.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "dm"));
-    assert!(events.iter().any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "dm")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true)
+    );
     let since = sync["next_batch"].as_str().unwrap().to_owned();
     assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
     let joined = s.sync(&bob, Some(&since), 0).await;
@@ -76,30 +132,75 @@ async fn invites_and_leaves_appear(s: TestServer) {
         .iter()
         .flat_map(|k| section[k]["events"].as_array().into_iter().flatten())
         .collect();
-    assert!(state_and_timeline.iter().any(|e| e["type"] == "m.room.create"), "a newly joined room comes whole: {section}");
+    assert!(
+        state_and_timeline
+            .iter()
+            .any(|e| e["type"] == "m.room.create"),
+        "a newly joined room comes whole: {section}"
+    );
     let since = joined["next_batch"].as_str().unwrap().to_owned();
-    s.post(&format!("/_matrix/client/v3/rooms/{room}/kick"), &alice.token, json!({"user_id": bob.user_id})).await;
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{room}/kick"),
+        &alice.token,
+        json!({"user_id": bob.user_id}),
+    )
+    .await;
     let left = s.sync(&bob, Some(&since), 0).await;
-    let timeline = left["rooms"]["leave"][&room]["timeline"]["events"].as_array().expect("leave section");
+    let timeline = left["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("leave section");
     assert_eq!(timeline.last().unwrap()["content"]["membership"], "leave");
 }
 
 async fn account_data_and_tags_sync(s: TestServer) {
     let alice = s.register("alice").await;
     let room = s.create_room(&alice, json!({})).await;
-    let since = s.sync(&alice, None, 0).await["next_batch"].as_str().unwrap().to_owned();
-    let (status, _) = s.put("/_matrix/client/v3/user/@alice:localhost/account_data/org.example.theme", &alice.token, json!({"dark": true})).await;
+    let since = s.sync(&alice, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = s
+        .put(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.theme",
+            &alice.token,
+            json!({"dark": true}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = s.put(&format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/tags/m.favourite"), &alice.token, json!({"order": 0.5})).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/tags/m.favourite"),
+            &alice.token,
+            json!({"order": 0.5}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let sync = s.sync(&alice, Some(&since), 0).await;
-    assert!(sync["account_data"]["events"].as_array().unwrap().iter().any(|e| e["type"] == "org.example.theme" && e["content"]["dark"] == true));
-    let room_data = sync["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    assert!(
+        sync["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "org.example.theme" && e["content"]["dark"] == true)
+    );
+    let room_data = sync["rooms"]["join"][&room]["account_data"]["events"]
+        .as_array()
+        .unwrap();
     assert_eq!(room_data[0]["type"], "m.tag");
     assert_eq!(room_data[0]["content"]["tags"]["m.favourite"]["order"], 0.5);
-    let (_, theme) = s.get("/_matrix/client/v3/user/@alice:localhost/account_data/org.example.theme", &alice.token).await;
+    let (_, theme) = s
+        .get(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/org.example.theme",
+            &alice.token,
+        )
+        .await;
     assert_eq!(theme, json!({"dark": true}));
-    let (status, _) = s.get("/_matrix/client/v3/user/@alice:localhost/account_data/none.here", &alice.token).await;
+    let (status, _) = s
+        .get(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/none.here",
+            &alice.token,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -107,35 +208,62 @@ async fn filters_limit_the_timeline(s: TestServer) {
     let alice = s.register("alice").await;
     let room = s.create_room(&alice, json!({})).await;
     for i in 0..8 {
-        s.send_text(&alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+        s.send_text(&alice, &room, &format!("t{i}"), &format!("m{i}"))
+            .await;
     }
     let (status, created) = s
         .post("/_matrix/client/v3/user/@alice:localhost/filter", &alice.token, json!({"room": {"timeline": {"limit": 3, "types": ["m.room.message"]}, "state": {"lazy_load_members": true}}}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let id = created["filter_id"].as_str().unwrap();
-    let (_, stored) = s.get(&format!("/_matrix/client/v3/user/@alice:localhost/filter/{id}"), &alice.token).await;
+    let (_, stored) = s
+        .get(
+            &format!("/_matrix/client/v3/user/@alice:localhost/filter/{id}"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(stored["room"]["timeline"]["limit"], 3);
-    let (_, sync) = s.get(&format!("/_matrix/client/v3/sync?filter={id}"), &alice.token).await;
+    let (_, sync) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={id}"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(timeline_bodies(&sync, &room), vec!["m5", "m6", "m7"]);
     assert_eq!(sync["rooms"]["join"][&room]["timeline"]["limited"], true);
     let inline = urlencode(r#"{"room":{"timeline":{"limit":1}}}"#);
-    let (_, sync) = s.get(&format!("/_matrix/client/v3/sync?filter={inline}"), &alice.token).await;
+    let (_, sync) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={inline}"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(timeline_bodies(&sync, &room), vec!["m7"]);
     // prev_batch continues backwards from the timeline's start.
-    let prev = sync["rooms"]["join"][&room]["timeline"]["prev_batch"].as_str().unwrap();
-    let (_, older) = s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1&from={prev}"), &alice.token).await;
+    let prev = sync["rooms"]["join"][&room]["timeline"]["prev_batch"]
+        .as_str()
+        .unwrap();
+    let (_, older) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1&from={prev}"),
+            &alice.token,
+        )
+        .await;
     assert_eq!(older["chunk"][0]["content"]["body"], "m6");
 }
 
 async fn tokens_survive_a_restart(mut s: TestServer) {
     let alice = s.register("alice").await;
     let room = s.create_room(&alice, json!({})).await;
-    s.send_text(&alice, &room, "a", "before").await;
-    let since = s.sync(&alice, None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let before = s.send_text(&alice, &room, "a", "before").await;
+    let since = s.sync(&alice, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     s.restart().await;
     s.send_text(&alice, &room, "b", "after").await;
     let sync = s.sync(&alice, Some(&since), 0).await;
     assert_eq!(timeline_bodies(&sync, &room), vec!["after"]);
-    assert_eq!(s.send_text(&alice, &room, "a", "before").await.len() > 1, true, "txn ids survive too");
+    let retried = s.send_text(&alice, &room, "a", "before").await;
+    assert_eq!(retried, before, "transaction ids survive a restart");
 }

@@ -12,7 +12,10 @@ use ruma::signatures::{Ed25519KeyPair, KeyPair, Signature};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read or write signing key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("signing key file {path} is malformed: {reason}")]
     Malformed { path: PathBuf, reason: String },
 }
@@ -30,7 +33,10 @@ impl ServerSigningKey {
     /// File format: one line `ed25519 <version> <base64 pkcs8 der>`, the
     /// same shape Synapse uses, so keys can be moved between servers.
     pub fn load_or_generate(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.to_owned(), source };
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
         match fs::read_to_string(path) {
             Ok(text) => Self::parse(&text).map_err(|reason| KeyError::Malformed {
                 path: path.to_owned(),
@@ -55,14 +61,18 @@ impl ServerSigningKey {
 
     fn parse(text: &str) -> Result<Self, String> {
         let mut parts = text.split_whitespace();
-        let (Some("ed25519"), Some(version), Some(b64)) = (parts.next(), parts.next(), parts.next())
+        let (Some("ed25519"), Some(version), Some(b64)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err("expected `ed25519 <version> <base64>`".into());
         };
         let der = decode_b64(b64).ok_or("key is not valid base64")?;
         let pair = Ed25519KeyPair::from_der(&der, version.to_owned()).map_err(|e| e.to_string())?;
         let public_base64 = encode_b64(&pair.public_key());
-        Ok(Self { pair, public_base64 })
+        Ok(Self {
+            pair,
+            public_base64,
+        })
     }
 
     /// The key id, `ed25519:<version>`.
@@ -87,13 +97,19 @@ impl ServerSigningKey {
 impl std::fmt::Debug for ServerSigningKey {
     // Never print the private half.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerSigningKey").field("key_id", &self.key_id()).finish()
+        f.debug_struct("ServerSigningKey")
+            .field("key_id", &self.key_id())
+            .finish()
     }
 }
 
 fn random_key_version() -> String {
     let id = ruma::TransactionId::new();
-    id.as_str().chars().filter(char::is_ascii_alphanumeric).take(6).collect()
+    id.as_str()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(6)
+        .collect()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -23,7 +23,9 @@ pub enum PduError {
 }
 
 pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules, PduError> {
-    version.rules().ok_or_else(|| PduError::UnsupportedRoomVersion(version.clone()))
+    version
+        .rules()
+        .ok_or_else(|| PduError::UnsupportedRoomVersion(version.clone()))
 }
 
 /// Adds the content hash and this server's signature to `pdu`.
@@ -38,7 +40,10 @@ pub fn sign_pdu(
 }
 
 /// The event id of a signed PDU: `$` + its reference hash (room versions 3+).
-pub fn event_id_for(pdu: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId, PduError> {
+pub fn event_id_for(
+    pdu: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<OwnedEventId, PduError> {
     let hash = reference_hash(pdu, rules)?;
     Ok(OwnedEventId::try_from(format!("${hash}"))?)
 }
@@ -63,7 +68,11 @@ mod tests {
     use serde_json::json;
 
     fn key() -> ServerSigningKey {
-        let dir = std::env::temp_dir().join(format!("corvid-pdu-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "corvid-pdu-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let key = ServerSigningKey::load_or_generate(&dir.join("k")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -97,13 +106,18 @@ mod tests {
         let mut pdu = template(None);
         sign_pdu(&mut pdu, "localhost", &key, &rules).unwrap();
         assert!(pdu["hashes"].as_object().unwrap().contains_key("sha256"));
-        let sigs = pdu["signatures"].as_object().unwrap()["localhost"].as_object().unwrap();
+        let sigs = pdu["signatures"].as_object().unwrap()["localhost"]
+            .as_object()
+            .unwrap();
         assert!(sigs.contains_key(&key.key_id()));
         let a = event_id_for(&pdu, &rules).unwrap();
         let b = event_id_for(&pdu, &rules).unwrap();
         assert_eq!(a, b);
         // Unsigned data is not part of the reference hash.
-        pdu.insert("unsigned".into(), to_canonical_value(json!({"age": 5})).unwrap());
+        pdu.insert(
+            "unsigned".into(),
+            to_canonical_value(json!({"age": 5})).unwrap(),
+        );
         assert_eq!(event_id_for(&pdu, &rules).unwrap(), a);
     }
 
@@ -116,6 +130,10 @@ mod tests {
         let room_id = room_id_for_create(&pdu, &rules).unwrap().unwrap();
         let event_id = event_id_for(&pdu, &rules).unwrap();
         assert_eq!(&room_id.as_str()[1..], &event_id.as_str()[1..]);
-        assert!(room_id_for_create(&pdu, &RoomVersionRules::V11).unwrap().is_none());
+        assert!(
+            room_id_for_create(&pdu, &RoomVersionRules::V11)
+                .unwrap()
+                .is_none()
+        );
     }
 }

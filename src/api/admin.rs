@@ -42,10 +42,17 @@ struct RegisterBody {
     displayname: Option<String>,
 }
 
-async fn register(State(server): State<Arc<Server>>, body: axum::body::Bytes) -> Result<Json<Value>> {
+async fn register(
+    State(server): State<Arc<Server>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
     let secret = secret(&server)?.to_owned();
     let body: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
-        if serde_json::from_slice::<Value>(&body).is_err() { Error::not_json("Body is not JSON") } else { Error::bad_json(e.to_string()) }
+        if serde_json::from_slice::<Value>(&body).is_err() {
+            Error::not_json("Body is not JSON")
+        } else {
+            Error::bad_json(e.to_string())
+        }
     })?;
     if !mac_matches(&secret, &body) {
         return Err(Error::forbidden("HMAC incorrect"));
@@ -56,7 +63,14 @@ async fn register(State(server): State<Arc<Server>>, body: axum::body::Bytes) ->
     let user_id = accounts::validate_localpart(&server, &body.username.to_lowercase())?;
     accounts::create_user(&server, &user_id, Some(&body.password), body.admin).await?;
     if let Some(name) = body.displayname.as_deref() {
-        server.db.set_profile_field(user_id.as_str(), crate::store::accounts::ProfileField::Displayname, Some(name)).await?;
+        server
+            .db
+            .set_profile_field(
+                user_id.as_str(),
+                crate::store::accounts::ProfileField::Displayname,
+                Some(name),
+            )
+            .await?;
     }
     let session = accounts::start_session(&server, &user_id, None, None, false).await?;
     Ok(Json(json!({
@@ -69,8 +83,11 @@ async fn register(State(server): State<Arc<Server>>, body: axum::body::Bytes) ->
 
 /// HMAC-SHA1 over `nonce NUL username NUL password NUL admin|notadmin`.
 fn mac_matches(secret: &str, body: &RegisterBody) -> bool {
-    let Ok(expected) = hex::decode(&body.mac) else { return false };
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let Ok(expected) = hex::decode(&body.mac) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(body.nonce.as_bytes());
     mac.update(b"\0");
     mac.update(body.username.as_bytes());

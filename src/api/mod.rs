@@ -23,7 +23,10 @@ use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::{
         IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
-        auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+        auth_scheme::{
+            AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional,
+            NoAccessToken, NoAuthentication,
+        },
         error::{DeserializationError, FromHttpRequestError},
         path_builder::PathBuilder,
     },
@@ -41,7 +44,9 @@ pub struct Ruma<T> {
 impl<T> Ruma<T> {
     /// The authenticated user of an endpoint that requires authentication.
     pub fn user(&self) -> &AuthedUser {
-        self.user.as_ref().expect("endpoint requires an access token")
+        self.user
+            .as_ref()
+            .expect("endpoint requires an access token")
     }
 }
 
@@ -90,13 +95,29 @@ where
             .map_err(|_| Error::unrecognized(StatusCode::NOT_FOUND))?;
         let mut path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
         // The empty-state-key routes (see `RouterExt::ruma`) match one argument short.
-        path_args.resize(T::PATH_BUILDER._path_parameters().len().max(path_args.len()), String::new());
-        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        path_args.resize(
+            T::PATH_BUILDER
+                ._path_parameters()
+                .len()
+                .max(path_args.len()),
+            String::new(),
+        );
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
 
         let user = authenticate::<T::Authentication>(server, &parts).await?;
         if T::RATE_LIMITED {
-            let key = user.as_ref().map(|u| u.user_id.to_string()).or(client_ip).unwrap_or_default();
-            server.rate_limiter.check(&key).map_err(|wait| Error::limit_exceeded(wait.as_millis() as u64 + 1))?;
+            let key = user
+                .as_ref()
+                .map(|u| u.user_id.to_string())
+                .or(client_ip)
+                .unwrap_or_default();
+            server
+                .rate_limiter
+                .check(&key)
+                .map_err(|wait| Error::limit_exceeded(wait.as_millis() as u64 + 1))?;
         }
 
         let limit = server.config.max_request_size;
@@ -105,14 +126,18 @@ where
             .map_err(|_| Error::too_large(format!("Request body is larger than {limit} bytes")))?;
         let http_req = http::Request::from_parts(parts, bytes.as_ref());
         let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(http_req, &path_refs).map_err(|e| parse_error(e, &bytes))?;
+        let body =
+            T::try_from_http_request(http_req, &path_refs).map_err(|e| parse_error(e, &bytes))?;
         Ok(Self { body, user })
     }
 }
 
 use axum::extract::FromRequestParts as _;
 
-async fn authenticate<A: TokenPolicy>(server: &Server, parts: &http::request::Parts) -> Result<Option<AuthedUser>> {
+async fn authenticate<A: TokenPolicy>(
+    server: &Server,
+    parts: &http::request::Parts,
+) -> Result<Option<AuthedUser>> {
     if !A::ACCEPTED {
         return Ok(None);
     }
@@ -126,14 +151,24 @@ async fn authenticate<A: TokenPolicy>(server: &Server, parts: &http::request::Pa
 /// The token from `Authorization: Bearer …` or the deprecated `access_token` query parameter.
 fn access_token(parts: &http::request::Parts) -> Option<&str> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        return value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
     }
-    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
 }
 
 fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
     match error {
-        FromHttpRequestError::MethodMismatch { .. } => Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
+        FromHttpRequestError::MethodMismatch { .. } => {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        }
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
             if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
                 Error::not_json("Request body is not valid JSON")
@@ -181,7 +216,8 @@ impl RouterExt for Router<Arc<Server>> {
         F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
     {
-        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        let filter =
+            MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         for path in T::PATH_BUILDER.all_paths() {
             let mut paths = vec![path.to_owned()];
             // spec: a state key may be empty, and clients then end the path
@@ -194,9 +230,12 @@ impl RouterExt for Router<Arc<Server>> {
                 let handler = handler.clone();
                 self = self.route(
                     &path,
-                    on(filter, move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
-                        handler(server, req).await.map(RumaResponse)
-                    }),
+                    on(
+                        filter,
+                        move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
+                            handler(server, req).await.map(RumaResponse)
+                        },
+                    ),
                 );
             }
         }
@@ -210,7 +249,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .merge(client::routes())
         .merge(admin::routes())
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
-        .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
         .layer(cors())
         .with_state(server)
 }
@@ -219,7 +260,13 @@ pub fn router(server: Arc<Server>) -> Router {
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::HeaderName::from_static("x-requested-with"),
             header::CONTENT_TYPE,

@@ -1,7 +1,5 @@
 //! Accounts, sessions and devices.
 
-
-
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
@@ -24,7 +22,11 @@ pub struct Session {
 /// Resolves an access token to its user and device.
 pub async fn authenticate(server: &Server, token: &str) -> Result<AuthedUser> {
     let token_hash = hash_token(token);
-    let owner = server.db.token_owner(&token_hash).await?.ok_or_else(|| Error::unknown_token(false))?;
+    let owner = server
+        .db
+        .token_owner(&token_hash)
+        .await?
+        .ok_or_else(|| Error::unknown_token(false))?;
     if owner.expires_ts.is_some_and(|e| e <= crate::now_ms()) {
         // spec: an expired token that can be refreshed is a soft logout.
         return Err(Error::unknown_token(true));
@@ -39,26 +41,41 @@ pub async fn authenticate(server: &Server, token: &str) -> Result<AuthedUser> {
 /// Checks a localpart against the spec's grammar for new user ids.
 pub fn validate_localpart(server: &Server, localpart: &str) -> Result<OwnedUserId> {
     let valid = !localpart.is_empty()
-        && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+        && localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        );
     if !valid {
-        return Err(Error::invalid_username("User ID may only contain a-z, 0-9, and . _ = - / +"));
+        return Err(Error::invalid_username(
+            "User ID may only contain a-z, 0-9, and . _ = - / +",
+        ));
     }
     let user_id = UserId::parse(format!("@{localpart}:{}", server.server_name()))
         .map_err(|e| Error::invalid_username(e.to_string()))?;
     if user_id.as_str().len() > 255 {
-        return Err(Error::invalid_username("User ID is longer than 255 characters"));
+        return Err(Error::invalid_username(
+            "User ID is longer than 255 characters",
+        ));
     }
     Ok(user_id)
 }
 
 /// Makes an account; `M_USER_IN_USE` if the id is taken.
-pub async fn create_user(server: &Server, user_id: &UserId, password: Option<&str>, admin: bool) -> Result<()> {
+pub async fn create_user(
+    server: &Server,
+    user_id: &UserId,
+    password: Option<&str>,
+    admin: bool,
+) -> Result<()> {
     let hash = match password {
         Some(p) => Some(hash_password(p.to_owned()).await?),
         None => None,
     };
     let displayname = user_id.localpart();
-    if !server.db.create_user(user_id.as_str(), hash.as_deref(), displayname, admin).await? {
+    if !server
+        .db
+        .create_user(user_id.as_str(), hash.as_deref(), displayname, admin)
+        .await?
+    {
         return Err(Error::user_in_use());
     }
     tracing::info!(%user_id, admin, "account created");
@@ -87,7 +104,9 @@ pub async fn start_session(
             display_name,
             NewToken {
                 token_hash: &access_hash,
-                expires_ts: refresh_token.is_some().then(|| crate::now_ms() + lifetime as i64),
+                expires_ts: refresh_token
+                    .is_some()
+                    .then(|| crate::now_ms() + lifetime as i64),
                 refresh_token_hash: refresh_hash.as_deref(),
             },
         )
@@ -140,7 +159,11 @@ pub async fn check_password(server: &Server, user: &str, password: &str) -> Resu
         return Err(Error::forbidden("Invalid username or password"));
     };
     if row.deactivated != 0 {
-        return Err(Error::new(http::StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", "This account has been deactivated"));
+        return Err(Error::new(
+            http::StatusCode::FORBIDDEN,
+            "M_USER_DEACTIVATED",
+            "This account has been deactivated",
+        ));
     }
     let Some(hash) = row.password_hash else {
         return Err(Error::forbidden("Invalid username or password"));
@@ -151,9 +174,17 @@ pub async fn check_password(server: &Server, user: &str, password: &str) -> Resu
     Ok(user_id)
 }
 
-pub async fn change_password(server: &Server, user: &AuthedUser, new_password: &str, logout_devices: bool) -> Result<()> {
+pub async fn change_password(
+    server: &Server,
+    user: &AuthedUser,
+    new_password: &str,
+    logout_devices: bool,
+) -> Result<()> {
     let hash = hash_password(new_password.to_owned()).await?;
-    server.db.set_password_hash(user.user_id.as_str(), &hash).await?;
+    server
+        .db
+        .set_password_hash(user.user_id.as_str(), &hash)
+        .await?;
     if logout_devices {
         let others: Vec<String> = server
             .db
@@ -163,7 +194,10 @@ pub async fn change_password(server: &Server, user: &AuthedUser, new_password: &
             .map(|d| d.device_id)
             .filter(|d| d != user.device_id.as_str())
             .collect();
-        server.db.delete_devices(user.user_id.as_str(), &others).await?;
+        server
+            .db
+            .delete_devices(user.user_id.as_str(), &others)
+            .await?;
     }
     Ok(())
 }
@@ -171,7 +205,9 @@ pub async fn change_password(server: &Server, user: &AuthedUser, new_password: &
 async fn hash_password(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(Error::internal)?
@@ -181,7 +217,9 @@ async fn hash_password(password: String) -> Result<String> {
 async fn verify_password(password: String, hash: String) -> Result<bool> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
     .map_err(Error::internal)?
@@ -192,9 +230,12 @@ pub fn hash_token(token: &str) -> String {
 }
 
 pub fn random_string(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -203,7 +244,11 @@ mod tests {
     #[tokio::test]
     async fn password_hash_round_trip() {
         let hash = hash_password("hunter2".into()).await.unwrap();
-        assert!(verify_password("hunter2".into(), hash.clone()).await.unwrap());
+        assert!(
+            verify_password("hunter2".into(), hash.clone())
+                .await
+                .unwrap()
+        );
         assert!(!verify_password("hunter3".into(), hash).await.unwrap());
     }
 

@@ -6,26 +6,49 @@ use serde_json::Value;
 
 use crate::{Error, Result, Server};
 
-pub async fn create_alias(server: &Server, alias: &RoomAliasId, room_id: &RoomId, user: &UserId) -> Result<()> {
+pub async fn create_alias(
+    server: &Server,
+    alias: &RoomAliasId,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<()> {
     if alias.server_name() != server.server_name() {
         return Err(Error::invalid_param("Alias must be on this server"));
     }
     super::rooms::require_room(server, room_id).await?;
-    if !server.db.create_alias(alias.as_str(), room_id.as_str(), user.as_str()).await? {
-        return Err(Error::new(http::StatusCode::CONFLICT, "M_UNKNOWN", "Room alias already exists"));
+    if !server
+        .db
+        .create_alias(alias.as_str(), room_id.as_str(), user.as_str())
+        .await?
+    {
+        return Err(Error::new(
+            http::StatusCode::CONFLICT,
+            "M_UNKNOWN",
+            "Room alias already exists",
+        ));
     }
     Ok(())
 }
 
 pub async fn resolve_alias(server: &Server, alias: &RoomAliasId) -> Result<OwnedRoomId> {
-    let room = server.db.alias_room(alias.as_str()).await?.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    let room = server
+        .db
+        .alias_room(alias.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Room alias not found"))?;
     room.try_into().map_err(Error::internal)
 }
 
 /// The alias's creator or a room member allowed to change `m.room.canonical_alias` may delete it.
 pub async fn delete_alias(server: &Server, alias: &RoomAliasId, user: &UserId) -> Result<()> {
-    let (room_id, creator) = server.db.alias(alias.as_str()).await?.ok_or_else(|| Error::not_found("Room alias not found"))?;
-    if creator != user.as_str() && !can_send_state(server, &room_id, user, "m.room.canonical_alias").await? {
+    let (room_id, creator) = server
+        .db
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Room alias not found"))?;
+    if creator != user.as_str()
+        && !can_send_state(server, &room_id, user, "m.room.canonical_alias").await?
+    {
         return Err(Error::forbidden("You may not delete this alias"));
     }
     server.db.delete_alias(alias.as_str()).await
@@ -33,14 +56,23 @@ pub async fn delete_alias(server: &Server, alias: &RoomAliasId, user: &UserId) -
 
 pub async fn room_aliases(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Vec<String>> {
     super::rooms::require_room(server, room_id).await?;
-    let joined = server.db.membership(room_id.as_str(), user.as_str()).await?.is_some_and(|(m, _)| m == "join");
+    let joined = server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+        .is_some_and(|(m, _)| m == "join");
     if !joined {
         return Err(Error::forbidden("You are not in this room"));
     }
     server.db.room_aliases(room_id.as_str()).await
 }
 
-pub async fn set_visibility(server: &Server, room_id: &RoomId, user: &UserId, public: bool) -> Result<()> {
+pub async fn set_visibility(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    public: bool,
+) -> Result<()> {
     super::rooms::require_room(server, room_id).await?;
     if !can_send_state(server, room_id.as_str(), user, "m.room.canonical_alias").await? {
         return Err(Error::forbidden("You may not publish this room"));
@@ -53,26 +85,55 @@ pub async fn is_public(server: &Server, room_id: &RoomId) -> Result<bool> {
 }
 
 /// Whether the user's power level reaches what `event_type` needs.
-async fn can_send_state(server: &Server, room_id: &str, user: &UserId, event_type: &str) -> Result<bool> {
-    if server.db.membership(room_id, user.as_str()).await?.is_none_or(|(m, _)| m != "join") {
+async fn can_send_state(
+    server: &Server,
+    room_id: &str,
+    user: &UserId,
+    event_type: &str,
+) -> Result<bool> {
+    if server
+        .db
+        .membership(room_id, user.as_str())
+        .await?
+        .is_none_or(|(m, _)| m != "join")
+    {
         return Ok(false);
     }
-    let create = server.db.current_state_event(room_id, "m.room.create", "").await?;
+    let create = server
+        .db
+        .current_state_event(room_id, "m.room.create", "")
+        .await?;
     if let Some(create) = &create {
         let v: Value = serde_json::from_str(&create.pdu)?;
         let version = v["content"]["room_version"].as_str().unwrap_or("1");
-        let extra = v["content"]["additional_creators"].as_array().cloned().unwrap_or_default();
-        if version == "12" && (create.sender == user.as_str() || extra.iter().any(|c| c == user.as_str())) {
+        let extra = v["content"]["additional_creators"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if version == "12"
+            && (create.sender == user.as_str() || extra.iter().any(|c| c == user.as_str()))
+        {
             return Ok(true);
         }
     }
-    let Some(pl) = server.db.current_state_event(room_id, "m.room.power_levels", "").await? else {
+    let Some(pl) = server
+        .db
+        .current_state_event(room_id, "m.room.power_levels", "")
+        .await?
+    else {
         return Ok(create.is_some_and(|c| c.sender == user.as_str()));
     };
     let pl: Value = serde_json::from_str::<Value>(&pl.pdu)?["content"].take();
-    let level = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
-    let user_level = level(&pl["users"][user.as_str()]).or_else(|| level(&pl["users_default"])).unwrap_or(0);
-    let needed = level(&pl["events"][event_type]).or_else(|| level(&pl["state_default"])).unwrap_or(50);
+    let level = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    let user_level = level(&pl["users"][user.as_str()])
+        .or_else(|| level(&pl["users_default"]))
+        .unwrap_or(0);
+    let needed = level(&pl["events"][event_type])
+        .or_else(|| level(&pl["state_default"]))
+        .unwrap_or(50);
     Ok(user_level >= needed)
 }
 
@@ -90,7 +151,12 @@ pub struct PublicRoom {
 }
 
 /// Published rooms matching `search` (name, topic or alias), paginated by offset.
-pub async fn public_rooms(server: &Server, search: Option<&str>, since: usize, limit: usize) -> Result<(Vec<PublicRoom>, usize)> {
+pub async fn public_rooms(
+    server: &Server,
+    search: Option<&str>,
+    since: usize,
+    limit: usize,
+) -> Result<(Vec<PublicRoom>, usize)> {
     let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut rooms = Vec::new();
     for row in server.db.public_rooms().await? {
@@ -115,14 +181,18 @@ pub async fn public_rooms(server: &Server, search: Option<&str>, since: usize, l
                 "m.room.canonical_alias" => room.canonical_alias = s("alias"),
                 "m.room.avatar" => room.avatar_url = s("url"),
                 "m.room.join_rules" => room.join_rule = s("join_rule"),
-                "m.room.history_visibility" => room.world_readable = c["history_visibility"] == "world_readable",
+                "m.room.history_visibility" => {
+                    room.world_readable = c["history_visibility"] == "world_readable"
+                }
                 "m.room.guest_access" => room.guest_can_join = c["guest_access"] == "can_join",
                 "m.room.create" => room.room_type = s("type"),
                 _ => {}
             }
         }
         let matches = needle.as_ref().is_none_or(|n| {
-            [&room.name, &room.topic, &room.canonical_alias].iter().any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
+            [&room.name, &room.topic, &room.canonical_alias]
+                .iter()
+                .any(|f| f.as_ref().is_some_and(|v| v.to_lowercase().contains(n)))
         });
         if matches {
             rooms.push(room);

@@ -9,8 +9,12 @@ fn glob(pattern: &str, value: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == value,
         Some((prefix, rest)) => {
-            let Some(tail) = value.strip_prefix(prefix) else { return false };
-            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+            let Some(tail) = value.strip_prefix(prefix) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
         }
     }
 }
@@ -24,7 +28,11 @@ pub fn matches(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
     {
         return false;
     }
-    if filter.not_senders.iter().any(|s| s.as_str() == event.sender) {
+    if filter
+        .not_senders
+        .iter()
+        .any(|s| s.as_str() == event.sender)
+    {
         return false;
     }
     if let Some(senders) = &filter.senders

@@ -13,13 +13,28 @@ pub struct Profile {
 }
 
 pub async fn get(server: &Server, user: &UserId) -> Result<Profile> {
-    let row = server.db.user(user.as_str()).await?.filter(|u| u.deactivated == 0);
+    let row = server
+        .db
+        .user(user.as_str())
+        .await?
+        .filter(|u| u.deactivated == 0);
     let row = row.ok_or_else(|| Error::not_found("Profile not found"))?;
-    Ok(Profile { displayname: row.displayname, avatar_url: row.avatar_url })
+    Ok(Profile {
+        displayname: row.displayname,
+        avatar_url: row.avatar_url,
+    })
 }
 
-pub async fn set(server: &Server, user: &UserId, field: ProfileField, value: Option<&str>) -> Result<()> {
-    server.db.set_profile_field(user.as_str(), field, value).await?;
+pub async fn set(
+    server: &Server,
+    user: &UserId,
+    field: ProfileField,
+    value: Option<&str>,
+) -> Result<()> {
+    server
+        .db
+        .set_profile_field(user.as_str(), field, value)
+        .await?;
     let key = match field {
         ProfileField::Displayname => "displayname",
         ProfileField::AvatarUrl => "avatar_url",
@@ -28,10 +43,15 @@ pub async fn set(server: &Server, user: &UserId, field: ProfileField, value: Opt
         if membership != "join" {
             continue;
         }
-        let Some(current) = server.db.current_state_event(&room_id, "m.room.member", user.as_str()).await? else {
+        let Some(current) = server
+            .db
+            .current_state_event(&room_id, "m.room.member", user.as_str())
+            .await?
+        else {
             continue;
         };
-        let mut content = serde_json::from_str::<serde_json::Value>(&current.pdu)?["content"].take();
+        let mut content =
+            serde_json::from_str::<serde_json::Value>(&current.pdu)?["content"].take();
         match value {
             Some(v) => content[key] = json!(v),
             None => {

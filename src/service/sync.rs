@@ -68,7 +68,11 @@ pub async fn sync(server: &Server, user: &AuthedUser, req: SyncRequest) -> Resul
         let upto = server.db.stream_position().await?;
         let response = build(server, user, &req, upto).await?;
         let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
-        if req.since.is_none() || req.full_state || has_news || req.since.is_some_and(|s| s.pos > upto) {
+        if req.since.is_none()
+            || req.full_state
+            || has_news
+            || req.since.is_some_and(|s| s.pos > upto)
+        {
             return Ok(response);
         }
         tokio::select! {
@@ -78,38 +82,54 @@ pub async fn sync(server: &Server, user: &AuthedUser, req: SyncRequest) -> Resul
     }
 }
 
-async fn build(server: &Server, user: &AuthedUser, req: &SyncRequest, upto: i64) -> Result<Response> {
+async fn build(
+    server: &Server,
+    user: &AuthedUser,
+    req: &SyncRequest,
+    upto: i64,
+) -> Result<Response> {
     let since = req.since.map(|s| s.pos);
     let mut response = Response::new(SyncToken { pos: upto }.to_string());
     let changed_rooms = match since {
         Some(s) => server.db.rooms_with_events_after(s).await?,
         None => HashMap::new(),
     };
-    let account_data = server.db.account_data_since(user.user_id.as_str(), since.unwrap_or(0)).await?;
+    let account_data = server
+        .db
+        .account_data_since(user.user_id.as_str(), since.unwrap_or(0))
+        .await?;
     let mut room_account_data: HashMap<String, Vec<Raw<_>>> = HashMap::new();
     for row in &account_data {
         let event = json!({ "type": row.data_type, "content": serde_json::from_str::<Value>(&row.content)? });
         if row.room_id.is_empty() {
             response.account_data.events.push(raw(&event)?);
         } else {
-            room_account_data.entry(row.room_id.clone()).or_default().push(raw(&event)?);
+            room_account_data
+                .entry(row.room_id.clone())
+                .or_default()
+                .push(raw(&event)?);
         }
     }
 
     let room_filter = &req.filter.room;
-    for (room_id, membership, membership_pos) in server.db.memberships_of(user.user_id.as_str()).await? {
+    for (room_id, membership, membership_pos) in
+        server.db.memberships_of(user.user_id.as_str()).await?
+    {
         if membership_pos > upto || !room_wanted(room_filter, &room_id) {
             continue;
         }
         let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
         let fresh = since.is_none_or(|s| membership_pos > s) || req.full_state;
         let changed = changed_rooms.contains_key(room_id.as_str());
-        let account = room_account_data.remove(room_id.as_str()).unwrap_or_default();
+        let account = room_account_data
+            .remove(room_id.as_str())
+            .unwrap_or_default();
         match membership.as_str() {
             "join" if fresh || changed || !account.is_empty() => {
                 let mut joined = JoinedRoom::new();
                 let from = if fresh { None } else { since };
-                let (timeline, state) = room_timeline_and_state(server, user, req, &room_id, from, upto).await?;
+                let (timeline, state) =
+                    room_timeline_and_state(server, user, req, &room_id, from, upto).await?;
                 joined.timeline = timeline;
                 joined.state = State::Before(state.into());
                 joined.account_data = RoomAccountData::new();
@@ -122,18 +142,26 @@ async fn build(server: &Server, user: &AuthedUser, req: &SyncRequest, upto: i64)
             "invite" if fresh => {
                 let mut invited = InvitedRoom::new();
                 invited.invite_state = InviteState::new();
-                invited.invite_state.events = stripped_with_own_event(server, &room_id, &user.user_id, "invite_room_state").await?;
+                invited.invite_state.events =
+                    stripped_with_own_event(server, &room_id, &user.user_id, "invite_room_state")
+                        .await?;
                 response.rooms.invite.insert(room_id, invited);
             }
             "knock" if fresh => {
                 let mut knocked = KnockedRoom::new();
                 knocked.knock_state = KnockState::new();
-                knocked.knock_state.events = stripped_with_own_event(server, &room_id, &user.user_id, "knock_room_state").await?;
+                knocked.knock_state.events =
+                    stripped_with_own_event(server, &room_id, &user.user_id, "knock_room_state")
+                        .await?;
                 response.rooms.knock.insert(room_id, knocked);
             }
-            "leave" | "ban" if (since.is_some() && fresh) || (since.is_none() && room_filter.include_leave) => {
+            "leave" | "ban"
+                if (since.is_some() && fresh) || (since.is_none() && room_filter.include_leave) =>
+            {
                 let mut left = LeftRoom::new();
-                let (timeline, state) = room_timeline_and_state(server, user, req, &room_id, since, membership_pos).await?;
+                let (timeline, state) =
+                    room_timeline_and_state(server, user, req, &room_id, since, membership_pos)
+                        .await?;
                 left.timeline = timeline;
                 left.state = State::Before(state.into());
                 left.account_data = RoomAccountData::new();
@@ -148,7 +176,10 @@ async fn build(server: &Server, user: &AuthedUser, req: &SyncRequest, upto: i64)
 
 fn room_wanted(filter: &ruma::api::client::filter::RoomFilter, room_id: &str) -> bool {
     !filter.not_rooms.iter().any(|r| r.as_str() == room_id)
-        && filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
+        && filter
+            .rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
 }
 
 /// The timeline of `(from, upto]` (the newest `limit` events of it) and the
@@ -163,33 +194,70 @@ async fn room_timeline_and_state(
     upto: i64,
 ) -> Result<(Timeline, Vec<Raw<ruma::events::AnySyncStateEvent>>)> {
     let timeline_filter = &req.filter.room.timeline;
-    let limit = timeline_filter.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 1000);
+    let limit = timeline_filter
+        .limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000);
     let lower = from.unwrap_or(0);
-    let (events, limited) = newest_events(server, room_id, lower, upto, limit, timeline_filter).await?;
-    let timeline_start = events.first().map(|e| e.stream_ordering).unwrap_or(upto + 1);
+    let (events, limited) =
+        newest_events(server, room_id, lower, upto, limit, timeline_filter).await?;
+    let timeline_start = events
+        .first()
+        .map(|e| e.stream_ordering)
+        .unwrap_or(upto + 1);
 
     let state_events: Vec<StoredEvent> = match from {
         None => match events.first() {
             Some(first) => match server.db.state_group_before(&first.event_id).await? {
                 Some(group) => {
-                    let ids: Vec<String> = server.db.state_at_group(group).await?.into_values().collect();
+                    let ids: Vec<String> = server
+                        .db
+                        .state_at_group(group)
+                        .await?
+                        .into_values()
+                        .collect();
                     server.db.events(&ids).await?
                 }
                 None => Vec::new(),
             },
             None => server.db.current_state_events(room_id.as_str()).await?,
         },
-        Some(since) if limited => server.db.current_state_changed_between(room_id.as_str(), since, timeline_start).await?,
+        Some(since) if limited => {
+            server
+                .db
+                .current_state_changed_between(room_id.as_str(), since, timeline_start)
+                .await?
+        }
         Some(_) => Vec::new(),
     };
-    let state_events = filter_state(state_events, &req.filter.room.state, &events, &user.user_id, from.is_none());
+    let state_events = filter_state(
+        state_events,
+        &req.filter.room.state,
+        &events,
+        &user.user_id,
+        from.is_none(),
+    );
 
     let viewer = Some((user.user_id.as_ref(), user.device_id.as_str()));
     let mut timeline = Timeline::new();
     timeline.limited = limited;
-    timeline.prev_batch = Some(SyncToken { pos: timeline_start - 1 }.to_string());
-    timeline.events = format_events(server, &events, viewer, Format::Sync).await?.iter().map(raw).collect::<Result<_>>()?;
-    let state = format_events(server, &state_events, None, Format::Sync).await?.iter().map(raw).collect::<Result<_>>()?;
+    timeline.prev_batch = Some(
+        SyncToken {
+            pos: timeline_start - 1,
+        }
+        .to_string(),
+    );
+    timeline.events = format_events(server, &events, viewer, Format::Sync)
+        .await?
+        .iter()
+        .map(raw)
+        .collect::<Result<_>>()?;
+    let state = format_events(server, &state_events, None, Format::Sync)
+        .await?
+        .iter()
+        .map(raw)
+        .collect::<Result<_>>()?;
     Ok((timeline, state))
 }
 
@@ -205,7 +273,10 @@ async fn newest_events(
     let mut picked = Vec::new();
     let mut cursor = upto;
     loop {
-        let batch = server.db.room_events_desc(room_id.as_str(), lower, cursor, (limit as i64 + 1).max(50)).await?;
+        let batch = server
+            .db
+            .room_events_desc(room_id.as_str(), lower, cursor, (limit as i64 + 1).max(50))
+            .await?;
         let exhausted = batch.len() < (limit + 1).max(50);
         for event in batch {
             cursor = event.stream_ordering - 1;
@@ -226,7 +297,13 @@ async fn newest_events(
 
 /// Applies the state filter; with lazy loading only the members who sent
 /// timeline events (and the user) are kept.
-fn filter_state(state: Vec<StoredEvent>, filter: &RoomEventFilter, timeline: &[StoredEvent], user: &UserId, full: bool) -> Vec<StoredEvent> {
+fn filter_state(
+    state: Vec<StoredEvent>,
+    filter: &RoomEventFilter,
+    timeline: &[StoredEvent],
+    user: &UserId,
+    full: bool,
+) -> Vec<StoredEvent> {
     let lazy = !filter.lazy_load_options.is_disabled();
     state
         .into_iter()
@@ -241,9 +318,19 @@ fn filter_state(state: Vec<StoredEvent>, filter: &RoomEventFilter, timeline: &[S
         .collect()
 }
 
-async fn fill_summary(server: &Server, room_id: &RoomId, user: &UserId, joined: &mut JoinedRoom) -> Result<()> {
+async fn fill_summary(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    joined: &mut JoinedRoom,
+) -> Result<()> {
     let members = server.db.room_member_counts(room_id.as_str()).await?;
-    let count = |m: &str| members.iter().find(|(k, _)| k == m).map(|(_, n)| UInt::new_saturating(*n as u64));
+    let count = |m: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k == m)
+            .map(|(_, n)| UInt::new_saturating(*n as u64))
+    };
     joined.summary.joined_member_count = count("join").or(Some(UInt::MIN));
     joined.summary.invited_member_count = count("invite").or(Some(UInt::MIN));
     joined.summary.heroes = server
@@ -257,8 +344,17 @@ async fn fill_summary(server: &Server, room_id: &RoomId, user: &UserId, joined: 
 }
 
 /// Stripped state stored with the invite or knock, plus the membership event itself.
-async fn stripped_with_own_event(server: &Server, room_id: &RoomId, user: &UserId, key: &str) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
-    let Some(own) = server.db.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await? else {
+async fn stripped_with_own_event(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    key: &str,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
+    let Some(own) = server
+        .db
+        .current_state_event(room_id.as_str(), "m.room.member", user.as_str())
+        .await?
+    else {
         return Ok(Vec::new());
     };
     let mut events: Vec<Value> = own
@@ -292,7 +388,11 @@ mod tests {
     fn tokens_round_trip_and_reject_garbage() {
         let t = SyncToken { pos: 42 };
         assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
-        assert_eq!(SyncToken::parse("s42_7_1").unwrap().pos, 42, "later streams are appended");
+        assert_eq!(
+            SyncToken::parse("s42_7_1").unwrap().pos,
+            42,
+            "later streams are appended"
+        );
         for bad in ["", "42", "s", "s-1", "sx", "t42"] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }

@@ -20,7 +20,12 @@ pub enum Subject<'a> {
 
 /// Runs one step of a single-flow UIA. `Ok(())` once every stage of `flow`
 /// is complete; otherwise the 401 the spec prescribes, with the session id.
-pub async fn authenticate(server: &Server, flow: &[&str], auth: Option<&AuthData>, subject: Subject<'_>) -> Result<()> {
+pub async fn authenticate(
+    server: &Server,
+    flow: &[&str],
+    auth: Option<&AuthData>,
+    subject: Subject<'_>,
+) -> Result<()> {
     let Some(auth) = auth else {
         let session = accounts::random_string(24);
         server.db.save_uia_session(&session, &[]).await?;
@@ -34,11 +39,10 @@ pub async fn authenticate(server: &Server, flow: &[&str], auth: Option<&AuthData
             s
         }
     };
-    let mut completed = server
-        .db
-        .uia_session(&session)
-        .await?
-        .ok_or_else(|| Error::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unknown UIA session"))?;
+    let mut completed =
+        server.db.uia_session(&session).await?.ok_or_else(|| {
+            Error::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unknown UIA session")
+        })?;
 
     match complete_stage(server, flow, auth, &subject).await {
         Ok(stage) => {
@@ -48,7 +52,10 @@ pub async fn authenticate(server: &Server, flow: &[&str], auth: Option<&AuthData
         }
         Err(failure) => return Err(challenge(flow, &completed, &session, Some(failure))),
     }
-    if flow.iter().all(|stage| completed.iter().any(|c| c == stage)) {
+    if flow
+        .iter()
+        .all(|stage| completed.iter().any(|c| c == stage))
+    {
         server.db.delete_uia_session(&session).await?;
         return Ok(());
     }
@@ -56,15 +63,30 @@ pub async fn authenticate(server: &Server, flow: &[&str], auth: Option<&AuthData
     Err(challenge(flow, &completed, &session, None))
 }
 
-async fn complete_stage(server: &Server, flow: &[&str], auth: &AuthData, subject: &Subject<'_>) -> Result<&'static str> {
+async fn complete_stage(
+    server: &Server,
+    flow: &[&str],
+    auth: &AuthData,
+    subject: &Subject<'_>,
+) -> Result<&'static str> {
     let stage = match auth {
         AuthData::Dummy(_) => DUMMY,
         AuthData::Password(_) => PASSWORD,
         AuthData::RegistrationToken(_) => REGISTRATION_TOKEN,
-        _ => return Err(Error::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", "Unsupported authentication type")),
+        _ => {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNRECOGNIZED",
+                "Unsupported authentication type",
+            ));
+        }
     };
     if !flow.contains(&stage) {
-        return Err(Error::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", format!("{stage} is not part of this flow")));
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+            format!("{stage} is not part of this flow"),
+        ));
     }
     match auth {
         AuthData::Password(p) => {
@@ -78,10 +100,8 @@ async fn complete_stage(server: &Server, flow: &[&str], auth: &AuthData, subject
                 return Err(Error::forbidden("Password belongs to another user"));
             }
         }
-        AuthData::RegistrationToken(t) => {
-            if !server.db.registration_token_valid(&t.token).await? {
-                return Err(Error::new(StatusCode::UNAUTHORIZED, "M_FORBIDDEN", "Invalid registration token"));
-            }
+        AuthData::RegistrationToken(t) if !server.db.registration_token_valid(&t.token).await? => {
+            return Err(Error::forbidden("Invalid registration token"));
         }
         _ => {}
     }
@@ -93,7 +113,9 @@ fn challenge(flow: &[&str], completed: &[String], session: &str, failure: Option
         Some(f) => Error::new(StatusCode::UNAUTHORIZED, f.errcode, f.message),
         None => Error::uia_challenge(),
     };
-    error.extra.insert("flows".into(), json!([{ "stages": flow }]));
+    error
+        .extra
+        .insert("flows".into(), json!([{ "stages": flow }]));
     error.extra.insert("completed".into(), json!(completed));
     error.extra.insert("params".into(), json!({}));
     error.extra.insert("session".into(), json!(session));

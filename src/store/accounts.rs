@@ -1,6 +1,5 @@
 //! Users, devices, access and refresh tokens, registration tokens, UIA sessions.
 
-
 use super::{Db, WriteTx};
 use crate::Result;
 
@@ -79,12 +78,21 @@ impl Db {
         Ok(())
     }
 
-    pub async fn set_profile_field(&self, user_id: &str, field: ProfileField, value: Option<&str>) -> Result<()> {
+    pub async fn set_profile_field(
+        &self,
+        user_id: &str,
+        field: ProfileField,
+        value: Option<&str>,
+    ) -> Result<()> {
         let sql = match field {
             ProfileField::Displayname => "UPDATE users SET displayname = $2 WHERE user_id = $1",
             ProfileField::AvatarUrl => "UPDATE users SET avatar_url = $2 WHERE user_id = $1",
         };
-        sqlx::query(sql).bind(user_id).bind(value).execute(self.pool()).await?;
+        sqlx::query(sql)
+            .bind(user_id)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -104,7 +112,13 @@ impl Db {
         w.commit().await
     }
 
-    pub async fn upsert_device(&self, w: &mut WriteTx<'_>, user_id: &str, device_id: &str, display_name: Option<&str>) -> Result<()> {
+    pub async fn upsert_device(
+        &self,
+        w: &mut WriteTx<'_>,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = COALESCE(excluded.display_name, devices.display_name), \
@@ -130,21 +144,28 @@ impl Db {
         token: NewToken<'_>,
     ) -> Result<()> {
         let mut w = self.write().await?;
-        self.upsert_device(&mut w, user_id, device_id, display_name).await?;
+        self.upsert_device(&mut w, user_id, device_id, display_name)
+            .await?;
         delete_device_tokens(&mut w, user_id, device_id).await?;
         insert_tokens(&mut w, user_id, device_id, &token).await?;
         w.commit().await
     }
 
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        Ok(sqlx::query_as("SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// Swaps a refresh token for a new token pair. `None` if the refresh token is unknown.
-    pub async fn refresh_session(&self, old_refresh_hash: &str, token: NewToken<'_>) -> Result<Option<(String, String)>> {
+    pub async fn refresh_session(
+        &self,
+        old_refresh_hash: &str,
+        token: NewToken<'_>,
+    ) -> Result<Option<(String, String)>> {
         let mut w = self.write().await?;
         let owner: Option<(String, String)> = sqlx::query_as(
             "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
@@ -152,7 +173,9 @@ impl Db {
         .bind(old_refresh_hash)
         .fetch_optional(&mut *w.tx)
         .await?;
-        let Some((user_id, device_id)) = owner else { return Ok(None) };
+        let Some((user_id, device_id)) = owner else {
+            return Ok(None);
+        };
         sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
             .bind(old_refresh_hash)
             .execute(&mut *w.tx)
@@ -171,7 +194,10 @@ impl Db {
         .fetch_optional(&mut *w.tx)
         .await?;
         if let Some((Some(refresh),)) = refresh {
-            sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1").bind(refresh).execute(&mut *w.tx).await?;
+            sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+                .bind(refresh)
+                .execute(&mut *w.tx)
+                .await?;
         }
         w.commit().await
     }
@@ -209,17 +235,29 @@ impl Db {
         .await?)
     }
 
-    pub async fn rename_device(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool> {
-        let done = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
-            .bind(name)
-            .execute(self.pool())
-            .await?;
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(name)
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn touch_device(&self, user_id: &str, device_id: &str, ip: Option<&str>) -> Result<()> {
+    pub async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        ip: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)
@@ -230,7 +268,12 @@ impl Db {
         Ok(())
     }
 
-    pub async fn create_registration_token(&self, token: &str, uses_allowed: Option<i64>, expiry_ts: Option<i64>) -> Result<bool> {
+    pub async fn create_registration_token(
+        &self,
+        token: &str,
+        uses_allowed: Option<i64>,
+        expiry_ts: Option<i64>,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES ($1, $2, $3) ON CONFLICT (token) DO NOTHING",
         )
@@ -267,11 +310,17 @@ impl Db {
     }
 
     pub async fn uia_session(&self, session_id: &str) -> Result<Option<Vec<String>>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT completed FROM uia_sessions WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|(c,)| c.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()))
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT completed FROM uia_sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(c,)| {
+            c.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
     }
 
     pub async fn save_uia_session(&self, session_id: &str, completed: &[String]) -> Result<()> {
@@ -288,7 +337,10 @@ impl Db {
     }
 
     pub async fn delete_uia_session(&self, session_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1").bind(session_id).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -303,10 +355,11 @@ impl Db {
 
     /// Uses up a nonce; `false` if it was unknown, already used or older than a minute.
     pub async fn take_admin_nonce(&self, nonce: &str) -> Result<bool> {
-        let row: Option<(i64,)> = sqlx::query_as("DELETE FROM admin_nonces WHERE nonce = $1 RETURNING created_ts")
-            .bind(nonce)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<(i64,)> =
+            sqlx::query_as("DELETE FROM admin_nonces WHERE nonce = $1 RETURNING created_ts")
+                .bind(nonce)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.is_some_and(|(ts,)| crate::now_ms() - ts < 60_000))
     }
 }
@@ -319,16 +372,23 @@ pub enum ProfileField {
 
 async fn delete_device_tokens(w: &mut WriteTx<'_>, user_id: &str, device_id: &str) -> Result<()> {
     for table in ["access_tokens", "refresh_tokens"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *w.tx)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+        ))
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut *w.tx)
+        .await?;
     }
     Ok(())
 }
 
-async fn insert_tokens(w: &mut WriteTx<'_>, user_id: &str, device_id: &str, token: &NewToken<'_>) -> Result<()> {
+async fn insert_tokens(
+    w: &mut WriteTx<'_>,
+    user_id: &str,
+    device_id: &str,
+    token: &NewToken<'_>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO access_tokens (token_hash, user_id, device_id, expires_ts, refresh_token_hash) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -340,13 +400,14 @@ async fn insert_tokens(w: &mut WriteTx<'_>, user_id: &str, device_id: &str, toke
     .execute(&mut *w.tx)
     .await?;
     if let Some(refresh) = token.refresh_token_hash {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)")
-            .bind(refresh)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *w.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)",
+        )
+        .bind(refresh)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut *w.tx)
+        .await?;
     }
     Ok(())
 }
-

@@ -76,10 +76,12 @@ impl Db {
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
-        Ok(sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"))
-            .bind(event_id)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     pub async fn events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
@@ -98,7 +100,13 @@ impl Db {
     }
 
     /// Events of a room with `after < stream_ordering <= upto`, newest first, at most `limit`.
-    pub async fn room_events_desc(&self, room_id: &str, after: i64, upto: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    pub async fn room_events_desc(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
              ORDER BY stream_ordering DESC LIMIT $4"
@@ -112,7 +120,13 @@ impl Db {
     }
 
     /// Events of a room with `from <= stream_ordering < to`, oldest first, at most `limit`.
-    pub async fn room_events_asc(&self, room_id: &str, from: i64, to: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    pub async fn room_events_asc(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 \
              ORDER BY stream_ordering ASC LIMIT $4"
@@ -135,7 +149,12 @@ impl Db {
         .await?)
     }
 
-    pub async fn current_state_event(&self, room_id: &str, event_type: &str, state_key: &str) -> Result<Option<StoredEvent>> {
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id \
              WHERE c.room_id = $1 AND c.event_type = $2 AND c.state_key = $3",
@@ -149,7 +168,12 @@ impl Db {
     }
 
     /// Current state events changed in `(after, before)`; the state delta of an incremental sync.
-    pub async fn current_state_changed_between(&self, room_id: &str, after: i64, before: i64) -> Result<Vec<StoredEvent>> {
+    pub async fn current_state_changed_between(
+        &self,
+        room_id: &str,
+        after: i64,
+        before: i64,
+    ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id \
              WHERE c.room_id = $1 AND c.stream_ordering > $2 AND c.stream_ordering < $3 ORDER BY e.stream_ordering",
@@ -164,10 +188,11 @@ impl Db {
 
     /// The state before the event with this stream ordering (the state group it points at).
     pub async fn state_group_before(&self, event_id: &str) -> Result<Option<i64>> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT state_group_before FROM events WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT state_group_before FROM events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.and_then(|(g,)| g))
     }
 
@@ -182,7 +207,10 @@ impl Db {
             None => StateMap::new(),
         };
         if let Some(key) = &event.state_key {
-            state.insert((event.event_type.clone(), key.clone()), event.event_id.clone());
+            state.insert(
+                (event.event_type.clone(), key.clone()),
+                event.event_id.clone(),
+            );
         }
         Ok(state)
     }
@@ -206,11 +234,13 @@ impl Db {
     }
 
     pub async fn room_member_ids(&self, room_id: &str, membership: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2")
-            .bind(room_id)
-            .bind(membership)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2",
+        )
+        .bind(room_id)
+        .bind(membership)
+        .fetch_all(self.pool())
+        .await?;
         Ok(rows.into_iter().map(|(u,)| u).collect())
     }
 
@@ -246,7 +276,11 @@ impl Db {
     }
 
     /// A user's membership events in a room, oldest first: `(stream_ordering, membership)`.
-    pub async fn membership_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>> {
+    pub async fn membership_history(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<(i64, String)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 \
              ORDER BY stream_ordering",
@@ -273,8 +307,16 @@ impl WriteTx<'_> {
     /// Locks the room for this transaction and returns it. On PostgreSQL the
     /// row lock serialises event creation per room across processes; SQLite
     /// is already serialised by the writer lock.
-    pub async fn lock_room(&mut self, room_id: &str, backend: super::Backend) -> Result<Option<RoomRow>> {
-        let suffix = if backend == super::Backend::Postgres { " FOR UPDATE" } else { "" };
+    pub async fn lock_room(
+        &mut self,
+        room_id: &str,
+        backend: super::Backend,
+    ) -> Result<Option<RoomRow>> {
+        let suffix = if backend == super::Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
         Ok(sqlx::query_as(&format!(
             "SELECT room_id, room_version, creator, is_public, state_group FROM rooms WHERE room_id = $1{suffix}"
         ))
@@ -306,12 +348,22 @@ impl WriteTx<'_> {
     }
 
     /// The current state events with these keys.
-    pub async fn current_state_for(&mut self, room_id: &str, keys: &[(String, String)]) -> Result<Vec<StoredEvent>> {
+    pub async fn current_state_for(
+        &mut self,
+        room_id: &str,
+        keys: &[(String, String)],
+    ) -> Result<Vec<StoredEvent>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let conditions = (0..keys.len())
-            .map(|i| format!("(c.event_type = ${} AND c.state_key = ${})", 2 + 2 * i, 3 + 2 * i))
+            .map(|i| {
+                format!(
+                    "(c.event_type = ${} AND c.state_key = ${})",
+                    2 + 2 * i,
+                    3 + 2 * i
+                )
+            })
             .collect::<Vec<_>>()
             .join(" OR ");
         let sql = format!(
@@ -339,7 +391,11 @@ impl WriteTx<'_> {
     }
 
     /// Persists an accepted event and everything derived from it.
-    pub async fn insert_event(&mut self, ev: &NewEvent<'_>, membership: Option<&str>) -> Result<()> {
+    pub async fn insert_event(
+        &mut self,
+        ev: &NewEvent<'_>,
+        membership: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth, \
              pdu, unsigned_extra, state_group_before, txn_device_id, txn_id) \
@@ -385,8 +441,13 @@ impl WriteTx<'_> {
             if ids.is_empty() {
                 continue;
             }
-            let values = (0..ids.len()).map(|i| format!("($1, ${})", i + 2)).collect::<Vec<_>>().join(", ");
-            let sql = format!("INSERT INTO {table} (event_id, {column}) VALUES {values} ON CONFLICT DO NOTHING");
+            let values = (0..ids.len())
+                .map(|i| format!("($1, ${})", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO {table} (event_id, {column}) VALUES {values} ON CONFLICT DO NOTHING"
+            );
             let mut q = sqlx::query(&sql).bind(ev.event_id);
             for id in ids {
                 q = q.bind(id);
@@ -396,11 +457,13 @@ impl WriteTx<'_> {
         // The new event is the room's only forward extremity: local events
         // always reference every extremity as their prev_events.
         for id in ev.prev_events {
-            sqlx::query("DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(ev.room_id)
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2",
+            )
+            .bind(ev.room_id)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         }
         sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
             .bind(ev.room_id)
@@ -412,29 +475,43 @@ impl WriteTx<'_> {
 
     /// A state event makes a new state group (its stream ordering is the
     /// group id), and updates `current_state` and `memberships`.
-    async fn apply_state_event(&mut self, ev: &NewEvent<'_>, state_key: &str, membership: Option<&str>) -> Result<()> {
+    async fn apply_state_event(
+        &mut self,
+        ev: &NewEvent<'_>,
+        state_key: &str,
+        membership: Option<&str>,
+    ) -> Result<()> {
         let group = ev.stream_ordering;
         let parent_depth: Option<(i64,)> = match ev.state_group_before {
-            Some(prev) => sqlx::query_as("SELECT delta_depth FROM state_groups WHERE state_group = $1")
-                .bind(prev)
-                .fetch_optional(&mut *self.tx)
-                .await?,
+            Some(prev) => {
+                sqlx::query_as("SELECT delta_depth FROM state_groups WHERE state_group = $1")
+                    .bind(prev)
+                    .fetch_optional(&mut *self.tx)
+                    .await?
+            }
             None => None,
         };
         match (ev.state_group_before, parent_depth) {
             (Some(prev), Some((depth,))) if depth < MAX_DELTA_DEPTH => {
-                self.insert_state_group(group, ev.room_id, Some(prev), depth + 1).await?;
-                self.insert_state_entries(group, &[(ev.event_type, state_key, ev.event_id)]).await?;
+                self.insert_state_group(group, ev.room_id, Some(prev), depth + 1)
+                    .await?;
+                self.insert_state_entries(group, &[(ev.event_type, state_key, ev.event_id)])
+                    .await?;
             }
             (prev, _) => {
                 let mut full = match prev {
                     Some(p) => load_state_group(&mut *self.tx, p).await?,
                     None => StateMap::new(),
                 };
-                full.insert((ev.event_type.to_owned(), state_key.to_owned()), ev.event_id.to_owned());
+                full.insert(
+                    (ev.event_type.to_owned(), state_key.to_owned()),
+                    ev.event_id.to_owned(),
+                );
                 self.insert_state_group(group, ev.room_id, None, 0).await?;
-                let entries: Vec<(&str, &str, &str)> =
-                    full.iter().map(|((t, k), e)| (t.as_str(), k.as_str(), e.as_str())).collect();
+                let entries: Vec<(&str, &str, &str)> = full
+                    .iter()
+                    .map(|((t, k), e)| (t.as_str(), k.as_str(), e.as_str()))
+                    .collect();
                 self.insert_state_entries(group, &entries).await?;
             }
         }
@@ -471,7 +548,13 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    async fn insert_state_group(&mut self, group: i64, room_id: &str, prev: Option<i64>, depth: i64) -> Result<()> {
+    async fn insert_state_group(
+        &mut self,
+        group: i64,
+        room_id: &str,
+        prev: Option<i64>,
+        depth: i64,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO state_groups (state_group, room_id, prev_group, delta_depth) VALUES ($1, $2, $3, $4)")
             .bind(group)
             .bind(room_id)
@@ -482,14 +565,20 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    async fn insert_state_entries(&mut self, group: i64, entries: &[(&str, &str, &str)]) -> Result<()> {
+    async fn insert_state_entries(
+        &mut self,
+        group: i64,
+        entries: &[(&str, &str, &str)],
+    ) -> Result<()> {
         // Chunked multi-row inserts: one round trip per 200 rows.
         for chunk in entries.chunks(200) {
             let values = (0..chunk.len())
                 .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql = format!("INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {values}");
+            let sql = format!(
+                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {values}"
+            );
             let mut q = sqlx::query(&sql).bind(group);
             for (t, k, e) in chunk {
                 q = q.bind(*t).bind(*k).bind(*e);
@@ -499,7 +588,12 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    pub async fn mark_redacted(&mut self, target: &str, room_id: &str, redaction_id: &str) -> Result<()> {
+    pub async fn mark_redacted(
+        &mut self,
+        target: &str,
+        room_id: &str,
+        redaction_id: &str,
+    ) -> Result<()> {
         sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
             .bind(target)
             .bind(room_id)
@@ -532,16 +626,22 @@ where
 }
 
 fn prefixed_event_columns(prefix: &str) -> String {
-    EVENT_COLUMNS.split(", ").map(|c| format!("{prefix}.{c}")).collect::<Vec<_>>().join(", ")
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{prefix}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Db {
     /// `(membership, count)` for the room.
     pub async fn room_member_counts(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as("SELECT membership, COUNT(*) FROM memberships WHERE room_id = $1 GROUP BY membership")
-            .bind(room_id)
-            .fetch_all(self.pool())
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT membership, COUNT(*) FROM memberships WHERE room_id = $1 GROUP BY membership",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Up to `limit` joined or invited members other than `user`, for room summaries.

@@ -63,7 +63,8 @@ impl WriteTx<'_> {
     }
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] =
     &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
 
@@ -76,7 +77,11 @@ impl Db {
             Backend::Sqlite
         } else {
             return Err(sqlx::Error::Configuration(
-                format!("database_url must start with sqlite:// or postgres://, got {}", redact_url(url)).into(),
+                format!(
+                    "database_url must start with sqlite:// or postgres://, got {}",
+                    redact_url(url)
+                )
+                .into(),
             ));
         };
         let url = match backend {
@@ -104,7 +109,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend, sqlite_writer: Arc::new(Mutex::new(())) })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -121,7 +130,10 @@ impl Db {
             Backend::Postgres => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _writer: writer })
+        Ok(WriteTx {
+            tx,
+            _writer: writer,
+        })
     }
 
     /// Applies the migrations this database has not seen yet, each in its own transaction.
@@ -141,7 +153,9 @@ impl Db {
             let mut tx = self.pool.begin().await?;
             if self.backend == Backend::Postgres {
                 // Two processes starting together must not both migrate.
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)")
+                    .execute(&mut *tx)
+                    .await?;
             }
             let done: Option<(i64,)> =
                 sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
@@ -182,7 +196,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}://{}:***{}", &url[..scheme_end], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}://{}:***{}",
+                    &url[..scheme_end],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -192,7 +211,10 @@ pub fn redact_url(url: &str) -> String {
 
 /// Placeholder list `$from, $from+1, …` for an `IN (…)` clause.
 pub fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -201,7 +223,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }

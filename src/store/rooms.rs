@@ -11,10 +11,11 @@ pub struct PublicRoomRow {
 
 impl Db {
     pub async fn alias_room(&self, alias: &str) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT room_id FROM room_aliases WHERE alias = $1")
-            .bind(alias)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT room_id FROM room_aliases WHERE alias = $1")
+                .bind(alias)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.map(|(r,)| r))
     }
 
@@ -33,22 +34,28 @@ impl Db {
 
     /// `(room_id, creator)` of an alias.
     pub async fn alias(&self, alias: &str) -> Result<Option<(String, String)>> {
-        Ok(sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
-            .bind(alias)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+                .bind(alias)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     pub async fn delete_alias(&self, alias: &str) -> Result<()> {
-        sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     pub async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
-            .bind(room_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+                .bind(room_id)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.into_iter().map(|(a,)| a).collect())
     }
 

@@ -12,7 +12,12 @@ pub struct AccountDataRow {
 }
 
 impl Db {
-    pub async fn account_data(&self, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>> {
+    pub async fn account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        data_type: &str,
+    ) -> Result<Option<String>> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         )
@@ -25,7 +30,13 @@ impl Db {
     }
 
     /// Stores account data and returns its stream position.
-    pub async fn put_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<i64> {
+    pub async fn put_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        data_type: &str,
+        content: &str,
+    ) -> Result<i64> {
         let mut w = self.write().await?;
         let pos = w.next_stream_position().await?;
         sqlx::query(
@@ -44,7 +55,11 @@ impl Db {
     }
 
     /// Account data changed after `since` (all of it when `since` is 0).
-    pub async fn account_data_since(&self, user_id: &str, since: i64) -> Result<Vec<AccountDataRow>> {
+    pub async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: i64,
+    ) -> Result<Vec<AccountDataRow>> {
         Ok(sqlx::query_as(
             "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering",
         )
@@ -57,10 +72,12 @@ impl Db {
     /// Stores a filter and returns its id (per user, counting from 0).
     pub async fn create_filter(&self, user_id: &str, filter_json: &str) -> Result<i64> {
         let mut w = self.write().await?;
-        let (next,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *w.tx)
-            .await?;
+        let (next,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *w.tx)
+        .await?;
         sqlx::query("INSERT INTO filters (user_id, filter_id, filter_json) VALUES ($1, $2, $3)")
             .bind(user_id)
             .bind(next)
@@ -72,11 +89,12 @@ impl Db {
     }
 
     pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
-            .bind(user_id)
-            .bind(filter_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
+                .bind(user_id)
+                .bind(filter_id)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.map(|(f,)| f))
     }
 }

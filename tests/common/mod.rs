@@ -36,7 +36,9 @@ impl TestServer {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("corvid.db").display()),
             Backend::Postgres => match std::env::var(POSTGRES_ENV) {
                 Ok(url) => fresh_schema(&url).await,
-                Err(_) if std::env::var_os("CI").is_some() => panic!("{POSTGRES_ENV} must be set in CI"),
+                Err(_) if std::env::var_os("CI").is_some() => {
+                    panic!("{POSTGRES_ENV} must be set in CI")
+                }
                 Err(_) => {
                     eprintln!("skipping PostgreSQL run: set {POSTGRES_ENV} to enable it");
                     return None;
@@ -48,7 +50,14 @@ impl TestServer {
         config.database_url = database_url;
         config.rate_limit.enabled = false;
         config.registration_shared_secret = Some("test-shared-secret".into());
-        let mut server = Self { base: String::new(), config, stop: None, thread: None, _dir: dir, http: reqwest::Client::new() };
+        let mut server = Self {
+            base: String::new(),
+            config,
+            stop: None,
+            thread: None,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
         server.boot().await;
         Some(server)
     }
@@ -59,8 +68,12 @@ impl TestServer {
 
     async fn boot(&mut self) {
         let listener = match self.base.strip_prefix("http://") {
-            Some(addr) => tokio::net::TcpListener::bind(addr).await.expect("rebind port"),
-            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            Some(addr) => tokio::net::TcpListener::bind(addr)
+                .await
+                .expect("rebind port"),
+            None => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
         };
         self.base = format!("http://{}", listener.local_addr().unwrap());
         self.config.listen.client = listener.local_addr().unwrap();
@@ -70,7 +83,11 @@ impl TestServer {
         // The server gets its own runtime, as it has in production; the test's
         // runtime only plays the client.
         self.thread = Some(std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 corvid::run_server(config, listener, async {
@@ -82,7 +99,13 @@ impl TestServer {
         }));
         self.stop = Some(tx);
         for _ in 0..100 {
-            if self.http.get(format!("{}/_matrix/client/versions", self.base)).send().await.is_ok() {
+            if self
+                .http
+                .get(format!("{}/_matrix/client/versions", self.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -94,11 +117,19 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop.take().unwrap().send(()).ok();
         let thread = self.thread.take().unwrap();
-        tokio::task::spawn_blocking(move || thread.join().expect("server thread")).await.unwrap();
+        tokio::task::spawn_blocking(move || thread.join().expect("server thread"))
+            .await
+            .unwrap();
         self.boot().await;
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -109,7 +140,8 @@ impl TestServer {
         let res = req.send().await.expect("request sent");
         let status = res.status();
         let text = res.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON response to {path}: {text}"));
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON response to {path}: {text}"));
         (status, value)
     }
 
@@ -118,11 +150,13 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.request(Method::POST, path, Some(token), Some(body)).await
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.request(Method::PUT, path, Some(token), Some(body)).await
+        self.request(Method::PUT, path, Some(token), Some(body))
+            .await
     }
 
     /// Registers `name` and returns `(user_id, access_token)`.
@@ -136,25 +170,39 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "register {name}: {body}");
-        User { user_id: body["user_id"].as_str().unwrap().into(), token: body["access_token"].as_str().unwrap().into() }
+        User {
+            user_id: body["user_id"].as_str().unwrap().into(),
+            token: body["access_token"].as_str().unwrap().into(),
+        }
     }
 
     pub async fn create_room(&self, user: &User, body: Value) -> String {
-        let (status, res) = self.post("/_matrix/client/v3/createRoom", &user.token, body).await;
+        let (status, res) = self
+            .post("/_matrix/client/v3/createRoom", &user.token, body)
+            .await;
         assert_eq!(status, StatusCode::OK, "createRoom: {res}");
         res["room_id"].as_str().unwrap().to_owned()
     }
 
     pub async fn send_text(&self, user: &User, room: &str, txn: &str, text: &str) -> String {
         let (status, res) = self
-            .put(&format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"), &user.token, json!({"msgtype": "m.text", "body": text}))
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+                &user.token,
+                json!({"msgtype": "m.text", "body": text}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "send: {res}");
         res["event_id"].as_str().unwrap().to_owned()
     }
 
     pub async fn join(&self, user: &User, room: &str) -> (StatusCode, Value) {
-        self.post(&format!("/_matrix/client/v3/join/{}", urlencode(room)), &user.token, json!({})).await
+        self.post(
+            &format!("/_matrix/client/v3/join/{}", urlencode(room)),
+            &user.token,
+            json!({}),
+        )
+        .await
     }
 
     pub async fn sync(&self, user: &User, since: Option<&str>, timeout_ms: u64) -> Value {
@@ -185,7 +233,9 @@ pub struct User {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -195,8 +245,13 @@ pub fn urlencode(s: &str) -> String {
 async fn fresh_schema(url: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", uuid_like());
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("cannot reach {POSTGRES_ENV}: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {POSTGRES_ENV}: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }
@@ -204,8 +259,16 @@ async fn fresh_schema(url: &str) -> String {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs each listed scenario once on SQLite and once on PostgreSQL.

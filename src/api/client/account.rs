@@ -4,12 +4,13 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use ruma::api::client::account::{
-    change_password, deactivate, get_username_availability, register, whoami, ThirdPartyIdRemovalStatus,
+    ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability, register,
+    whoami,
 };
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     config::Registration,
     service::{
         accounts,
@@ -18,20 +19,35 @@ use crate::{
 };
 
 pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    router.ruma(register).ruma(available).ruma(whoami).ruma(change_password).ruma(deactivate)
+    router
+        .ruma(register)
+        .ruma(available)
+        .ruma(whoami)
+        .ruma(change_password)
+        .ruma(deactivate)
 }
 
-async fn register(server: Arc<Server>, req: Ruma<register::v3::Request>) -> Result<register::v3::Response> {
+async fn register(
+    server: Arc<Server>,
+    req: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response> {
     let body = req.body;
     if body.kind == register::RegistrationKind::Guest {
-        return Err(Error::new(http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+        return Err(Error::new(
+            http::StatusCode::FORBIDDEN,
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "Guest access is disabled",
+        ));
     }
     let stage = match server.config.registration {
         Registration::Open => uia::DUMMY,
         Registration::Token => uia::REGISTRATION_TOKEN,
         Registration::Closed => return Err(Error::forbidden("Registration is disabled")),
     };
-    let localpart = body.username.clone().unwrap_or_else(|| accounts::random_string(12).to_lowercase());
+    let localpart = body
+        .username
+        .clone()
+        .unwrap_or_else(|| accounts::random_string(12).to_lowercase());
     let user_id = accounts::validate_localpart(&server, &localpart.to_lowercase())?;
     if server.db.user(user_id.as_str()).await?.is_some() {
         return Err(Error::user_in_use());
@@ -81,22 +97,49 @@ async fn whoami(_: Arc<Server>, req: Ruma<whoami::v3::Request>) -> Result<whoami
     Ok(response)
 }
 
-async fn change_password(server: Arc<Server>, req: Ruma<change_password::v3::Request>) -> Result<change_password::v3::Response> {
+async fn change_password(
+    server: Arc<Server>,
+    req: Ruma<change_password::v3::Request>,
+) -> Result<change_password::v3::Response> {
     let user = req.user();
-    uia::authenticate(&server, &[uia::PASSWORD], req.body.auth.as_ref(), Subject::User(&user.user_id)).await?;
-    accounts::change_password(&server, user, &req.body.new_password, req.body.logout_devices).await?;
+    uia::authenticate(
+        &server,
+        &[uia::PASSWORD],
+        req.body.auth.as_ref(),
+        Subject::User(&user.user_id),
+    )
+    .await?;
+    accounts::change_password(
+        &server,
+        user,
+        &req.body.new_password,
+        req.body.logout_devices,
+    )
+    .await?;
     Ok(change_password::v3::Response::new())
 }
 
-async fn deactivate(server: Arc<Server>, req: Ruma<deactivate::v3::Request>) -> Result<deactivate::v3::Response> {
+async fn deactivate(
+    server: Arc<Server>,
+    req: Ruma<deactivate::v3::Request>,
+) -> Result<deactivate::v3::Response> {
     let user = req.user();
-    uia::authenticate(&server, &[uia::PASSWORD], req.body.auth.as_ref(), Subject::User(&user.user_id)).await?;
+    uia::authenticate(
+        &server,
+        &[uia::PASSWORD],
+        req.body.auth.as_ref(),
+        Subject::User(&user.user_id),
+    )
+    .await?;
     for (room_id, membership, _) in server.db.memberships_of(user.user_id.as_str()).await? {
         if membership == "join" || membership == "invite" || membership == "knock" {
             let room_id: ruma::OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
-            crate::service::rooms::membership::leave(&server, &room_id, &user.user_id, None).await?;
+            crate::service::rooms::membership::leave(&server, &room_id, &user.user_id, None)
+                .await?;
         }
     }
     server.db.deactivate_user(user.user_id.as_str()).await?;
-    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+    Ok(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
 }

@@ -5,61 +5,123 @@ use std::sync::Arc;
 use axum::Router;
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
-    api::client::device::{Device, delete_device, delete_devices, get_device, get_devices, update_device},
+    api::client::device::{
+        Device, delete_device, delete_devices, get_device, get_devices, update_device,
+    },
 };
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::uia::{self, Subject},
     store::accounts::DeviceRow,
 };
 
 pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    router.ruma(list).ruma(get).ruma(update).ruma(delete).ruma(delete_many)
+    router
+        .ruma(list)
+        .ruma(get)
+        .ruma(update)
+        .ruma(delete)
+        .ruma(delete_many)
 }
 
 fn to_device(row: DeviceRow) -> Device {
     let mut d = Device::new(row.device_id.into());
     d.display_name = row.display_name;
     d.last_seen_ip = row.last_seen_ip;
-    d.last_seen_ts = row.last_seen_ts.and_then(|t| UInt::new(t as u64)).map(MilliSecondsSinceUnixEpoch);
+    d.last_seen_ts = row
+        .last_seen_ts
+        .and_then(|t| UInt::new(t as u64))
+        .map(MilliSecondsSinceUnixEpoch);
     d
 }
 
-async fn list(server: Arc<Server>, req: Ruma<get_devices::v3::Request>) -> Result<get_devices::v3::Response> {
+async fn list(
+    server: Arc<Server>,
+    req: Ruma<get_devices::v3::Request>,
+) -> Result<get_devices::v3::Response> {
     let rows = server.db.devices(req.user().user_id.as_str()).await?;
-    Ok(get_devices::v3::Response::new(rows.into_iter().map(to_device).collect()))
+    Ok(get_devices::v3::Response::new(
+        rows.into_iter().map(to_device).collect(),
+    ))
 }
 
-async fn get(server: Arc<Server>, req: Ruma<get_device::v3::Request>) -> Result<get_device::v3::Response> {
-    let row = server.db.device(req.user().user_id.as_str(), req.body.device_id.as_str()).await?;
-    Ok(get_device::v3::Response::new(to_device(row.ok_or_else(|| Error::not_found("Unknown device"))?)))
+async fn get(
+    server: Arc<Server>,
+    req: Ruma<get_device::v3::Request>,
+) -> Result<get_device::v3::Response> {
+    let row = server
+        .db
+        .device(req.user().user_id.as_str(), req.body.device_id.as_str())
+        .await?;
+    Ok(get_device::v3::Response::new(to_device(
+        row.ok_or_else(|| Error::not_found("Unknown device"))?,
+    )))
 }
 
-async fn update(server: Arc<Server>, req: Ruma<update_device::v3::Request>) -> Result<update_device::v3::Response> {
+async fn update(
+    server: Arc<Server>,
+    req: Ruma<update_device::v3::Request>,
+) -> Result<update_device::v3::Response> {
     let user = req.user();
-    if !server.db.rename_device(user.user_id.as_str(), req.body.device_id.as_str(), req.body.display_name.as_deref()).await? {
+    if !server
+        .db
+        .rename_device(
+            user.user_id.as_str(),
+            req.body.device_id.as_str(),
+            req.body.display_name.as_deref(),
+        )
+        .await?
+    {
         return Err(Error::not_found("Unknown device"));
     }
     Ok(update_device::v3::Response::new())
 }
 
-async fn delete(server: Arc<Server>, req: Ruma<delete_device::v3::Request>) -> Result<delete_device::v3::Response> {
+async fn delete(
+    server: Arc<Server>,
+    req: Ruma<delete_device::v3::Request>,
+) -> Result<delete_device::v3::Response> {
     let user = req.user();
-    if server.db.device(user.user_id.as_str(), req.body.device_id.as_str()).await?.is_none() {
+    if server
+        .db
+        .device(user.user_id.as_str(), req.body.device_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(Error::not_found("Unknown device"));
     }
-    uia::authenticate(&server, &[uia::PASSWORD], req.body.auth.as_ref(), Subject::User(&user.user_id)).await?;
-    server.db.delete_devices(user.user_id.as_str(), &[req.body.device_id.to_string()]).await?;
+    uia::authenticate(
+        &server,
+        &[uia::PASSWORD],
+        req.body.auth.as_ref(),
+        Subject::User(&user.user_id),
+    )
+    .await?;
+    server
+        .db
+        .delete_devices(user.user_id.as_str(), &[req.body.device_id.to_string()])
+        .await?;
     Ok(delete_device::v3::Response::new())
 }
 
-async fn delete_many(server: Arc<Server>, req: Ruma<delete_devices::v3::Request>) -> Result<delete_devices::v3::Response> {
+async fn delete_many(
+    server: Arc<Server>,
+    req: Ruma<delete_devices::v3::Request>,
+) -> Result<delete_devices::v3::Response> {
     let user = req.user();
-    uia::authenticate(&server, &[uia::PASSWORD], req.body.auth.as_ref(), Subject::User(&user.user_id)).await?;
+    uia::authenticate(
+        &server,
+        &[uia::PASSWORD],
+        req.body.auth.as_ref(),
+        Subject::User(&user.user_id),
+    )
+    .await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
-    server.db.delete_devices(user.user_id.as_str(), &ids).await?;
+    server
+        .db
+        .delete_devices(user.user_id.as_str(), &ids)
+        .await?;
     Ok(delete_devices::v3::Response::new())
 }
-

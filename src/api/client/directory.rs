@@ -7,7 +7,9 @@ use ruma::{
     OwnedRoomAliasId, UInt,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
-        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        directory::{
+            get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+        },
         room::{Visibility, aliases},
     },
     directory::{PublicRoomsChunk, PublicRoomsChunkInit},
@@ -16,7 +18,7 @@ use ruma::{
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::directory::{self, PublicRoom},
 };
 
@@ -32,33 +34,65 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
         .ruma(set_visibility)
 }
 
-async fn put_alias(server: Arc<Server>, req: Ruma<create_alias::v3::Request>) -> Result<create_alias::v3::Response> {
-    directory::create_alias(&server, &req.body.room_alias, &req.body.room_id, &req.user().user_id).await?;
+async fn put_alias(
+    server: Arc<Server>,
+    req: Ruma<create_alias::v3::Request>,
+) -> Result<create_alias::v3::Response> {
+    directory::create_alias(
+        &server,
+        &req.body.room_alias,
+        &req.body.room_id,
+        &req.user().user_id,
+    )
+    .await?;
     Ok(create_alias::v3::Response::new())
 }
 
-async fn get_alias(server: Arc<Server>, req: Ruma<get_alias::v3::Request>) -> Result<get_alias::v3::Response> {
+async fn get_alias(
+    server: Arc<Server>,
+    req: Ruma<get_alias::v3::Request>,
+) -> Result<get_alias::v3::Response> {
     let room_id = directory::resolve_alias(&server, &req.body.room_alias).await?;
-    Ok(get_alias::v3::Response::new(room_id, vec![server.config.server_name.clone()]))
+    Ok(get_alias::v3::Response::new(
+        room_id,
+        vec![server.config.server_name.clone()],
+    ))
 }
 
-async fn remove_alias(server: Arc<Server>, req: Ruma<delete_alias::v3::Request>) -> Result<delete_alias::v3::Response> {
+async fn remove_alias(
+    server: Arc<Server>,
+    req: Ruma<delete_alias::v3::Request>,
+) -> Result<delete_alias::v3::Response> {
     directory::delete_alias(&server, &req.body.room_alias, &req.user().user_id).await?;
     Ok(delete_alias::v3::Response::new())
 }
 
-async fn room_aliases(server: Arc<Server>, req: Ruma<aliases::v3::Request>) -> Result<aliases::v3::Response> {
+async fn room_aliases(
+    server: Arc<Server>,
+    req: Ruma<aliases::v3::Request>,
+) -> Result<aliases::v3::Response> {
     let list = directory::room_aliases(&server, &req.body.room_id, &req.user().user_id).await?;
-    let parsed: Vec<OwnedRoomAliasId> = list.into_iter().filter_map(|a| a.try_into().ok()).collect();
+    let parsed: Vec<OwnedRoomAliasId> =
+        list.into_iter().filter_map(|a| a.try_into().ok()).collect();
     Ok(aliases::v3::Response::new(parsed))
 }
 
-async fn get_visibility(server: Arc<Server>, req: Ruma<get_room_visibility::v3::Request>) -> Result<get_room_visibility::v3::Response> {
+async fn get_visibility(
+    server: Arc<Server>,
+    req: Ruma<get_room_visibility::v3::Request>,
+) -> Result<get_room_visibility::v3::Response> {
     let public = directory::is_public(&server, &req.body.room_id).await?;
-    Ok(get_room_visibility::v3::Response::new(if public { Visibility::Public } else { Visibility::Private }))
+    Ok(get_room_visibility::v3::Response::new(if public {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    }))
 }
 
-async fn set_visibility(server: Arc<Server>, req: Ruma<set_room_visibility::v3::Request>) -> Result<set_room_visibility::v3::Response> {
+async fn set_visibility(
+    server: Arc<Server>,
+    req: Ruma<set_room_visibility::v3::Request>,
+) -> Result<set_room_visibility::v3::Response> {
     let public = req.body.visibility == Visibility::Public;
     directory::set_visibility(&server, &req.body.room_id, &req.user().user_id, public).await?;
     Ok(set_room_visibility::v3::Response::new())
@@ -68,10 +102,16 @@ const DEFAULT_PAGE: usize = 100;
 
 fn page_bounds(since: Option<&str>, limit: Option<UInt>) -> Result<(usize, usize)> {
     let since = match since {
-        Some(s) => s.strip_prefix('o').and_then(|n| n.parse().ok()).ok_or_else(|| Error::invalid_param("Invalid since token"))?,
+        Some(s) => s
+            .strip_prefix('o')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::invalid_param("Invalid since token"))?,
         None => 0,
     };
-    let limit = limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_PAGE).clamp(1, 500);
+    let limit = limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, 500);
     Ok((since, limit))
 }
 
@@ -87,7 +127,10 @@ fn chunk(room: PublicRoom) -> Result<PublicRoomsChunk> {
     c.topic = room.topic;
     c.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
     c.avatar_url = room.avatar_url.map(Into::into);
-    c.join_rule = room.join_rule.map(|j| JoinRuleKind::from(j.as_str())).unwrap_or(JoinRuleKind::Public);
+    c.join_rule = room
+        .join_rule
+        .map(|j| JoinRuleKind::from(j.as_str()))
+        .unwrap_or(JoinRuleKind::Public);
     c.room_type = room.room_type.map(|t| t.as_str().into());
     Ok(c)
 }
@@ -99,7 +142,12 @@ struct Listing {
     total: UInt,
 }
 
-async fn list(server: &Server, search: Option<&str>, since: Option<&str>, limit: Option<UInt>) -> Result<Listing> {
+async fn list(
+    server: &Server,
+    search: Option<&str>,
+    since: Option<&str>,
+    limit: Option<UInt>,
+) -> Result<Listing> {
     let (since, limit) = page_bounds(since, limit)?;
     let (rooms, total) = directory::public_rooms(server, search, since, limit).await?;
     Ok(Listing {
@@ -110,7 +158,10 @@ async fn list(server: &Server, search: Option<&str>, since: Option<&str>, limit:
     })
 }
 
-async fn public_rooms(server: Arc<Server>, req: Ruma<get_public_rooms::v3::Request>) -> Result<get_public_rooms::v3::Response> {
+async fn public_rooms(
+    server: Arc<Server>,
+    req: Ruma<get_public_rooms::v3::Request>,
+) -> Result<get_public_rooms::v3::Response> {
     let l = list(&server, None, req.body.since.as_deref(), req.body.limit).await?;
     let mut response = get_public_rooms::v3::Response::new(l.chunk);
     response.next_batch = l.next;
@@ -124,7 +175,13 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let b = &req.body;
-    let l = list(&server, b.filter.generic_search_term.as_deref(), b.since.as_deref(), b.limit).await?;
+    let l = list(
+        &server,
+        b.filter.generic_search_term.as_deref(),
+        b.since.as_deref(),
+        b.limit,
+    )
+    .await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = l.chunk;
     response.next_batch = l.next;

@@ -8,14 +8,17 @@ use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
     get_capabilities::{
         self,
-        v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability, SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability},
+        v3::{
+            Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
+            SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability,
+        },
     },
     get_supported_versions,
 };
 
 use crate::{
     Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::rooms::create::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
 };
 
@@ -27,26 +30,42 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(versions).ruma(well_known).ruma(capabilities)
 }
 
-async fn versions(_: Arc<Server>, _: Ruma<get_supported_versions::Request>) -> Result<get_supported_versions::Response> {
-    let mut response = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| v.to_string()).collect());
+async fn versions(
+    _: Arc<Server>,
+    _: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response> {
+    let mut response = get_supported_versions::Response::new(
+        SPEC_VERSIONS.iter().map(|v| v.to_string()).collect(),
+    );
     response.unstable_features = BTreeMap::new();
     Ok(response)
 }
 
-async fn well_known(server: Arc<Server>, _: Ruma<discover_homeserver::Request>) -> Result<discover_homeserver::Response> {
+async fn well_known(
+    server: Arc<Server>,
+    _: Ruma<discover_homeserver::Request>,
+) -> Result<discover_homeserver::Response> {
     let base = format!("http://{}", server.config.listen.client);
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(base)))
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
+        base,
+    )))
 }
 
 // `m.set_displayname` and `m.set_avatar_url` are deprecated since Matrix 1.16
 // but are what clients older than that read.
 #[allow(deprecated)]
-async fn capabilities(_: Arc<Server>, _: Ruma<get_capabilities::v3::Request>) -> Result<get_capabilities::v3::Response> {
+async fn capabilities(
+    _: Arc<Server>,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<get_capabilities::v3::Response> {
     let mut caps = Capabilities::new();
     caps.change_password = ChangePasswordCapability::new(true);
     caps.room_versions = RoomVersionsCapability::new(
         DEFAULT_ROOM_VERSION,
-        SUPPORTED_ROOM_VERSIONS.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect(),
+        SUPPORTED_ROOM_VERSIONS
+            .iter()
+            .map(|v| (v.clone(), RoomVersionStability::Stable))
+            .collect(),
     );
     caps.set_displayname = SetDisplayNameCapability::new(true);
     caps.set_avatar_url = SetAvatarUrlCapability::new(true);

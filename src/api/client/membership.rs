@@ -12,16 +12,16 @@ use ruma::api::client::{
 };
 
 use super::room::raw;
-use invite_user::v3::InvitationRecipient;
-use joined_members::v3::RoomMember;
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::{
         rooms::{self, membership, state},
         sync::SyncToken,
     },
 };
+use invite_user::v3::InvitationRecipient;
+use joined_members::v3::RoomMember;
 
 pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router
@@ -39,66 +39,164 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
         .ruma(joined_rooms)
 }
 
-async fn join_by_id(server: Arc<Server>, req: Ruma<join_room_by_id::v3::Request>) -> Result<join_room_by_id::v3::Response> {
-    let room_id = membership::join(&server, &req.body.room_id, &req.user().user_id, req.body.reason.as_deref()).await?;
+async fn join_by_id(
+    server: Arc<Server>,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    let room_id = membership::join(
+        &server,
+        &req.body.room_id,
+        &req.user().user_id,
+        req.body.reason.as_deref(),
+    )
+    .await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
-async fn join(server: Arc<Server>, req: Ruma<join_room_by_id_or_alias::v3::Request>) -> Result<join_room_by_id_or_alias::v3::Response> {
+async fn join(
+    server: Arc<Server>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = rooms::resolve_room(&server, &req.body.room_id_or_alias).await?;
-    let room_id = membership::join(&server, &room_id, &req.user().user_id, req.body.reason.as_deref()).await?;
+    let room_id = membership::join(
+        &server,
+        &room_id,
+        &req.user().user_id,
+        req.body.reason.as_deref(),
+    )
+    .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
-async fn knock(server: Arc<Server>, req: Ruma<knock_room::v3::Request>) -> Result<knock_room::v3::Response> {
+async fn knock(
+    server: Arc<Server>,
+    req: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
     let room_id = rooms::resolve_room(&server, &req.body.room_id_or_alias).await?;
-    let room_id = membership::knock(&server, &room_id, &req.user().user_id, req.body.reason.as_deref()).await?;
+    let room_id = membership::knock(
+        &server,
+        &room_id,
+        &req.user().user_id,
+        req.body.reason.as_deref(),
+    )
+    .await?;
     Ok(knock_room::v3::Response::new(room_id))
 }
 
-async fn invite(server: Arc<Server>, req: Ruma<invite_user::v3::Request>) -> Result<invite_user::v3::Response> {
+async fn invite(
+    server: Arc<Server>,
+    req: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
     let InvitationRecipient::UserId(invitee) = &req.body.recipient else {
-        return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", "Third-party invites are not supported"));
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+            "Third-party invites are not supported",
+        ));
     };
-    membership::invite(&server, &req.body.room_id, &req.user().user_id, &invitee.user_id, invitee.reason.as_deref(), false).await?;
+    membership::invite(
+        &server,
+        &req.body.room_id,
+        &req.user().user_id,
+        &invitee.user_id,
+        invitee.reason.as_deref(),
+        false,
+    )
+    .await?;
     Ok(invite_user::v3::Response::new())
 }
 
-async fn leave(server: Arc<Server>, req: Ruma<leave_room::v3::Request>) -> Result<leave_room::v3::Response> {
-    membership::leave(&server, &req.body.room_id, &req.user().user_id, req.body.reason.as_deref()).await?;
+async fn leave(
+    server: Arc<Server>,
+    req: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    membership::leave(
+        &server,
+        &req.body.room_id,
+        &req.user().user_id,
+        req.body.reason.as_deref(),
+    )
+    .await?;
     Ok(leave_room::v3::Response::new())
 }
 
-async fn forget(server: Arc<Server>, req: Ruma<forget_room::v3::Request>) -> Result<forget_room::v3::Response> {
+async fn forget(
+    server: Arc<Server>,
+    req: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
     membership::forget(&server, &req.body.room_id, &req.user().user_id).await?;
     Ok(forget_room::v3::Response::new())
 }
 
-async fn kick(server: Arc<Server>, req: Ruma<kick_user::v3::Request>) -> Result<kick_user::v3::Response> {
+async fn kick(
+    server: Arc<Server>,
+    req: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response> {
     let b = &req.body;
-    membership::set_membership(&server, &b.room_id, &req.user().user_id, &b.user_id, "leave", b.reason.as_deref()).await?;
+    membership::set_membership(
+        &server,
+        &b.room_id,
+        &req.user().user_id,
+        &b.user_id,
+        "leave",
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(kick_user::v3::Response::new())
 }
 
-async fn ban(server: Arc<Server>, req: Ruma<ban_user::v3::Request>) -> Result<ban_user::v3::Response> {
+async fn ban(
+    server: Arc<Server>,
+    req: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response> {
     let b = &req.body;
-    membership::set_membership(&server, &b.room_id, &req.user().user_id, &b.user_id, "ban", b.reason.as_deref()).await?;
+    membership::set_membership(
+        &server,
+        &b.room_id,
+        &req.user().user_id,
+        &b.user_id,
+        "ban",
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(ban_user::v3::Response::new())
 }
 
-async fn unban(server: Arc<Server>, req: Ruma<unban_user::v3::Request>) -> Result<unban_user::v3::Response> {
+async fn unban(
+    server: Arc<Server>,
+    req: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
     let b = &req.body;
-    let banned = server.db.membership(b.room_id.as_str(), b.user_id.as_str()).await?.is_some_and(|(m, _)| m == "ban");
+    let banned = server
+        .db
+        .membership(b.room_id.as_str(), b.user_id.as_str())
+        .await?
+        .is_some_and(|(m, _)| m == "ban");
     if !banned {
         return Err(Error::forbidden("The user is not banned"));
     }
-    membership::set_membership(&server, &b.room_id, &req.user().user_id, &b.user_id, "leave", b.reason.as_deref()).await?;
+    membership::set_membership(
+        &server,
+        &b.room_id,
+        &req.user().user_id,
+        &b.user_id,
+        "leave",
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(unban_user::v3::Response::new())
 }
 
-async fn members(server: Arc<Server>, req: Ruma<get_member_events::v3::Request>) -> Result<get_member_events::v3::Response> {
+async fn members(
+    server: Arc<Server>,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
     let b = &req.body;
-    let at = b.at.as_deref().map(SyncToken::parse).transpose()?.map(|t| t.pos);
+    let at =
+        b.at.as_deref()
+            .map(SyncToken::parse)
+            .transpose()?
+            .map(|t| t.pos);
     let events = state::members(
         &server,
         &b.room_id,
@@ -108,10 +206,15 @@ async fn members(server: Arc<Server>, req: Ruma<get_member_events::v3::Request>)
         b.not_membership.as_ref().map(|m| m.as_str()),
     )
     .await?;
-    Ok(get_member_events::v3::Response::new(events.iter().map(raw).collect::<Result<_>>()?))
+    Ok(get_member_events::v3::Response::new(
+        events.iter().map(raw).collect::<Result<_>>()?,
+    ))
 }
 
-async fn joined_members(server: Arc<Server>, req: Ruma<joined_members::v3::Request>) -> Result<joined_members::v3::Response> {
+async fn joined_members(
+    server: Arc<Server>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
     let joined = state::joined_members(&server, &req.body.room_id, &req.user().user_id).await?;
     let mut members = std::collections::BTreeMap::new();
     for (user, (name, avatar)) in joined {
@@ -123,8 +226,14 @@ async fn joined_members(server: Arc<Server>, req: Ruma<joined_members::v3::Reque
     Ok(joined_members::v3::Response::new(members))
 }
 
-async fn joined_rooms(server: Arc<Server>, req: Ruma<joined_rooms::v3::Request>) -> Result<joined_rooms::v3::Response> {
-    let rooms = server.db.memberships_of(req.user().user_id.as_str()).await?;
+async fn joined_rooms(
+    server: Arc<Server>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    let rooms = server
+        .db
+        .memberships_of(req.user().user_id.as_str())
+        .await?;
     let joined = rooms
         .into_iter()
         .filter(|(_, m, _)| m == "join")

@@ -6,7 +6,10 @@ use axum::Router;
 use ruma::{
     api::{
         Direction,
-        client::{message::{get_message_events, send_message_event}, redact::redact_event},
+        client::{
+            message::{get_message_events, send_message_event},
+            redact::redact_event,
+        },
     },
     events::TimelineEventType,
 };
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 use super::room::raw;
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::rooms::{
         messages,
         timeline::{self, Template, Txn},
@@ -26,10 +29,14 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(send).ruma(history).ruma(redact)
 }
 
-async fn send(server: Arc<Server>, req: Ruma<send_message_event::v3::Request>) -> Result<send_message_event::v3::Response> {
+async fn send(
+    server: Arc<Server>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
     let user = req.user();
     let b = &req.body;
-    let content: Value = serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value =
+        serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
@@ -38,12 +45,26 @@ async fn send(server: Arc<Server>, req: Ruma<send_message_event::v3::Request>) -
         return Err(Error::bad_json("Use the /redact endpoint to redact events"));
     }
     let scope = format!("send {}", b.room_id);
-    let txn = Txn { device_id: user.device_id.as_str(), scope: &scope, txn_id: b.txn_id.as_str() };
-    let event_id = timeline::append(&server, &b.room_id, &user.user_id, Template::message(event_type, content), Some(txn)).await?;
+    let txn = Txn {
+        device_id: user.device_id.as_str(),
+        scope: &scope,
+        txn_id: b.txn_id.as_str(),
+    };
+    let event_id = timeline::append(
+        &server,
+        &b.room_id,
+        &user.user_id,
+        Template::message(event_type, content),
+        Some(txn),
+    )
+    .await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 
-async fn redact(server: Arc<Server>, req: Ruma<redact_event::v3::Request>) -> Result<redact_event::v3::Response> {
+async fn redact(
+    server: Arc<Server>,
+    req: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
     let user = req.user();
     let b = &req.body;
     let mut content = json!({});
@@ -53,12 +74,20 @@ async fn redact(server: Arc<Server>, req: Ruma<redact_event::v3::Request>) -> Re
     let mut template = Template::message(TimelineEventType::RoomRedaction, content);
     template.redacts = Some(b.event_id.clone());
     let scope = format!("redact {}", b.room_id);
-    let txn = Txn { device_id: user.device_id.as_str(), scope: &scope, txn_id: b.txn_id.as_str() };
-    let event_id = timeline::append(&server, &b.room_id, &user.user_id, template, Some(txn)).await?;
+    let txn = Txn {
+        device_id: user.device_id.as_str(),
+        scope: &scope,
+        txn_id: b.txn_id.as_str(),
+    };
+    let event_id =
+        timeline::append(&server, &b.room_id, &user.user_id, template, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }
 
-async fn history(server: Arc<Server>, req: Ruma<get_message_events::v3::Request>) -> Result<get_message_events::v3::Response> {
+async fn history(
+    server: Arc<Server>,
+    req: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
     let user = req.user();
     let b = &req.body;
     let dir = match b.dir {

@@ -38,4 +38,3 @@ pub fn routes() -> Router<Arc<Server>> {
     let router = directory::routes(router);
     sync::routes(router)
 }
-

@@ -8,13 +8,18 @@ use ruma::{api::client::push::get_pushrules_all, push::Ruleset};
 
 use crate::{
     Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
 };
 
 pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(all_rules)
 }
 
-async fn all_rules(_: Arc<Server>, req: Ruma<get_pushrules_all::v3::Request>) -> Result<get_pushrules_all::v3::Response> {
-    Ok(get_pushrules_all::v3::Response::new(Ruleset::server_default(&req.user().user_id)))
+async fn all_rules(
+    _: Arc<Server>,
+    req: Ruma<get_pushrules_all::v3::Request>,
+) -> Result<get_pushrules_all::v3::Response> {
+    Ok(get_pushrules_all::v3::Response::new(
+        Ruleset::server_default(&req.user().user_id),
+    ))
 }

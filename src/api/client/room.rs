@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::rooms::{
         create::{self, DEFAULT_ROOM_VERSION, NewRoom, Preset},
         messages,
@@ -27,7 +27,10 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(create_room).ruma(event).ruma(context)
 }
 
-async fn create_room(server: Arc<Server>, req: Ruma<create_room::v3::Request>) -> Result<create_room::v3::Response> {
+async fn create_room(
+    server: Arc<Server>,
+    req: Ruma<create_room::v3::Request>,
+) -> Result<create_room::v3::Response> {
     let user = req.user().user_id.clone();
     let body = req.body;
     let preset = match body.preset.as_ref().map(|p| p.as_str()) {
@@ -42,20 +45,34 @@ async fn create_room(server: Arc<Server>, req: Ruma<create_room::v3::Request>) -
         .room_alias_name
         .as_deref()
         .map(|name| {
-            RoomAliasId::parse(format!("#{name}:{}", server.server_name()))
-                .map_err(|e| Error::new(http::StatusCode::BAD_REQUEST, "M_INVALID_PARAM", format!("Invalid alias: {e}")))
+            RoomAliasId::parse(format!("#{name}:{}", server.server_name())).map_err(|e| {
+                Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "M_INVALID_PARAM",
+                    format!("Invalid alias: {e}"),
+                )
+            })
         })
         .transpose()?;
     let initial_state = body
         .initial_state
         .iter()
         .map(|raw| {
-            let v: Value = serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-            let kind = v["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+            let v: Value = serde_json::from_str(raw.json().get())
+                .map_err(|e| Error::bad_json(e.to_string()))?;
+            let kind = v["type"]
+                .as_str()
+                .ok_or_else(|| Error::bad_json("initial_state event without type"))?;
             if !v["content"].is_object() {
-                return Err(Error::bad_json("initial_state event content must be an object"));
+                return Err(Error::bad_json(
+                    "initial_state event content must be an object",
+                ));
             }
-            Ok((TimelineEventType::from(kind), v["state_key"].as_str().unwrap_or("").to_owned(), v["content"].clone()))
+            Ok((
+                TimelineEventType::from(kind),
+                v["state_key"].as_str().unwrap_or("").to_owned(),
+                v["content"].clone(),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     let new_room = NewRoom {
@@ -87,13 +104,26 @@ fn object(raw: Option<&serde_json::value::RawValue>) -> Result<Map<String, Value
     }
 }
 
-async fn event(server: Arc<Server>, req: Ruma<get_room_event::v3::Request>) -> Result<get_room_event::v3::Response> {
+async fn event(
+    server: Arc<Server>,
+    req: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
     let user = req.user();
-    let event = messages::event(&server, &req.body.room_id, &user.user_id, user.device_id.as_str(), &req.body.event_id).await?;
+    let event = messages::event(
+        &server,
+        &req.body.room_id,
+        &user.user_id,
+        user.device_id.as_str(),
+        &req.body.event_id,
+    )
+    .await?;
     Ok(get_room_event::v3::Response::new(raw(&event)?))
 }
 
-async fn context(server: Arc<Server>, req: Ruma<get_context::v3::Request>) -> Result<get_context::v3::Response> {
+async fn context(
+    server: Arc<Server>,
+    req: Ruma<get_context::v3::Request>,
+) -> Result<get_context::v3::Response> {
     let user = req.user();
     let limit = u64::from(req.body.limit) as usize;
     let ctx = messages::context(
@@ -119,4 +149,3 @@ async fn context(server: Arc<Server>, req: Ruma<get_context::v3::Request>) -> Re
 pub(super) fn raw<T>(value: &Value) -> Result<Raw<T>> {
     Ok(Raw::from_json(serde_json::value::to_raw_value(value)?))
 }
-

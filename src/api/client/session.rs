@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use axum::Router;
 use ruma::api::client::{
     session::{
-        get_login_types::{self, v3::{LoginType, PasswordLoginType}},
+        get_login_types::{
+            self,
+            v3::{LoginType, PasswordLoginType},
+        },
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
     },
@@ -14,28 +17,48 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::accounts,
 };
 
 pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
-    router.ruma(login_types).ruma(login).ruma(logout).ruma(logout_all).ruma(refresh)
+    router
+        .ruma(login_types)
+        .ruma(login)
+        .ruma(logout)
+        .ruma(logout_all)
+        .ruma(refresh)
 }
 
-async fn login_types(_: Arc<Server>, _: Ruma<get_login_types::v3::Request>) -> Result<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+async fn login_types(
+    _: Arc<Server>,
+    _: Ruma<get_login_types::v3::Request>,
+) -> Result<get_login_types::v3::Response> {
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+    ]))
 }
 
 async fn login(server: Arc<Server>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
     let body = req.body;
     let LoginInfo::Password(password) = &body.login_info else {
-        return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unsupported login type"));
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "Unsupported login type",
+        ));
     };
     #[allow(deprecated)] // `user` is how clients before r0.4 name the account.
     let user = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
         (None, Some(user)) => user.clone(),
-        _ => return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unsupported identifier type")),
+        _ => {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                "Unsupported identifier type",
+            ));
+        }
     };
     let user_id = accounts::check_password(&server, &user, &password.password).await?;
     let session = accounts::start_session(
@@ -52,20 +75,41 @@ async fn login(server: Arc<Server>, req: Ruma<login::v3::Request>) -> Result<log
     Ok(response)
 }
 
-async fn logout(server: Arc<Server>, req: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
+async fn logout(
+    server: Arc<Server>,
+    req: Ruma<logout::v3::Request>,
+) -> Result<logout::v3::Response> {
     let user = req.user();
-    server.db.delete_devices(user.user_id.as_str(), &[user.device_id.to_string()]).await?;
+    server
+        .db
+        .delete_devices(user.user_id.as_str(), &[user.device_id.to_string()])
+        .await?;
     Ok(logout::v3::Response::new())
 }
 
-async fn logout_all(server: Arc<Server>, req: Ruma<logout_all::v3::Request>) -> Result<logout_all::v3::Response> {
+async fn logout_all(
+    server: Arc<Server>,
+    req: Ruma<logout_all::v3::Request>,
+) -> Result<logout_all::v3::Response> {
     let user = req.user();
-    let devices: Vec<String> = server.db.devices(user.user_id.as_str()).await?.into_iter().map(|d| d.device_id).collect();
-    server.db.delete_devices(user.user_id.as_str(), &devices).await?;
+    let devices: Vec<String> = server
+        .db
+        .devices(user.user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    server
+        .db
+        .delete_devices(user.user_id.as_str(), &devices)
+        .await?;
     Ok(logout_all::v3::Response::new())
 }
 
-async fn refresh(server: Arc<Server>, req: Ruma<refresh_token::v3::Request>) -> Result<refresh_token::v3::Response> {
+async fn refresh(
+    server: Arc<Server>,
+    req: Ruma<refresh_token::v3::Request>,
+) -> Result<refresh_token::v3::Response> {
     let session = accounts::refresh(&server, &req.body.refresh_token).await?;
     let mut response = refresh_token::v3::Response::new(session.access_token);
     response.refresh_token = session.refresh_token;

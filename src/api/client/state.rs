@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::room::raw;
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::rooms::{
         state,
         timeline::{self, Template},
@@ -23,10 +23,14 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(send).ruma(get_one).ruma(get_all)
 }
 
-async fn send(server: Arc<Server>, req: Ruma<send_state_event::v3::Request>) -> Result<send_state_event::v3::Response> {
+async fn send(
+    server: Arc<Server>,
+    req: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
     let user = req.user();
     let b = &req.body;
-    let content: Value = serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value =
+        serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
@@ -39,13 +43,30 @@ async fn send(server: Arc<Server>, req: Ruma<send_state_event::v3::Request>) -> 
     Ok(send_state_event::v3::Response::new(event_id))
 }
 
-async fn get_one(server: Arc<Server>, req: Ruma<get_state_event_for_key::v3::Request>) -> Result<get_state_event_for_key::v3::Response> {
+async fn get_one(
+    server: Arc<Server>,
+    req: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
     let b = &req.body;
-    let content = state::state_content(&server, &b.room_id, &req.user().user_id, &b.event_type.to_string(), &b.state_key).await?;
-    Ok(get_state_event_for_key::v3::Response::new(serde_json::value::to_raw_value(&content)?))
+    let content = state::state_content(
+        &server,
+        &b.room_id,
+        &req.user().user_id,
+        &b.event_type.to_string(),
+        &b.state_key,
+    )
+    .await?;
+    Ok(get_state_event_for_key::v3::Response::new(
+        serde_json::value::to_raw_value(&content)?,
+    ))
 }
 
-async fn get_all(server: Arc<Server>, req: Ruma<get_state_events::v3::Request>) -> Result<get_state_events::v3::Response> {
+async fn get_all(
+    server: Arc<Server>,
+    req: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
     let events = state::state_events(&server, &req.body.room_id, &req.user().user_id).await?;
-    Ok(get_state_events::v3::Response::new(events.iter().map(raw).collect::<Result<_>>()?))
+    Ok(get_state_events::v3::Response::new(
+        events.iter().map(raw).collect::<Result<_>>()?,
+    ))
 }

@@ -10,7 +10,7 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result, Server,
-    api::{Ruma, RouterExt},
+    api::{RouterExt, Ruma},
     service::sync::{self, SyncRequest, SyncToken},
 };
 
@@ -18,15 +18,24 @@ pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
     router.ruma(sync_events)
 }
 
-async fn sync_events(server: Arc<Server>, req: Ruma<sync_events::v3::Request>) -> Result<sync_events::v3::Response> {
+async fn sync_events(
+    server: Arc<Server>,
+    req: Ruma<sync_events::v3::Request>,
+) -> Result<sync_events::v3::Response> {
     let user = req.user().clone();
     let b = req.body;
     let filter = match b.filter {
         None => FilterDefinition::default(),
         Some(Filter::FilterDefinition(def)) => def,
         Some(Filter::FilterId(id)) => {
-            let id: i64 = id.parse().map_err(|_| Error::invalid_param("Unknown filter id"))?;
-            let json = server.db.filter(user.user_id.as_str(), id).await?.ok_or_else(|| Error::invalid_param("Unknown filter id"))?;
+            let id: i64 = id
+                .parse()
+                .map_err(|_| Error::invalid_param("Unknown filter id"))?;
+            let json = server
+                .db
+                .filter(user.user_id.as_str(), id)
+                .await?
+                .ok_or_else(|| Error::invalid_param("Unknown filter id"))?;
             serde_json::from_str(&json)?
         }
         Some(_) => return Err(Error::invalid_param("Unsupported filter")),

@@ -5,8 +5,7 @@
 use corvid_federation::{event_id_for, room_id_for_create, rules_for, sign_pdu};
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::TimelineEventType,
-    room_version_rules::RoomVersionRules,
+    events::TimelineEventType, room_version_rules::RoomVersionRules,
 };
 use serde_json::{Map, Value, json};
 
@@ -18,7 +17,8 @@ use super::{
 use crate::{Error, Result, Server, store::events::NewEvent};
 
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
-pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] = [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
+    [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -55,38 +55,69 @@ pub async fn create_room(server: &Server, creator: &UserId, room: NewRoom) -> Re
     let creator_profile = server.db.user(creator.as_str()).await?;
 
     let mut w = server.db.write().await?;
-    let (room_id, create_appended) = insert_create_event(server, &mut w, creator, &room, &rules).await?;
+    let (room_id, create_appended) =
+        insert_create_event(server, &mut w, creator, &room, &rules).await?;
     let mut appended = vec![create_appended];
     let mut events = vec![Template::state(
         TimelineEventType::RoomMember,
         creator.as_str(),
         membership::member_content("join", creator_profile.as_ref(), None),
     )];
-    events.push(Template::state(TimelineEventType::RoomPowerLevels, "", power_levels(creator, &room, &rules)));
+    events.push(Template::state(
+        TimelineEventType::RoomPowerLevels,
+        "",
+        power_levels(creator, &room, &rules),
+    ));
     if let Some(alias) = &room.alias {
-        events.push(Template::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias })));
+        events.push(Template::state(
+            TimelineEventType::RoomCanonicalAlias,
+            "",
+            json!({ "alias": alias }),
+        ));
     }
     let (join_rule, guest_access) = match room.preset {
         Preset::PublicChat => ("public", "forbidden"),
         Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
     };
-    events.push(Template::state(TimelineEventType::RoomJoinRules, "", json!({ "join_rule": join_rule })));
-    events.push(Template::state(TimelineEventType::RoomHistoryVisibility, "", json!({ "history_visibility": "shared" })));
-    events.push(Template::state(TimelineEventType::RoomGuestAccess, "", json!({ "guest_access": guest_access })));
+    events.push(Template::state(
+        TimelineEventType::RoomJoinRules,
+        "",
+        json!({ "join_rule": join_rule }),
+    ));
+    events.push(Template::state(
+        TimelineEventType::RoomHistoryVisibility,
+        "",
+        json!({ "history_visibility": "shared" }),
+    ));
+    events.push(Template::state(
+        TimelineEventType::RoomGuestAccess,
+        "",
+        json!({ "guest_access": guest_access }),
+    ));
     for (kind, key, content) in &room.initial_state {
         events.push(Template::state(kind.clone(), key.clone(), content.clone()));
     }
     if let Some(name) = &room.name {
-        events.push(Template::state(TimelineEventType::RoomName, "", json!({ "name": name })));
+        events.push(Template::state(
+            TimelineEventType::RoomName,
+            "",
+            json!({ "name": name }),
+        ));
     }
     if let Some(topic) = &room.topic {
-        events.push(Template::state(TimelineEventType::RoomTopic, "", topic_content(topic)));
+        events.push(Template::state(
+            TimelineEventType::RoomTopic,
+            "",
+            topic_content(topic),
+        ));
     }
     for template in events {
-        appended.push(timeline::append_in(server, &mut w, &room_id, creator, template, None).await?);
+        appended
+            .push(timeline::append_in(server, &mut w, &room_id, creator, template, None).await?);
     }
     if let Some(alias) = &room.alias {
-        w.insert_alias(alias.as_str(), room_id.as_str(), creator.as_str()).await?;
+        w.insert_alias(alias.as_str(), room_id.as_str(), creator.as_str())
+            .await?;
     }
     if room.publish {
         w.set_room_public(room_id.as_str(), true).await?;
@@ -116,7 +147,11 @@ async fn insert_create_event(
         content.insert("creator".into(), json!(creator));
     }
     if rules.authorization.additional_room_creators && room.preset == Preset::TrustedPrivateChat {
-        let mut extra: Vec<Value> = content.get("additional_creators").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut extra: Vec<Value> = content
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for invitee in &room.invite {
             if !extra.contains(&json!(invitee)) {
                 extra.push(json!(invitee));
@@ -140,14 +175,20 @@ async fn insert_create_event(
         v["room_id"] = json!(legacy_room_id);
     }
     let mut object = to_object(v)?;
-    sign_pdu(&mut object, server.server_name().as_str(), &server.signing_key, rules)?;
+    sign_pdu(
+        &mut object,
+        server.server_name().as_str(),
+        &server.signing_key,
+        rules,
+    )?;
     let event_id = event_id_for(&object, rules)?;
     let room_id = room_id_for_create(&object, rules)?.unwrap_or(legacy_room_id);
     let pdu_json = serde_json::to_string(&object)?;
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     timeline::authorize(rules, &pdu, &[])?;
 
-    w.insert_room(room_id.as_str(), room.version.as_str(), creator.as_str()).await?;
+    w.insert_room(room_id.as_str(), room.version.as_str(), creator.as_str())
+        .await?;
     let stream_ordering = w.next_stream_position().await?;
     w.insert_event(
         &NewEvent {
@@ -169,7 +210,15 @@ async fn insert_create_event(
         None,
     )
     .await?;
-    Ok((room_id.clone(), Appended { event_id, stream_ordering, room_id, member: None }))
+    Ok((
+        room_id.clone(),
+        Appended {
+            event_id,
+            stream_ordering,
+            room_id,
+            member: None,
+        },
+    ))
 }
 
 /// spec: createRoom step 3, with the room version 12 rule that creators hold

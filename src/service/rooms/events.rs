@@ -10,7 +10,14 @@ use super::timeline::to_object;
 use crate::{Error, Result, Server, store::events::StoredEvent};
 
 /// Fields of a PDU that clients never see.
-const FEDERATION_ONLY: [&str; 6] = ["auth_events", "prev_events", "depth", "hashes", "signatures", "origin"];
+const FEDERATION_ONLY: [&str; 6] = [
+    "auth_events",
+    "prev_events",
+    "depth",
+    "hashes",
+    "signatures",
+    "origin",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -22,24 +29,52 @@ pub enum Format {
 
 /// Formats events for `viewer`; redacted events are redacted with their room
 /// version's rules and carry `redacted_because`.
-pub async fn format_events(server: &Server, events: &[StoredEvent], viewer: Option<(&UserId, &str)>, format: Format) -> Result<Vec<Value>> {
+pub async fn format_events(
+    server: &Server,
+    events: &[StoredEvent],
+    viewer: Option<(&UserId, &str)>,
+    format: Format,
+) -> Result<Vec<Value>> {
     let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
-    let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
-    let redactions: HashMap<String, StoredEvent> =
-        server.db.events(&redaction_ids).await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+    let redaction_ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.redacted_by.clone())
+        .collect();
+    let redactions: HashMap<String, StoredEvent> = server
+        .db
+        .events(&redaction_ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.event_id.clone(), e))
+        .collect();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let version = match versions.get(&event.room_id) {
             Some(v) => v.clone(),
             None => {
-                let room = super::require_room(server, event.room_id.as_str().try_into().map_err(Error::internal)?).await?;
-                let v = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+                let room = super::require_room(
+                    server,
+                    event.room_id.as_str().try_into().map_err(Error::internal)?,
+                )
+                .await?;
+                let v =
+                    RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
                 versions.insert(event.room_id.clone(), v.clone());
                 v
             }
         };
-        let because = event.redacted_by.as_ref().and_then(|id| redactions.get(id)).map(|r| format_one(r, &version, viewer, format, None));
-        out.push(format_one(event, &version, viewer, format, because.transpose()?)?);
+        let because = event
+            .redacted_by
+            .as_ref()
+            .and_then(|id| redactions.get(id))
+            .map(|r| format_one(r, &version, viewer, format, None));
+        out.push(format_one(
+            event,
+            &version,
+            viewer,
+            format,
+            because.transpose()?,
+        )?);
     }
     Ok(out)
 }
@@ -58,7 +93,9 @@ pub fn format_one(
         pdu = serde_json::to_value(redacted)?;
         let _ = because;
     }
-    let obj = pdu.as_object_mut().ok_or_else(|| Error::internal("stored PDU is not an object"))?;
+    let obj = pdu
+        .as_object_mut()
+        .ok_or_else(|| Error::internal("stored PDU is not an object"))?;
     for key in FEDERATION_ONLY {
         obj.remove(key);
     }
@@ -78,7 +115,8 @@ pub fn format_one(
     if let Some(ts) = obj.get("origin_server_ts").and_then(Value::as_i64) {
         unsigned.insert("age".into(), json!((crate::now_ms() - ts).max(0)));
     }
-    if let (Some((user, device)), Some(txn_device), Some(txn_id)) = (viewer, &event.txn_device_id, &event.txn_id)
+    if let (Some((user, device)), Some(txn_device), Some(txn_id)) =
+        (viewer, &event.txn_device_id, &event.txn_id)
         && user.as_str() == event.sender
         && device == txn_device
     {

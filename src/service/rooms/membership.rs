@@ -35,32 +35,68 @@ pub fn member_content(membership: &str, profile: Option<&UserRow>, reason: Optio
     content
 }
 
-pub async fn join(server: &Server, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<OwnedRoomId> {
+pub async fn join(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+) -> Result<OwnedRoomId> {
     super::require_room(server, room_id).await?;
-    if let Some((m, _)) = server.db.membership(room_id.as_str(), user.as_str()).await?
+    if let Some((m, _)) = server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
         && m == "join"
     {
         return Ok(room_id.to_owned());
     }
     let profile = server.db.user(user.as_str()).await?;
     let content = member_content("join", profile.as_ref(), reason);
-    timeline::append(server, room_id, user, Template::state(TimelineEventType::RoomMember, user.as_str(), content), None).await?;
+    timeline::append(
+        server,
+        room_id,
+        user,
+        Template::state(TimelineEventType::RoomMember, user.as_str(), content),
+        None,
+    )
+    .await?;
     Ok(room_id.to_owned())
 }
 
-pub async fn knock(server: &Server, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<OwnedRoomId> {
+pub async fn knock(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+) -> Result<OwnedRoomId> {
     super::require_room(server, room_id).await?;
     let profile = server.db.user(user.as_str()).await?;
-    let mut template = Template::state(TimelineEventType::RoomMember, user.as_str(), member_content("knock", profile.as_ref(), reason));
-    template.unsigned.insert("knock_room_state".into(), Value::Array(stripped_state(server, room_id).await?));
+    let mut template = Template::state(
+        TimelineEventType::RoomMember,
+        user.as_str(),
+        member_content("knock", profile.as_ref(), reason),
+    );
+    template.unsigned.insert(
+        "knock_room_state".into(),
+        Value::Array(stripped_state(server, room_id).await?),
+    );
     timeline::append(server, room_id, user, template, None).await?;
     Ok(room_id.to_owned())
 }
 
-pub async fn invite(server: &Server, room_id: &RoomId, sender: &UserId, target: &UserId, reason: Option<&str>, is_direct: bool) -> Result<()> {
+pub async fn invite(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    reason: Option<&str>,
+    is_direct: bool,
+) -> Result<()> {
     super::require_room(server, room_id).await?;
     if target.server_name() != server.server_name() {
-        return Err(Error::forbidden("Inviting users of other servers needs federation, which this server does not do yet"));
+        return Err(Error::forbidden(
+            "Inviting users of other servers needs federation, which this server does not do yet",
+        ));
     }
     let profile = server.db.user(target.as_str()).await?;
     if profile.is_none() {
@@ -71,15 +107,27 @@ pub async fn invite(server: &Server, room_id: &RoomId, sender: &UserId, target: 
         content["is_direct"] = json!(true);
     }
     let mut template = Template::state(TimelineEventType::RoomMember, target.as_str(), content);
-    template.unsigned.insert("invite_room_state".into(), Value::Array(stripped_state(server, room_id).await?));
+    template.unsigned.insert(
+        "invite_room_state".into(),
+        Value::Array(stripped_state(server, room_id).await?),
+    );
     timeline::append(server, room_id, sender, template, None).await?;
     Ok(())
 }
 
 /// Leave, reject an invite, or retract a knock.
-pub async fn leave(server: &Server, room_id: &RoomId, user: &UserId, reason: Option<&str>) -> Result<()> {
+pub async fn leave(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+) -> Result<()> {
     super::require_room(server, room_id).await?;
-    match server.db.membership(room_id.as_str(), user.as_str()).await? {
+    match server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    {
         Some((m, _)) if m == "leave" => return Ok(()),
         None => return Err(Error::forbidden("You are not in this room")),
         _ => {}
@@ -88,25 +136,50 @@ pub async fn leave(server: &Server, room_id: &RoomId, user: &UserId, reason: Opt
 }
 
 /// Kick, ban and unban: one user changes another's membership.
-pub async fn set_membership(server: &Server, room_id: &RoomId, sender: &UserId, target: &UserId, membership: &str, reason: Option<&str>) -> Result<()> {
+pub async fn set_membership(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<()> {
     super::require_room(server, room_id).await?;
     if membership == "leave" && sender != target {
         // A kick or unban of someone with no membership is refused by the auth rules,
         // except an unban, which needs the target banned; both come out as 403.
-        if server.db.membership(room_id.as_str(), target.as_str()).await?.is_none() {
+        if server
+            .db
+            .membership(room_id.as_str(), target.as_str())
+            .await?
+            .is_none()
+        {
             return Err(Error::forbidden("The user is not in this room"));
         }
     }
     let content = member_content(membership, None, reason);
-    timeline::append(server, room_id, sender, Template::state(TimelineEventType::RoomMember, target.as_str(), content), None).await?;
+    timeline::append(
+        server,
+        room_id,
+        sender,
+        Template::state(TimelineEventType::RoomMember, target.as_str(), content),
+        None,
+    )
+    .await?;
     Ok(())
 }
 
 pub async fn forget(server: &Server, room_id: &RoomId, user: &UserId) -> Result<()> {
-    match server.db.membership(room_id.as_str(), user.as_str()).await? {
-        Some((m, _)) if m == "join" || m == "invite" || m == "knock" => {
-            Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "You must leave the room before forgetting it"))
-        }
+    match server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    {
+        Some((m, _)) if m == "join" || m == "invite" || m == "knock" => Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            "You must leave the room before forgetting it",
+        )),
         None => Err(Error::not_found("You have never been in this room")),
         Some(_) => server.db.forget_room(room_id.as_str(), user.as_str()).await,
     }

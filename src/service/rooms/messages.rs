@@ -12,7 +12,9 @@ use super::{
     events::{Format, format_events},
     visibility::Viewer,
 };
-use crate::{Error, Result, Server, service::filter, service::sync::SyncToken, store::events::StoredEvent};
+use crate::{
+    Error, Result, Server, service::filter, service::sync::SyncToken, store::events::StoredEvent,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -63,11 +65,17 @@ pub async fn messages(
         let batch = match dir {
             Direction::Backward => {
                 let lower = to.unwrap_or(0);
-                server.db.room_events_desc(room_id.as_str(), lower, cursor, BATCH).await?
+                server
+                    .db
+                    .room_events_desc(room_id.as_str(), lower, cursor, BATCH)
+                    .await?
             }
             Direction::Forward => {
                 let upper = to.map(|t| t + 1).unwrap_or(i64::MAX);
-                server.db.room_events_asc(room_id.as_str(), cursor + 1, upper, BATCH).await?
+                server
+                    .db
+                    .room_events_asc(room_id.as_str(), cursor + 1, upper, BATCH)
+                    .await?
             }
         };
         exhausted = (batch.len() as i64) < BATCH;
@@ -85,7 +93,11 @@ pub async fn messages(
         }
     }
     let end = (!exhausted || chunk.len() == limit).then(|| SyncToken { pos: cursor }.to_string());
-    let state = if filter.lazy_load_options.is_disabled() { Vec::new() } else { lazy_members(server, room_id, &chunk).await? };
+    let state = if filter.lazy_load_options.is_disabled() {
+        Vec::new()
+    } else {
+        lazy_members(server, room_id, &chunk).await?
+    };
     Ok(Page {
         chunk: format_events(server, &chunk, Some((user, device)), Format::Client).await?,
         start: SyncToken { pos: from }.to_string(),
@@ -95,13 +107,21 @@ pub async fn messages(
 }
 
 /// The member events of the senders of `events`, for lazy-loading clients.
-pub async fn lazy_members(server: &Server, room_id: &RoomId, events: &[StoredEvent]) -> Result<Vec<Value>> {
+pub async fn lazy_members(
+    server: &Server,
+    room_id: &RoomId,
+    events: &[StoredEvent],
+) -> Result<Vec<Value>> {
     let mut senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
     senders.sort_unstable();
     senders.dedup();
     let mut members = Vec::new();
     for sender in senders {
-        if let Some(e) = server.db.current_state_event(room_id.as_str(), "m.room.member", sender).await? {
+        if let Some(e) = server
+            .db
+            .current_state_event(room_id.as_str(), "m.room.member", sender)
+            .await?
+        {
             members.push(e);
         }
     }
@@ -109,15 +129,32 @@ pub async fn lazy_members(server: &Server, room_id: &RoomId, events: &[StoredEve
 }
 
 /// One event, if the user may see it.
-pub async fn event(server: &Server, room_id: &RoomId, user: &UserId, device: &str, event_id: &EventId) -> Result<Value> {
+pub async fn event(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    device: &str,
+    event_id: &EventId,
+) -> Result<Value> {
     let event = visible_event(server, room_id, user, event_id).await?;
     let mut out = format_events(server, &[event], Some((user, device)), Format::Client).await?;
     Ok(out.remove(0))
 }
 
-async fn visible_event(server: &Server, room_id: &RoomId, user: &UserId, event_id: &EventId) -> Result<StoredEvent> {
-    let event = server.db.event(event_id.as_str()).await?.filter(|e| e.room_id == room_id.as_str());
-    let Some(event) = event else { return Err(Error::not_found("Event not found")) };
+async fn visible_event(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    event_id: &EventId,
+) -> Result<StoredEvent> {
+    let event = server
+        .db
+        .event(event_id.as_str())
+        .await?
+        .filter(|e| e.room_id == room_id.as_str());
+    let Some(event) = event else {
+        return Err(Error::not_found("Event not found"));
+    };
     let viewer = Viewer::load(server, room_id, user).await?;
     if !viewer.can_see(&event) {
         return Err(Error::not_found("Event not found"));
@@ -146,30 +183,73 @@ pub async fn context(
 ) -> Result<Context> {
     let event = visible_event(server, room_id, user, event_id).await?;
     let half = limit.min(MAX_LIMIT) / 2;
-    let before_token = SyncToken { pos: event.stream_ordering - 1 }.to_string();
-    let after_token = SyncToken { pos: event.stream_ordering }.to_string();
+    let before_token = SyncToken {
+        pos: event.stream_ordering - 1,
+    }
+    .to_string();
+    let after_token = SyncToken {
+        pos: event.stream_ordering,
+    }
+    .to_string();
     let before = if half > 0 {
-        messages(server, room_id, user, device, Some(&before_token), None, Direction::Backward, half, filter).await?
+        messages(
+            server,
+            room_id,
+            user,
+            device,
+            Some(&before_token),
+            None,
+            Direction::Backward,
+            half,
+            filter,
+        )
+        .await?
     } else {
-        Page { chunk: vec![], start: before_token.clone(), end: Some(before_token.clone()), state: vec![] }
+        Page {
+            chunk: vec![],
+            start: before_token.clone(),
+            end: Some(before_token.clone()),
+            state: vec![],
+        }
     };
     let after_limit = limit.min(MAX_LIMIT) - half;
     let after = if after_limit > 0 {
-        messages(server, room_id, user, device, Some(&after_token), None, Direction::Forward, after_limit, filter).await?
+        messages(
+            server,
+            room_id,
+            user,
+            device,
+            Some(&after_token),
+            None,
+            Direction::Forward,
+            after_limit,
+            filter,
+        )
+        .await?
     } else {
-        Page { chunk: vec![], start: after_token.clone(), end: Some(after_token.clone()), state: vec![] }
+        Page {
+            chunk: vec![],
+            start: after_token.clone(),
+            end: Some(after_token.clone()),
+            state: vec![],
+        }
     };
     let state_ids: Vec<String> = server.db.state_after(&event).await?.into_values().collect();
     let state_events = server.db.events(&state_ids).await?;
     let state_events: Vec<StoredEvent> = if filter.lazy_load_options.is_disabled() {
         state_events
     } else {
-        state_events.into_iter().filter(|e| e.event_type != "m.room.member").collect()
+        state_events
+            .into_iter()
+            .filter(|e| e.event_type != "m.room.member")
+            .collect()
     };
     let mut state = format_events(server, &state_events, None, Format::Client).await?;
     state.extend(before.state);
     Ok(Context {
-        event: format_events(server, &[event], Some((user, device)), Format::Client).await?.remove(0),
+        event: format_events(server, &[event], Some((user, device)), Format::Client)
+            .await?
+            .remove(0),
         start: before.end.unwrap_or(before.start),
         end: after.end.unwrap_or(after.start),
         before: before.chunk,

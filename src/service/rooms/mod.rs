@@ -19,12 +19,21 @@ pub async fn resolve_room(server: &Server, id: &RoomOrAliasId) -> Result<OwnedRo
         id.as_str().try_into().map_err(Error::internal)?
     } else {
         let room = server.db.alias_room(id.as_str()).await?;
-        room.ok_or_else(|| Error::not_found("Room alias not found"))?.try_into().map_err(Error::internal)?
+        room.ok_or_else(|| Error::not_found("Room alias not found"))?
+            .try_into()
+            .map_err(Error::internal)?
     };
     require_room(server, &room_id).await?;
     Ok(room_id)
 }
 
-pub async fn require_room(server: &Server, room_id: &RoomId) -> Result<crate::store::events::RoomRow> {
-    server.db.room(room_id.as_str()).await?.ok_or_else(|| Error::not_found("Unknown room"))
+pub async fn require_room(
+    server: &Server,
+    room_id: &RoomId,
+) -> Result<crate::store::events::RoomRow> {
+    server
+        .db
+        .room(room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))
 }

@@ -33,7 +33,8 @@ fn placeholder_id() -> OwnedEventId {
 
 impl Pdu {
     pub fn parse(event_id: OwnedEventId, json: &str) -> Result<Self> {
-        let mut pdu: Pdu = serde_json::from_str(json).map_err(|e| Error::bad_json(format!("Malformed event: {e}")))?;
+        let mut pdu: Pdu = serde_json::from_str(json)
+            .map_err(|e| Error::bad_json(format!("Malformed event: {e}")))?;
         pdu.event_id = event_id;
         if pdu.redacts.is_none() && pdu.kind == TimelineEventType::RoomRedaction {
             // Room versions 11+ carry `redacts` in the content.
@@ -41,7 +42,9 @@ impl Pdu {
             struct Redacts {
                 redacts: Option<OwnedEventId>,
             }
-            pdu.redacts = serde_json::from_str::<Redacts>(pdu.content.get()).ok().and_then(|r| r.redacts);
+            pdu.redacts = serde_json::from_str::<Redacts>(pdu.content.get())
+                .ok()
+                .and_then(|r| r.redacts);
         }
         Ok(pdu)
     }

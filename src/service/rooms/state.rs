@@ -13,13 +13,21 @@ use crate::{Error, Result, Server, store::events::StoredEvent};
 
 /// The state a user may read: current state while joined, the state when
 /// they left otherwise (or current state in a world-readable room).
-pub async fn visible_state(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Vec<StoredEvent>> {
+pub async fn visible_state(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Vec<StoredEvent>> {
     super::require_room(server, room_id).await?;
     let viewer = Viewer::load(server, room_id, user).await?;
     if viewer.is_joined() || world_readable(server, room_id).await? {
         return server.db.current_state_events(room_id.as_str()).await;
     }
-    let Some((membership, _)) = server.db.membership(room_id.as_str(), user.as_str()).await? else {
+    let Some((membership, _)) = server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    else {
         return Err(Error::forbidden("You are not in this room"));
     };
     if membership != "leave" && membership != "ban" || !viewer.ever_member() {
@@ -49,14 +57,25 @@ pub async fn state_events(server: &Server, room_id: &RoomId, user: &UserId) -> R
 }
 
 /// The content of one state event.
-pub async fn state_content(server: &Server, room_id: &RoomId, user: &UserId, event_type: &str, state_key: &str) -> Result<Value> {
+pub async fn state_content(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Value> {
     let state = visible_state(server, room_id, user).await?;
     let event = state
         .iter()
         .find(|e| e.event_type == event_type && e.state_key.as_deref() == Some(state_key))
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    let formatted = format_events(server, std::slice::from_ref(event), None, Format::Client).await?;
-    Ok(formatted.into_iter().next().map(|mut v| v["content"].take()).unwrap_or_default())
+    let formatted =
+        format_events(server, std::slice::from_ref(event), None, Format::Client).await?;
+    Ok(formatted
+        .into_iter()
+        .next()
+        .map(|mut v| v["content"].take())
+        .unwrap_or_default())
 }
 
 /// `m.room.member` events, optionally at an earlier point (`at`, a position) and filtered by membership.
@@ -70,7 +89,10 @@ pub async fn members(
 ) -> Result<Vec<Value>> {
     let mut state = visible_state(server, room_id, user).await?;
     if let Some(pos) = at {
-        let earlier = server.db.room_events_desc(room_id.as_str(), 0, pos, 1).await?;
+        let earlier = server
+            .db
+            .room_events_desc(room_id.as_str(), 0, pos, 1)
+            .await?;
         if let Some(last) = earlier.first() {
             let ids: Vec<String> = server.db.state_after(last).await?.into_values().collect();
             state = server.db.events(&ids).await?;
@@ -95,7 +117,11 @@ fn membership_of(event: &StoredEvent) -> String {
 }
 
 /// `user id → (display name, avatar url)` of joined members.
-pub async fn joined_members(server: &Server, room_id: &RoomId, user: &UserId) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
+pub async fn joined_members(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
     let state = visible_state(server, room_id, user).await?;
     let mut out = BTreeMap::new();
     for e in state.iter().filter(|e| e.event_type == "m.room.member") {

@@ -40,11 +40,24 @@ pub struct Template {
 
 impl Template {
     pub fn message(event_type: TimelineEventType, content: Value) -> Self {
-        Self { event_type, content, state_key: None, redacts: None, unsigned: Map::new() }
+        Self {
+            event_type,
+            content,
+            state_key: None,
+            redacts: None,
+            unsigned: Map::new(),
+        }
     }
 
-    pub fn state(event_type: TimelineEventType, state_key: impl Into<String>, content: Value) -> Self {
-        Self { state_key: Some(state_key.into()), ..Self::message(event_type, content) }
+    pub fn state(
+        event_type: TimelineEventType,
+        state_key: impl Into<String>,
+        content: Value,
+    ) -> Self {
+        Self {
+            state_key: Some(state_key.into()),
+            ..Self::message(event_type, content)
+        }
     }
 }
 
@@ -61,7 +74,13 @@ pub struct Appended {
 }
 
 /// Builds, authorises and persists one event, then wakes syncers.
-pub async fn append(server: &Server, room_id: &RoomId, sender: &UserId, template: Template, txn: Option<Txn<'_>>) -> Result<OwnedEventId> {
+pub async fn append(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: Template,
+    txn: Option<Txn<'_>>,
+) -> Result<OwnedEventId> {
     let mut w = server.db.write().await?;
     if let Some(t) = txn
         && let Some(existing) = w.txn_event(sender.as_str(), &t).await?
@@ -70,7 +89,7 @@ pub async fn append(server: &Server, room_id: &RoomId, sender: &UserId, template
     }
     let appended = append_in(server, &mut w, room_id, sender, template, txn).await?;
     w.commit().await?;
-    notify(server, &[appended.clone()]).await;
+    notify(server, std::slice::from_ref(&appended)).await;
     Ok(appended.event_id)
 }
 
@@ -87,7 +106,9 @@ pub async fn notify(server: &Server, appended: &[Appended]) {
     }
     users.sort();
     users.dedup();
-    server.notifier.notify_users(users.iter().map(String::as_str));
+    server
+        .notifier
+        .notify_users(users.iter().map(String::as_str));
 }
 
 /// [`append`] inside a caller's transaction (room creation sends many events in one).
@@ -99,7 +120,10 @@ pub async fn append_in(
     template: Template,
     txn: Option<Txn<'_>>,
 ) -> Result<Appended> {
-    let room = w.lock_room(room_id.as_str(), server.db.backend()).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let room = w
+        .lock_room(room_id.as_str(), server.db.backend())
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
     let version = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
     let rules = rules_for(&version)?;
 
@@ -107,7 +131,8 @@ pub async fn append_in(
     let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
     let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();
 
-    let content_raw = serde_json::value::to_raw_value(&template.content).map_err(Error::internal)?;
+    let content_raw =
+        serde_json::value::to_raw_value(&template.content).map_err(Error::internal)?;
     let auth_types = state_res::auth_types_for_event(
         &template.event_type,
         sender,
@@ -116,7 +141,10 @@ pub async fn append_in(
         &rules.authorization,
     )
     .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
-    let mut wanted: Vec<(String, String)> = auth_types.iter().map(|(t, k)| (t.to_string(), k.clone())).collect();
+    let mut wanted: Vec<(String, String)> = auth_types
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.clone()))
+        .collect();
     // The create event is needed by the auth rules even where (v12) it is not an auth event.
     wanted.push((StateEventType::RoomCreate.to_string(), String::new()));
     if let Some(key) = &template.state_key {
@@ -125,21 +153,49 @@ pub async fn append_in(
     let state = w.current_state_for(room_id.as_str(), &wanted).await?;
     let state_by_key: HashMap<(String, String), &StoredEvent> = state
         .iter()
-        .map(|e| ((e.event_type.clone(), e.state_key.clone().unwrap_or_default()), e))
+        .map(|e| {
+            (
+                (
+                    e.event_type.clone(),
+                    e.state_key.clone().unwrap_or_default(),
+                ),
+                e,
+            )
+        })
         .collect();
     let auth_events: Vec<String> = auth_types
         .iter()
-        .filter_map(|(t, k)| state_by_key.get(&(t.to_string(), k.clone())).map(|e| e.event_id.clone()))
+        .filter_map(|(t, k)| {
+            state_by_key
+                .get(&(t.to_string(), k.clone()))
+                .map(|e| e.event_id.clone())
+        })
         .collect();
 
-    let mut object = pdu_template(&template, room_id, sender, depth, &prev_events, &auth_events, &rules)?;
-    sign_pdu(&mut object, server.server_name().as_str(), &server.signing_key, &rules)?;
+    let mut object = pdu_template(
+        &template,
+        room_id,
+        sender,
+        depth,
+        &prev_events,
+        &auth_events,
+        &rules,
+    )?;
+    sign_pdu(
+        &mut object,
+        server.server_name().as_str(),
+        &server.signing_key,
+        &rules,
+    )?;
     let event_id = event_id_for(&object, &rules)?;
     let pdu_json = serde_json::to_string(&object)?;
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     authorize(&rules, &pdu, &state)?;
 
-    let replaced = template.state_key.as_ref().and_then(|k| state_by_key.get(&(template.event_type.to_string(), k.clone())));
+    let replaced = template
+        .state_key
+        .as_ref()
+        .and_then(|k| state_by_key.get(&(template.event_type.to_string(), k.clone())));
     let membership = membership_of(&template);
     let unsigned_extra = unsigned_extra(template.unsigned, replaced.copied())?;
     let stream_ordering = w.next_stream_position().await?;
@@ -164,7 +220,8 @@ pub async fn append_in(
     )
     .await?;
     if let Some(target) = pdu.redacts() {
-        w.mark_redacted(target.as_str(), room_id.as_str(), event_id.as_str()).await?;
+        w.mark_redacted(target.as_str(), room_id.as_str(), event_id.as_str())
+            .await?;
     }
     tracing::debug!(%event_id, %room_id, kind = %template.event_type, "event appended");
     Ok(Appended {
@@ -217,7 +274,9 @@ fn pdu_template(
 }
 
 pub fn to_object(v: Value) -> Result<CanonicalJsonObject> {
-    match to_canonical_value(v).map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))? {
+    match to_canonical_value(v)
+        .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?
+    {
         CanonicalJsonValue::Object(o) => Ok(o),
         _ => Err(Error::internal("event template is not an object")),
     }
@@ -226,22 +285,28 @@ pub fn to_object(v: Value) -> Result<CanonicalJsonObject> {
 /// Runs the room version's authorization rules against the current state.
 pub fn authorize(rules: &RoomVersionRules, pdu: &Pdu, state: &[StoredEvent]) -> Result<()> {
     let parsed: Vec<Pdu> = state.iter().map(Pdu::from_stored).collect::<Result<_>>()?;
-    let by_id: HashMap<&ruma::EventId, &Pdu> = parsed.iter().map(|p| (p.event_id.as_ref(), p)).collect();
+    let by_id: HashMap<&ruma::EventId, &Pdu> =
+        parsed.iter().map(|p| (p.event_id.as_ref(), p)).collect();
     let by_key: HashMap<(String, String), &Pdu> = parsed
         .iter()
         .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p)))
         .collect();
-    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| by_id.get(id).copied())
-        .and_then(|()| {
-            state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
-                by_key.get(&(t.to_string(), k.to_owned())).copied()
-            })
+    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
+        by_id.get(id).copied()
+    })
+    .and_then(|()| {
+        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
+            by_key.get(&(t.to_string(), k.to_owned())).copied()
         })
-        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+    })
+    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
 }
 
 /// `unsigned` data computed once, at write time: what the event replaced.
-fn unsigned_extra(mut extra: Map<String, Value>, replaced: Option<&StoredEvent>) -> Result<Option<String>> {
+fn unsigned_extra(
+    mut extra: Map<String, Value>,
+    replaced: Option<&StoredEvent>,
+) -> Result<Option<String>> {
     if let Some(prev) = replaced {
         let prev_pdu: Value = serde_json::from_str(&prev.pdu)?;
         extra.insert("replaces_state".into(), json!(prev.event_id));

@@ -16,20 +16,32 @@ pub struct Viewer {
 
 impl Viewer {
     pub async fn load(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Self> {
-        let history = server.db.membership_history(room_id.as_str(), user.as_str()).await?;
+        let history = server
+            .db
+            .membership_history(room_id.as_str(), user.as_str())
+            .await?;
         let visibility = server
             .db
             .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
             .await?
             .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.pdu).ok())
-            .and_then(|v| v["content"]["history_visibility"].as_str().map(str::to_owned))
+            .and_then(|v| {
+                v["content"]["history_visibility"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "shared".to_owned());
-        Ok(Self { history, visibility })
+        Ok(Self {
+            history,
+            visibility,
+        })
     }
 
     /// Whether the user has ever been joined (or invited) here.
     pub fn ever_member(&self) -> bool {
-        self.history.iter().any(|(_, m)| m == "join" || m == "invite")
+        self.history
+            .iter()
+            .any(|(_, m)| m == "join" || m == "invite")
     }
 
     /// World-readable rooms show their history to anyone.
@@ -42,7 +54,11 @@ impl Viewer {
     }
 
     fn membership_at(&self, pos: i64) -> Option<&str> {
-        self.history.iter().rev().find(|(p, _)| *p <= pos).map(|(_, m)| m.as_str())
+        self.history
+            .iter()
+            .rev()
+            .find(|(p, _)| *p <= pos)
+            .map(|(_, m)| m.as_str())
     }
 
     /// The last position the user may see: where they left, or everything.

@@ -1,0 +1,49 @@
+//! Real third-party clients against a real Corvid binary (see `conformance/`).
+//! They need Node and npm; outside CI a machine without them skips with a
+//! message, in CI (`CI` set) their absence fails the test.
+
+use std::{path::Path, process::Command};
+
+fn tool_available(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn require_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&&str> = tools.iter().filter(|t| !tool_available(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide {missing:?} for the conformance scenarios"
+    );
+    eprintln!("skipping conformance scenario: {missing:?} not installed");
+    false
+}
+
+/// matrix-js-sdk (with Node 22 from npm): a DM, 200 messages each way, a
+/// server restart in the middle, exactly-once delivery and full history.
+#[test]
+fn matrix_js_sdk_dm_scenario() {
+    if !require_tools(&["npm", "node"]) {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/run.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_corvid"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run conformance/js/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "js-sdk scenario failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("0 lost, 0 duplicated"), "{stdout}");
+    println!("{stdout}");
+}
