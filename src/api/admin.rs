@@ -4,16 +4,23 @@
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State, routing::get};
 use hmac::{Hmac, Mac};
+use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Sha1;
 
+use super::Routes;
 use crate::{Error, Result, Server, service::accounts};
 
-pub fn routes() -> Router<Arc<Server>> {
-    Router::new().route("/_synapse/admin/v1/register", get(nonce).post(register))
+pub fn routes(routes: Routes) -> Routes {
+    const PATH: &str = "/_synapse/admin/v1/register";
+    routes.raw(
+        &[Method::GET, Method::POST],
+        PATH,
+        get(nonce).post(register),
+    )
 }
 
 fn secret(server: &Server) -> Result<&str> {

@@ -2,7 +2,7 @@
 //! `async fn(server, Ruma<Request>) -> Result<Response>`, where `Request`
 //! and `Response` are ruma's types for the endpoint. [`Ruma`] reads the
 //! body (size-limited), authenticates, applies rate limits and parses the
-//! request; [`RouterExt::ruma`] mounts a handler on every path the
+//! request; [`Routes::ruma`] mounts a handler on every path the
 //! endpoint's spec history lists, legacy `r0` paths included.
 
 pub mod admin;
@@ -18,7 +18,7 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::BytesMut;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::{
@@ -94,7 +94,7 @@ where
             .await
             .map_err(|_| Error::unrecognized(StatusCode::NOT_FOUND))?;
         let mut path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
-        // The empty-state-key routes (see `RouterExt::ruma`) match one argument short.
+        // The empty-state-key routes (see `Routes::ruma`) match one argument short.
         path_args.resize(
             T::PATH_BUILDER
                 ._path_parameters()
@@ -196,19 +196,23 @@ impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
     }
 }
 
-pub trait RouterExt {
-    /// Mounts `handler` on every path of endpoint `T`.
-    fn ruma<T, F, Fut>(self, handler: F) -> Self
-    where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: TokenPolicy,
-        T::OutgoingResponse: Send,
-        F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static;
+/// The router under construction, with a table of what it serves (the
+/// spec coverage map in `spec/` is checked against that table).
+pub struct Routes {
+    router: Router<Arc<Server>>,
+    table: Vec<(Method, String)>,
 }
 
-impl RouterExt for Router<Arc<Server>> {
-    fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Mounts `handler` on every path of endpoint `T` (legacy `r0` paths included).
+    pub fn ruma<T, F, Fut>(mut self, handler: F) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
@@ -219,6 +223,7 @@ impl RouterExt for Router<Arc<Server>> {
         let filter =
             MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         for path in T::PATH_BUILDER.all_paths() {
+            self.table.push((T::METHOD, path.to_owned()));
             let mut paths = vec![path.to_owned()];
             // spec: a state key may be empty, and clients then end the path
             // with the event type, with or without a trailing slash.
@@ -228,7 +233,7 @@ impl RouterExt for Router<Arc<Server>> {
             }
             for path in paths {
                 let handler = handler.clone();
-                self = self.route(
+                self.router = self.router.route(
                     &path,
                     on(
                         filter,
@@ -241,13 +246,38 @@ impl RouterExt for Router<Arc<Server>> {
         }
         self
     }
+
+    /// Mounts a route that has no ruma type (Synapse's admin API).
+    pub fn raw(
+        mut self,
+        methods: &[Method],
+        path: &str,
+        route: axum::routing::MethodRouter<Arc<Server>>,
+    ) -> Self {
+        self.table
+            .extend(methods.iter().map(|m| (m.clone(), path.to_owned())));
+        self.router = self.router.route(path, route);
+        self
+    }
+}
+
+fn all_routes() -> Routes {
+    let routes = client::routes(Routes::new());
+    admin::routes(routes)
+}
+
+/// `(method, path)` of every route served, paths as the spec writes them.
+pub fn route_table() -> Vec<(Method, String)> {
+    let mut table = all_routes().table;
+    table.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
+    table.dedup();
+    table
 }
 
 /// The whole HTTP application.
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
-        .merge(client::routes())
-        .merge(admin::routes())
+    all_routes()
+        .router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
@@ -275,9 +305,4 @@ fn cors() -> CorsLayer {
         .expose_headers([header::HeaderName::from_static("content-disposition")])
         .max_age(std::time::Duration::from_secs(86400))
         .vary([] as [header::HeaderName; 0])
-}
-
-/// `HeaderValue` for JSON bodies produced outside ruma.
-pub fn json_content_type() -> HeaderValue {
-    HeaderValue::from_static("application/json")
 }

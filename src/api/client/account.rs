@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::Router;
 use ruma::api::client::account::{
     ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability, register,
     whoami,
@@ -10,7 +9,7 @@ use ruma::api::client::account::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     config::Registration,
     service::{
         accounts,
@@ -18,7 +17,7 @@ use crate::{
     },
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(register)
         .ruma(available)

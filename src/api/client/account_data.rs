@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     RoomId, UserId,
     api::client::{
@@ -20,10 +19,10 @@ use serde_json::{Value, json};
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(set_global)
         .ruma(get_global)

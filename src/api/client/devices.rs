@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
     api::client::device::{
@@ -12,12 +11,12 @@ use ruma::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::uia::{self, Subject},
     store::accounts::DeviceRow,
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(list)
         .ruma(get)

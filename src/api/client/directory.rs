@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     OwnedRoomAliasId, UInt,
     api::client::{
@@ -18,11 +17,11 @@ use ruma::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::directory::{self, PublicRoom},
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(put_alias)
         .ruma(get_alias)

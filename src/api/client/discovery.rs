@@ -2,7 +2,6 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::Router;
 #[allow(deprecated)]
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
@@ -18,7 +17,7 @@ use ruma::api::client::discovery::{
 
 use crate::{
     Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::rooms::create::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS},
 };
 
@@ -26,7 +25,7 @@ use crate::{
 /// well enough for clients to rely on; `spec/` tracks the gaps.
 pub const SPEC_VERSIONS: [&str; 7] = ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4"];
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(versions).ruma(well_known).ruma(capabilities)
 }
 

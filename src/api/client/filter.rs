@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     UserId,
     api::client::filter::{create_filter, get_filter},
@@ -10,10 +9,10 @@ use ruma::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(create).ruma(get)
 }
 

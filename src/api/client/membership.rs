@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::api::client::{
     knock::knock_room,
     membership::{
@@ -14,7 +13,7 @@ use ruma::api::client::{
 use super::room::raw;
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::{
         rooms::{self, membership, state},
         sync::SyncToken,
@@ -23,7 +22,7 @@ use crate::{
 use invite_user::v3::InvitationRecipient;
 use joined_members::v3::RoomMember;
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(join_by_id)
         .ruma(join)

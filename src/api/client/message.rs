@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     api::{
         Direction,
@@ -18,14 +17,14 @@ use serde_json::{Value, json};
 use super::room::raw;
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::rooms::{
         messages,
         timeline::{self, Template, Txn},
     },
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(send).ruma(history).ruma(redact)
 }
 

@@ -15,14 +15,9 @@ mod session;
 mod state;
 mod sync;
 
-use std::sync::Arc;
+use super::Routes;
 
-use axum::Router;
-
-use crate::Server;
-
-pub fn routes() -> Router<Arc<Server>> {
-    let router = Router::new();
+pub fn routes(router: Routes) -> Routes {
     let router = discovery::routes(router);
     let router = account::routes(router);
     let router = session::routes(router);

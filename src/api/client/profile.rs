@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     OwnedMxcUri, UserId,
     api::client::profile::{
@@ -13,12 +12,12 @@ use ruma::{
 
 use crate::{
     Error, Result, Server,
-    api::{AuthedUser, RouterExt, Ruma},
+    api::{AuthedUser, Routes, Ruma},
     service::profile,
     store::accounts::ProfileField,
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(get_all)
         .ruma(get_name)

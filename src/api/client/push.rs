@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{api::client::push::get_pushrules_all, push::Ruleset};
 
 use crate::{
     Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(all_rules)
 }
 

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     RoomAliasId,
     api::client::{
@@ -16,14 +15,14 @@ use serde_json::{Map, Value};
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::rooms::{
         create::{self, DEFAULT_ROOM_VERSION, NewRoom, Preset},
         messages,
     },
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(create_room).ruma(event).ruma(context)
 }
 

@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::Router;
 use ruma::api::client::{
     session::{
         get_login_types::{
@@ -17,11 +16,11 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::accounts,
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router
         .ruma(login_types)
         .ruma(login)

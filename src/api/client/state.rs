@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use ruma::{
     api::client::state::{get_state_event_for_key, get_state_events, send_state_event},
     events::TimelineEventType,
@@ -12,14 +11,14 @@ use serde_json::Value;
 use super::room::raw;
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::rooms::{
         state,
         timeline::{self, Template},
     },
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(send).ruma(get_one).ruma(get_all)
 }
 

@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::Router;
 use ruma::api::client::{
     filter::FilterDefinition,
     sync::sync_events::{self, v3::Filter},
@@ -10,11 +9,11 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result, Server,
-    api::{RouterExt, Ruma},
+    api::{Routes, Ruma},
     service::sync::{self, SyncRequest, SyncToken},
 };
 
-pub fn routes(router: Router<Arc<Server>>) -> Router<Arc<Server>> {
+pub fn routes(router: Routes) -> Routes {
     router.ruma(sync_events)
 }
 
