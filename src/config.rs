@@ -20,6 +20,9 @@ pub struct Config {
     /// Where the signing key and the SQLite database live.
     pub data_dir: PathBuf,
     pub registration: Registration,
+    /// The URL clients use to reach this server, announced in
+    /// `/.well-known/matrix/client`; by default the client listener.
+    pub public_baseurl: Option<String>,
     /// Enables `/_synapse/admin/v1/register` (shared-secret registration).
     pub registration_shared_secret: Option<String>,
     pub listen: Listen,
@@ -65,6 +68,7 @@ impl Default for Config {
             database_url: format!("sqlite://{}/corvid.db", data_dir.display()),
             data_dir,
             registration: Registration::Open,
+            public_baseurl: None,
             registration_shared_secret: None,
             listen: Listen {
                 client: "127.0.0.1:8008".parse().expect("valid address"),

@@ -311,3 +311,89 @@ async fn shared_secret_registration(s: TestServer) {
         .await;
     assert_ne!(status, StatusCode::OK, "a nonce works once");
 }
+
+async fn deactivation_leaves_rooms_and_locks_out(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s.create_room(&bob, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&alice, &room).await.0, StatusCode::OK);
+    let auth = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"});
+    let (status, _) = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            &alice.token,
+            json!({"auth": auth}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, err) = s
+        .request(Method::POST, "/_matrix/client/v3/login", None, Some(json!({
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"
+        })))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (_, joined) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            &bob.token,
+        )
+        .await;
+    assert!(
+        joined["joined"].get("@alice:localhost").is_none(),
+        "{joined}"
+    );
+    let (status, _) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({
+                "username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}
+            })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a deactivated id is never reissued"
+    );
+}
+
+async fn discovery_capabilities_and_push_rules(s: TestServer) {
+    let alice = s.register("alice").await;
+    let (_, versions) = s
+        .request(Method::GET, "/_matrix/client/versions", None, None)
+        .await;
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "v1.1")
+    );
+    let (status, wk) = s
+        .request(Method::GET, "/.well-known/matrix/client", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(wk["m.homeserver"]["base_url"], s.base);
+    let (_, caps) = s.get("/_matrix/client/v3/capabilities", &alice.token).await;
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+    assert_eq!(
+        caps["capabilities"]["m.room_versions"]["available"]["10"],
+        "stable"
+    );
+    assert_eq!(caps["capabilities"]["m.change_password"]["enabled"], true);
+    let (_, rules) = s.get("/_matrix/client/v3/pushrules/", &alice.token).await;
+    let overrides = rules["global"]["override"].as_array().unwrap();
+    assert!(overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"));
+    let underride = rules["global"]["underride"].as_array().unwrap();
+    assert!(underride.iter().any(|r| r["rule_id"] == ".m.rule.message"));
+    let (_, login) = s
+        .request(Method::GET, "/_matrix/client/r0/login", None, None)
+        .await;
+    assert_eq!(login["flows"][0]["type"], "m.login.password");
+}

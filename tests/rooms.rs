@@ -16,6 +16,8 @@ on_both_backends!(
     redaction_strips_content,
     aliases_and_public_directory,
     state_events_round_trip,
+    knocking_needs_a_knock_room,
+    v12_creators_hold_infinite_power,
 );
 
 async fn room_versions_10_11_12(s: TestServer) {
@@ -527,5 +529,121 @@ async fn state_events_round_trip(s: TestServer) {
     assert_eq!(
         (status, missing["errcode"].as_str()),
         (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+}
+
+async fn knocking_needs_a_knock_room(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let closed = s
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", urlencode(&closed)),
+            &bob.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "join rule invite does not allow knocking"
+    );
+    let room = s
+        .create_room(&alice, json!({"initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}))
+        .await;
+    let (status, res) = s
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", urlencode(&room)),
+            &bob.token,
+            json!({"reason": "hi"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let sync = s.sync(&bob, None, 0).await;
+    let knock_state = sync["rooms"]["knock"][&room]["knock_state"]["events"]
+        .as_array()
+        .expect("knock section");
+    assert!(knock_state.iter().any(|e| e["type"] == "m.room.join_rules"));
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a knock is answered with an invite");
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+}
+
+async fn v12_creators_hold_infinite_power(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({"preset": "trusted_private_chat", "invite": [bob.user_id]}),
+        )
+        .await;
+    let (_, create) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(
+        create["additional_creators"],
+        json!([bob.user_id]),
+        "trusted_private_chat invitees become creators"
+    );
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice.token,
+            json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.join(&carol, &room).await.0, StatusCode::OK);
+    let pl = json!({"users": {carol.user_id.clone(): 100}, "state_default": 50, "events": {"m.room.tombstone": 150}});
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &bob.token,
+            pl,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an additional creator may change power levels"
+    );
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            &carol.token,
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "power 100 cannot kick a creator"
+    );
+    let listed = json!({"users": {alice.user_id.clone(): 100}});
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &alice.token,
+            listed,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "creators may not appear in the users map"
     );
 }

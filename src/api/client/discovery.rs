@@ -44,7 +44,11 @@ async fn well_known(
     server: Arc<Server>,
     _: Ruma<discover_homeserver::Request>,
 ) -> Result<discover_homeserver::Response> {
-    let base = format!("http://{}", server.config.listen.client);
+    let base = server
+        .config
+        .public_baseurl
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", server.config.listen.client));
     Ok(discover_homeserver::Response::new(HomeserverInfo::new(
         base,
     )))

@@ -87,11 +87,10 @@ pub fn format_one(
     redacted_because: Option<Value>,
 ) -> Result<Value> {
     let mut pdu: Value = serde_json::from_str(&event.pdu)?;
-    if let Some(because) = &redacted_because {
+    if redacted_because.is_some() {
         let rules = corvid_federation::rules_for(version)?;
         let redacted = redact(to_object(pdu)?, &rules.redaction, None).map_err(Error::internal)?;
         pdu = serde_json::to_value(redacted)?;
-        let _ = because;
     }
     let obj = pdu
         .as_object_mut()
