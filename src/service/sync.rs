@@ -90,8 +90,15 @@ async fn build(
 ) -> Result<Response> {
     let since = req.since.map(|s| s.pos);
     let mut response = Response::new(SyncToken { pos: upto }.to_string());
+    let memberships = server.db.memberships_of(user.user_id.as_str()).await?;
     let changed_rooms = match since {
-        Some(s) => server.db.rooms_with_events_after(s).await?,
+        Some(s) => {
+            let rooms: Vec<String> = memberships
+                .iter()
+                .map(|(room, _, _)| room.clone())
+                .collect();
+            server.db.rooms_with_events_after(&rooms, s).await?
+        }
         None => HashMap::new(),
     };
     let account_data = server

@@ -264,39 +264,53 @@ impl Db {
         Ok(())
     }
 
-    /// Rooms (of the given ones) that have events after `since`, with their newest position.
-    pub async fn rooms_with_events_after(&self, since: i64) -> Result<HashMap<String, i64>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 GROUP BY room_id",
-        )
-        .bind(since)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().collect())
+    /// Which of `rooms` have events after `since`, with their newest position.
+    pub async fn rooms_with_events_after(
+        &self,
+        rooms: &[String],
+        since: i64,
+    ) -> Result<HashMap<String, i64>> {
+        let mut changed = HashMap::new();
+        for chunk in rooms.chunks(500) {
+            let sql = format!(
+                "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 AND room_id IN ({}) GROUP BY room_id",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, i64)>(&sql).bind(since);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            changed.extend(q.fetch_all(self.pool()).await?);
+        }
+        Ok(changed)
     }
 
-    /// A user's membership events in a room, oldest first: `(stream_ordering, membership)`.
-    pub async fn membership_history(
+    /// Every value one state entry has had in a room, oldest first:
+    /// `(stream_ordering, content[field])`, e.g. a user's memberships.
+    pub async fn state_history(
         &self,
         room_id: &str,
-        user_id: &str,
+        event_type: &str,
+        state_key: &str,
+        field: &str,
     ) -> Result<Vec<(i64, String)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2 \
+            "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 \
              ORDER BY stream_ordering",
         )
         .bind(room_id)
-        .bind(user_id)
+        .bind(event_type)
+        .bind(state_key)
         .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
             .map(|(pos, pdu)| {
-                let membership = serde_json::from_str::<serde_json::Value>(&pdu)
+                let value = serde_json::from_str::<serde_json::Value>(&pdu)
                     .ok()
-                    .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                    .and_then(|v| v["content"][field].as_str().map(str::to_owned))
                     .unwrap_or_default();
-                (pos, membership)
+                (pos, value)
             })
             .collect())
     }

@@ -1,89 +1,163 @@
 //! Who may see which events: spec client-server API, "History visibility".
 //!
-//! The check uses the user's membership history in the room and the room's
-//! current `m.room.history_visibility`; the value in force when each event
-//! was sent would be more exact, and matters only for rooms that changed it.
+//! Both inputs are histories of one state entry, read once per request: the
+//! user's memberships and the room's `m.room.history_visibility`. The value in
+//! force for an event is the newest one before it.
 
 use ruma::{RoomId, UserId};
 
 use crate::{Result, Server, store::events::StoredEvent};
 
+/// The visibility of rooms that never set one (spec: "shared" is the default).
+const DEFAULT_VISIBILITY: &str = "shared";
+
 pub struct Viewer {
     /// `(stream_ordering, membership)` of the user's member events, oldest first.
-    history: Vec<(i64, String)>,
-    visibility: String,
+    memberships: Vec<(i64, String)>,
+    /// `(stream_ordering, history_visibility)` of the room, oldest first.
+    visibilities: Vec<(i64, String)>,
 }
 
 impl Viewer {
     pub async fn load(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Self> {
-        let history = server
-            .db
-            .membership_history(room_id.as_str(), user.as_str())
-            .await?;
-        let visibility = server
-            .db
-            .current_state_event(room_id.as_str(), "m.room.history_visibility", "")
-            .await?
-            .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.pdu).ok())
-            .and_then(|v| {
-                v["content"]["history_visibility"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "shared".to_owned());
+        let room = room_id.as_str();
         Ok(Self {
-            history,
-            visibility,
+            memberships: server
+                .db
+                .state_history(room, "m.room.member", user.as_str(), "membership")
+                .await?,
+            visibilities: server
+                .db
+                .state_history(room, "m.room.history_visibility", "", "history_visibility")
+                .await?,
         })
     }
 
     /// Whether the user has ever been joined (or invited) here.
     pub fn ever_member(&self) -> bool {
-        self.history
+        self.memberships
             .iter()
             .any(|(_, m)| m == "join" || m == "invite")
     }
 
+    pub fn is_joined(&self) -> bool {
+        self.memberships.last().is_some_and(|(_, m)| m == "join")
+    }
+
     /// World-readable rooms show their history to anyone.
     pub fn can_see_anything(&self) -> bool {
-        self.visibility == "world_readable"
+        self.visibilities
+            .last()
+            .is_some_and(|(_, v)| v == "world_readable")
     }
 
-    pub fn is_joined(&self) -> bool {
-        self.history.last().is_some_and(|(_, m)| m == "join")
-    }
-
-    fn membership_at(&self, pos: i64) -> Option<&str> {
-        self.history
+    /// The value in force just before position `pos` (an event's own state
+    /// change applies to the events after it).
+    fn before(history: &[(i64, String)], pos: i64) -> Option<&str> {
+        history
             .iter()
             .rev()
-            .find(|(p, _)| *p <= pos)
-            .map(|(_, m)| m.as_str())
+            .find(|(p, _)| *p < pos)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The last position the user may see: where they left, or everything.
     pub fn visible_upto(&self) -> i64 {
-        match self.history.last() {
+        match self.memberships.last() {
             Some((pos, m)) if m == "leave" || m == "ban" => *pos,
             _ => i64::MAX,
         }
     }
 
     pub fn can_see(&self, event: &StoredEvent) -> bool {
-        if event.stream_ordering > self.visible_upto() {
+        let pos = event.stream_ordering;
+        if pos > self.visible_upto() {
             return false;
         }
-        if self.visibility == "world_readable" {
+        // The user's own membership events are always theirs to see.
+        if self.memberships.iter().any(|(p, _)| *p == pos) {
             return true;
         }
-        match self.membership_at(event.stream_ordering) {
+        let visibility = Self::before(&self.visibilities, pos).unwrap_or(DEFAULT_VISIBILITY);
+        if visibility == "world_readable" {
+            return true;
+        }
+        match Self::before(&self.memberships, pos) {
             Some("join") => true,
-            Some("invite") => self.visibility != "joined",
-            _ => self.visibility == "shared" && self.ever_joined_after(event.stream_ordering),
+            Some("invite") => visibility == "invited" || visibility == "shared",
+            _ => {
+                visibility == "shared"
+                    && self
+                        .memberships
+                        .iter()
+                        .any(|(p, m)| *p > pos && m == "join")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_at(pos: i64) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: pos,
+            event_id: format!("$e{pos}"),
+            room_id: "!r:x".into(),
+            event_type: "m.room.message".into(),
+            state_key: None,
+            sender: "@a:x".into(),
+            pdu: "{}".into(),
+            unsigned_extra: None,
+            txn_device_id: None,
+            txn_id: None,
+            redacted_by: None,
         }
     }
 
-    fn ever_joined_after(&self, pos: i64) -> bool {
-        self.history.iter().any(|(p, m)| *p > pos && m == "join")
+    fn viewer(memberships: &[(i64, &str)], visibilities: &[(i64, &str)]) -> Viewer {
+        let own = |v: &[(i64, &str)]| v.iter().map(|(p, s)| (*p, s.to_string())).collect();
+        Viewer {
+            memberships: own(memberships),
+            visibilities: own(visibilities),
+        }
+    }
+
+    #[test]
+    fn shared_history_is_visible_to_later_members() {
+        let v = viewer(&[(10, "join")], &[(2, "shared")]);
+        assert!(v.can_see(&event_at(5)));
+        assert!(v.can_see(&event_at(11)));
+    }
+
+    #[test]
+    fn joined_visibility_hides_what_came_before_the_join() {
+        let v = viewer(&[(10, "join")], &[(2, "joined")]);
+        assert!(!v.can_see(&event_at(5)));
+        assert!(v.can_see(&event_at(11)));
+    }
+
+    #[test]
+    fn the_value_in_force_at_the_event_decides() {
+        // Shared until 20, joined after: a user joining at 30 sees 15 but not 25.
+        let v = viewer(&[(30, "join")], &[(2, "shared"), (20, "joined")]);
+        assert!(v.can_see(&event_at(15)));
+        assert!(!v.can_see(&event_at(25)));
+    }
+
+    #[test]
+    fn leaving_ends_what_is_visible() {
+        let v = viewer(&[(10, "join"), (20, "leave")], &[(2, "shared")]);
+        assert!(v.can_see(&event_at(15)));
+        assert!(v.can_see(&event_at(20)));
+        assert!(!v.can_see(&event_at(21)));
+    }
+
+    #[test]
+    fn world_readable_rooms_are_open_to_all() {
+        let v = viewer(&[], &[(2, "world_readable")]);
+        assert!(v.can_see_anything());
+        assert!(v.can_see(&event_at(5)));
     }
 }
