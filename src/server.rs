@@ -1,6 +1,10 @@
 //! The shared state every handler and service works with.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use corvid_federation::ServerSigningKey;
 
@@ -12,6 +16,34 @@ pub struct Server {
     pub signing_key: ServerSigningKey,
     pub notifier: Notifier,
     pub rate_limiter: RateLimiter,
+    pub device_activity: DeviceActivity,
+}
+
+/// Throttles "last seen" updates: a device's row is written at most once
+/// per interval, not on every request.
+#[derive(Default)]
+pub struct DeviceActivity {
+    recorded: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl DeviceActivity {
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    pub fn should_record(&self, user_id: &str, device_id: &str) -> bool {
+        let now = Instant::now();
+        let mut recorded = self.recorded.lock().expect("device activity lock");
+        if recorded.len() > 100_000 {
+            recorded.retain(|_, at| now.duration_since(*at) < Self::INTERVAL);
+        }
+        let key = (user_id.to_owned(), device_id.to_owned());
+        match recorded.get(&key) {
+            Some(at) if now.duration_since(*at) < Self::INTERVAL => false,
+            _ => {
+                recorded.insert(key, now);
+                true
+            }
+        }
+    }
 }
 
 impl Server {
@@ -23,6 +55,7 @@ impl Server {
             signing_key,
             notifier: Notifier::default(),
             rate_limiter,
+            device_activity: DeviceActivity::default(),
         })
     }
 

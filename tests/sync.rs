@@ -64,6 +64,20 @@ async fn incremental_sync_delivers_each_event_once(s: TestServer) {
         quiet["rooms"]["join"].get(&room).is_none(),
         "nothing new: {quiet}"
     );
+    let (_, full) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?since={since}&full_state=true"),
+            &alice.token,
+        )
+        .await;
+    let state = full["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .expect("full state");
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{full}");
+    assert!(
+        timeline_bodies(&full, &room).is_empty(),
+        "full_state repeats no timeline events"
+    );
 }
 
 async fn long_poll_wakes_on_new_event(s: TestServer) {

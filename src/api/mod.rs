@@ -107,7 +107,7 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
 
-        let user = authenticate::<T::Authentication>(server, &parts).await?;
+        let user = authenticate::<T::Authentication>(server, &parts, client_ip.as_deref()).await?;
         if T::RATE_LIMITED {
             let key = user
                 .as_ref()
@@ -137,12 +137,15 @@ use axum::extract::FromRequestParts as _;
 async fn authenticate<A: TokenPolicy>(
     server: &Server,
     parts: &http::request::Parts,
+    client_ip: Option<&str>,
 ) -> Result<Option<AuthedUser>> {
     if !A::ACCEPTED {
         return Ok(None);
     }
     match access_token(parts) {
-        Some(token) => accounts::authenticate(server, token).await.map(Some),
+        Some(token) => accounts::authenticate(server, token, client_ip)
+            .await
+            .map(Some),
         None if A::REQUIRED => Err(Error::missing_token()),
         None => Ok(None),
     }

@@ -19,8 +19,13 @@ pub struct Session {
     pub expires_in_ms: Option<u64>,
 }
 
-/// Resolves an access token to its user and device.
-pub async fn authenticate(server: &Server, token: &str) -> Result<AuthedUser> {
+/// Resolves an access token to its user and device, and notes when and
+/// from where the device was last seen.
+pub async fn authenticate(
+    server: &Server,
+    token: &str,
+    client_ip: Option<&str>,
+) -> Result<AuthedUser> {
     let token_hash = hash_token(token);
     let owner = server
         .db
@@ -30,6 +35,15 @@ pub async fn authenticate(server: &Server, token: &str) -> Result<AuthedUser> {
     if owner.expires_ts.is_some_and(|e| e <= crate::now_ms()) {
         // spec: an expired token that can be refreshed is a soft logout.
         return Err(Error::unknown_token(true));
+    }
+    if server
+        .device_activity
+        .should_record(&owner.user_id, &owner.device_id)
+    {
+        server
+            .db
+            .touch_device(&owner.user_id, &owner.device_id, client_ip)
+            .await?;
     }
     Ok(AuthedUser {
         user_id: owner.user_id.try_into().map_err(Error::internal)?,

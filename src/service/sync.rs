@@ -119,29 +119,30 @@ async fn build(
     }
 
     let room_filter = &req.filter.room;
-    for (room_id, membership, membership_pos) in
-        server.db.memberships_of(user.user_id.as_str()).await?
-    {
+    for (room_id, membership, membership_pos) in memberships {
         if membership_pos > upto || !room_wanted(room_filter, &room_id) {
             continue;
         }
         let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
-        let fresh = since.is_none_or(|s| membership_pos > s) || req.full_state;
+        // New to this client: an initial sync, or a membership since the last one.
+        let fresh = since.is_none_or(|s| membership_pos > s);
         let changed = changed_rooms.contains_key(room_id.as_str());
         let account = room_account_data
             .remove(room_id.as_str())
             .unwrap_or_default();
         match membership.as_str() {
-            "join" if fresh || changed || !account.is_empty() => {
+            "join" if fresh || req.full_state || changed || !account.is_empty() => {
                 let mut joined = JoinedRoom::new();
                 let from = if fresh { None } else { since };
+                let full_state = fresh || req.full_state;
                 let (timeline, state) =
-                    room_timeline_and_state(server, user, req, &room_id, from, upto).await?;
+                    room_timeline_and_state(server, user, req, &room_id, from, upto, full_state)
+                        .await?;
                 joined.timeline = timeline;
                 joined.state = State::Before(state.into());
                 joined.account_data = RoomAccountData::new();
                 joined.account_data.events = account;
-                if fresh || changed {
+                if fresh || req.full_state || changed {
                     fill_summary(server, &room_id, &user.user_id, &mut joined).await?;
                 }
                 response.rooms.join.insert(room_id, joined);
@@ -166,9 +167,17 @@ async fn build(
                 if (since.is_some() && fresh) || (since.is_none() && room_filter.include_leave) =>
             {
                 let mut left = LeftRoom::new();
-                let (timeline, state) =
-                    room_timeline_and_state(server, user, req, &room_id, since, membership_pos)
-                        .await?;
+                let full_state = since.is_none() || req.full_state;
+                let (timeline, state) = room_timeline_and_state(
+                    server,
+                    user,
+                    req,
+                    &room_id,
+                    since,
+                    membership_pos,
+                    full_state,
+                )
+                .await?;
                 left.timeline = timeline;
                 left.state = State::Before(state.into());
                 left.account_data = RoomAccountData::new();
@@ -190,8 +199,9 @@ fn room_wanted(filter: &ruma::api::client::filter::RoomFilter, room_id: &str) ->
 }
 
 /// The timeline of `(from, upto]` (the newest `limit` events of it) and the
-/// state at its start: in full for a room new to this sync (`from` None),
-/// otherwise the state that changed between `from` and the timeline.
+/// state at its start: in full when `full_state` (a room new to the client,
+/// or the client asked), otherwise what changed between `from` and the
+/// timeline's start.
 async fn room_timeline_and_state(
     server: &Server,
     user: &AuthedUser,
@@ -199,6 +209,7 @@ async fn room_timeline_and_state(
     room_id: &RoomId,
     from: Option<i64>,
     upto: i64,
+    full_state: bool,
 ) -> Result<(Timeline, Vec<Raw<ruma::events::AnySyncStateEvent>>)> {
     let timeline_filter = &req.filter.room.timeline;
     let limit = timeline_filter
@@ -215,7 +226,7 @@ async fn room_timeline_and_state(
         .unwrap_or(upto + 1);
 
     let state_events: Vec<StoredEvent> = match from {
-        None => match events.first() {
+        _ if full_state => match events.first() {
             Some(first) => match server.db.state_group_before(&first.event_id).await? {
                 Some(group) => {
                     let ids: Vec<String> = server
@@ -236,14 +247,14 @@ async fn room_timeline_and_state(
                 .current_state_changed_between(room_id.as_str(), since, timeline_start)
                 .await?
         }
-        Some(_) => Vec::new(),
+        _ => Vec::new(),
     };
     let state_events = filter_state(
         state_events,
         &req.filter.room.state,
         &events,
         &user.user_id,
-        from.is_none(),
+        full_state,
     );
 
     let viewer = Some((user.user_id.as_ref(), user.device_id.as_str()));
