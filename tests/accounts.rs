@@ -139,6 +139,11 @@ async fn devices_and_password_change(s: TestServer) {
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(
+        devices["devices"][0]["last_seen_ip"], "127.0.0.1",
+        "{devices}"
+    );
+    assert!(devices["devices"][0]["last_seen_ts"].as_u64().is_some());
     let (status, _) = s
         .put(
             &format!("/_matrix/client/v3/devices/{device_id}"),
