@@ -49,7 +49,14 @@ pub async fn run_server(
     db.migrate().await?;
     let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
     let server = Server::new(config, db.clone(), key);
-    let app = api::router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        api::router(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Long-polls answer at once when shutdown starts, so in-flight requests
+    // finish quickly instead of holding the shutdown for their timeout.
+    let shutdown = async move {
+        shutdown.await;
+        server.notifier.shut_down();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -10,9 +10,18 @@ use std::{collections::HashMap, sync::Mutex};
 
 use tokio::sync::watch;
 
-#[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<String, watch::Sender<u64>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self {
+            users: Mutex::default(),
+            shutdown: watch::channel(false).0,
+        }
+    }
 }
 
 impl Notifier {
@@ -24,6 +33,17 @@ impl Notifier {
             .entry(user_id.to_owned())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
+    }
+
+    /// Wakes every waiter for good: the server is stopping.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
     pub fn notify_users<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
@@ -48,5 +68,20 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
         n.notify_users(["@a:x"]);
         rx.changed().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_releases_waiters() {
+        let n = std::sync::Arc::new(Notifier::default());
+        let waiter = tokio::spawn({
+            let n = n.clone();
+            async move { n.shutting_down().await }
+        });
+        n.shut_down();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        n.shutting_down().await; // already stopping: resolves at once
     }
 }

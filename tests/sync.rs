@@ -15,7 +15,8 @@ on_both_backends!(
     invites_and_leaves_appear,
     account_data_and_tags_sync,
     filters_limit_the_timeline,
-    tokens_survive_a_restart
+    tokens_survive_a_restart,
+    shutdown_ends_long_polls
 );
 
 fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
@@ -280,4 +281,38 @@ async fn tokens_survive_a_restart(mut s: TestServer) {
     assert_eq!(timeline_bodies(&sync, &room), vec!["after"]);
     let retried = s.send_text(&alice, &room, "a", "before").await;
     assert_eq!(retried, before, "transaction ids survive a restart");
+}
+
+async fn shutdown_ends_long_polls(mut s: TestServer) {
+    let alice = s.register("alice").await;
+    let since = s.sync(&alice, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "{}/_matrix/client/v3/sync?since={since}&timeout=60000",
+        s.base
+    );
+    let token = alice.token.clone();
+    let poll = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    s.restart().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for a long-poll",
+        started.elapsed()
+    );
+    assert_eq!(
+        poll.await.unwrap().unwrap(),
+        StatusCode::OK,
+        "the long-poll got its answer before the server stopped"
+    );
 }

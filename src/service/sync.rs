@@ -78,6 +78,7 @@ pub async fn sync(server: &Server, user: &AuthedUser, req: SyncRequest) -> Resul
         tokio::select! {
             changed = wake.changed() => if changed.is_err() { return Ok(response) },
             () = tokio::time::sleep_until(deadline) => return Ok(response),
+            () = server.notifier.shutting_down() => return Ok(response),
         }
     }
 }
