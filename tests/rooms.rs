@@ -520,6 +520,30 @@ async fn state_events_round_trip(s: TestServer) {
             .iter()
             .any(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "news")
     );
+    let (status, bad) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &alice.token,
+            json!({"users": "everyone"}),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_BAD_JSON")),
+        "{bad}"
+    );
+    let (status, bad) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x1"),
+            &alice.token,
+            json!({"msgtype": 5}),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_BAD_JSON")),
+        "{bad}"
+    );
     let (status, missing) = s
         .get(
             &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),

@@ -12,7 +12,7 @@ use ruma::{
     },
     events::TimelineEventType,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::room::raw;
 use crate::{
@@ -34,11 +34,7 @@ async fn send(
 ) -> Result<send_message_event::v3::Response> {
     let user = req.user();
     let b = &req.body;
-    let content: Value =
-        serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(Error::bad_json("Event content must be a JSON object"));
-    }
+    let content = super::event_content(&b.body, &b.event_type.to_string())?;
     let event_type = TimelineEventType::from(b.event_type.to_string());
     if matches!(event_type, TimelineEventType::RoomRedaction) {
         return Err(Error::bad_json("Use the /redact endpoint to redact events"));

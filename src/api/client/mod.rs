@@ -33,3 +33,23 @@ pub fn routes(router: Routes) -> Routes {
     let router = directory::routes(router);
     sync::routes(router)
 }
+
+/// Client-sent event content: a JSON object and, for the event types the spec
+/// defines, of the shape it defines (a malformed power levels event is a 400,
+/// not an authorization failure).
+fn event_content<T: ruma::events::EventContentFromType>(
+    raw: &ruma::serde::Raw<T>,
+    event_type: &str,
+) -> crate::Result<serde_json::Value> {
+    use ruma::events::RawExt as _;
+    let content: serde_json::Value = serde_json::from_str(raw.json().get())
+        .map_err(|e| crate::Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(crate::Error::bad_json(
+            "Event content must be a JSON object",
+        ));
+    }
+    raw.deserialize_with_type(event_type)
+        .map_err(|e| crate::Error::bad_json(format!("Invalid {event_type} content: {e}")))?;
+    Ok(content)
+}

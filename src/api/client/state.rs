@@ -6,7 +6,6 @@ use ruma::{
     api::client::state::{get_state_event_for_key, get_state_events, send_state_event},
     events::TimelineEventType,
 };
-use serde_json::Value;
 
 use super::room::raw;
 use crate::{
@@ -28,11 +27,7 @@ async fn send(
 ) -> Result<send_state_event::v3::Response> {
     let user = req.user();
     let b = &req.body;
-    let content: Value =
-        serde_json::from_str(b.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(Error::bad_json("Event content must be a JSON object"));
-    }
+    let content = super::event_content(&b.body, &b.event_type.to_string())?;
     let event_type = TimelineEventType::from(b.event_type.to_string());
     if event_type == TimelineEventType::RoomCreate {
         return Err(Error::forbidden("The create event cannot be replaced"));
