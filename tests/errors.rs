@@ -120,7 +120,7 @@ async fn malformed_input_never_fails_the_server(s: TestServer) {
         .put(
             &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/big"),
             &alice.token,
-            json!({"body": "x".repeat(70_000)}),
+            json!({"msgtype": "m.text", "body": "x".repeat(70_000)}),
         )
         .await;
     assert_eq!(

@@ -329,7 +329,12 @@ function wireRecorder(p) {
 
 function recordWireSync(p, since, json) {
     if (!p.roomId) return;
-    const events = json?.rooms?.join?.[p.roomId]?.timeline?.events ?? [];
+    const timeline = json?.rooms?.join?.[p.roomId]?.timeline;
+    if (since !== null && timeline?.limited) {
+        p.limitedSyncs = (p.limitedSyncs ?? 0) + 1;
+        process.stderr.write(`note: ${p.name} got a limited timeline from /sync since=${since}: the SDK will not emit the gap live\n`);
+    }
+    const events = timeline?.events ?? [];
     for (const e of events) {
         if (e?.type !== "m.room.message" || typeof e.event_id !== "string") continue;
         if (!p.wireFirstSince.has(e.event_id)) {
@@ -400,7 +405,11 @@ async function startParticipant(p, { reuseClient }) {
     p.firstSyncSince = undefined;
     p.prepared = false;
     p.lastSyncError = null;
-    await withTimeout(p.client.startClient({ initialSyncLimit: 20 }), REQUEST_TIMEOUT_MS, `${p.name}: startClient`);
+    // The SDK uses this limit for every sync's timeline. A client that falls
+    // more than `limit` events behind gets a `limited` timeline and does not
+    // emit the gap's events live (it pages them in on scrollback); 100 keeps
+    // a CPU-starved run (the whole suite in parallel) from hitting that.
+    await withTimeout(p.client.startClient({ initialSyncLimit: 100 }), REQUEST_TIMEOUT_MS, `${p.name}: startClient`);
     try {
         await waitUntil(() => p.prepared, REQUEST_TIMEOUT_MS, `${p.name}: sync state PREPARED`);
     } catch (e) {

@@ -215,13 +215,43 @@ impl Routes {
     }
 
     /// Mounts `handler` on every path of endpoint `T` (legacy `r0` paths included).
-    pub fn ruma<T, F, Fut>(mut self, handler: F) -> Self
+    pub fn ruma<T, F, Fut>(self, handler: F) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
         T::OutgoingResponse: Send,
         F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+    {
+        self.mount::<T, _, _, _>(move |server, req| {
+            let response = handler(server, req);
+            async move { response.await.map(RumaResponse) }
+        })
+    }
+
+    /// Like [`Routes::ruma`], for the few responses whose ruma type does not
+    /// serialise as the spec's schema says; the body is `B` as JSON.
+    pub fn ruma_json<T, B, F, Fut>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        B: serde::Serialize + Send + 'static,
+        F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<B>> + Send + 'static,
+    {
+        self.mount::<T, _, _, _>(move |server, req| {
+            let response = handler(server, req);
+            async move { response.await.map(axum::Json) }
+        })
+    }
+
+    fn mount<T, R, F, Fut>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        R: IntoResponse + Send + 'static,
+        F: Fn(Arc<Server>, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
     {
         let filter =
             MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
@@ -240,9 +270,7 @@ impl Routes {
                     &path,
                     on(
                         filter,
-                        move |State(server): State<Arc<Server>>, req: Ruma<T>| async move {
-                            handler(server, req).await.map(RumaResponse)
-                        },
+                        move |State(server): State<Arc<Server>>, req: Ruma<T>| handler(server, req),
                     ),
                 );
             }

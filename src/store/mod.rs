@@ -129,7 +129,13 @@ impl Db {
             Backend::Sqlite => Some(self.sqlite_writer.lock().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        let tx = match self.backend {
+            // IMMEDIATE takes the write lock up front: a deferred transaction
+            // that reads first fails with SQLITE_BUSY_SNAPSHOT when another
+            // connection (or process, e.g. the admin CLI) wrote in between.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx {
             tx,
             _writer: writer,

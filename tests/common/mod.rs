@@ -3,6 +3,8 @@
 //! small HTTP client for it.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod schema;
+
 use std::{path::PathBuf, time::Duration};
 
 use corvid::Config;
@@ -130,7 +132,9 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -142,6 +146,7 @@ impl TestServer {
         let text = res.text().await.unwrap();
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON response to {path}: {text}"));
+        schema::check(&method, path, status, &value);
         (status, value)
     }
 

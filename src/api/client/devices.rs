@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use ruma::{
-    MilliSecondsSinceUnixEpoch, UInt,
-    api::client::device::{
-        Device, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
+use ruma::api::client::device::{
+    delete_device, delete_devices, get_device, get_devices, update_device,
 };
+use serde::Serialize;
 
 use crate::{
     Error, Result, Server,
@@ -18,45 +16,55 @@ use crate::{
 
 pub fn routes(router: Routes) -> Routes {
     router
-        .ruma(list)
-        .ruma(get)
+        .ruma_json(list)
+        .ruma_json(get)
         .ruma(update)
         .ruma(delete)
         .ruma(delete_many)
 }
 
+/// spec `client_device.yaml`: unset optional fields are left out. (ruma's
+/// `Device` writes them as `null`, which the schema does not allow.)
+#[derive(Serialize)]
+struct Device {
+    device_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ts: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct DeviceList {
+    devices: Vec<Device>,
+}
+
 fn to_device(row: DeviceRow) -> Device {
-    let mut d = Device::new(row.device_id.into());
-    d.display_name = row.display_name;
-    d.last_seen_ip = row.last_seen_ip;
-    d.last_seen_ts = row
-        .last_seen_ts
-        .and_then(|t| UInt::new(t as u64))
-        .map(MilliSecondsSinceUnixEpoch);
-    d
+    Device {
+        device_id: row.device_id,
+        display_name: row.display_name,
+        last_seen_ip: row.last_seen_ip,
+        last_seen_ts: row.last_seen_ts,
+    }
 }
 
-async fn list(
-    server: Arc<Server>,
-    req: Ruma<get_devices::v3::Request>,
-) -> Result<get_devices::v3::Response> {
+async fn list(server: Arc<Server>, req: Ruma<get_devices::v3::Request>) -> Result<DeviceList> {
     let rows = server.db.devices(req.user().user_id.as_str()).await?;
-    Ok(get_devices::v3::Response::new(
-        rows.into_iter().map(to_device).collect(),
-    ))
+    Ok(DeviceList {
+        devices: rows.into_iter().map(to_device).collect(),
+    })
 }
 
-async fn get(
-    server: Arc<Server>,
-    req: Ruma<get_device::v3::Request>,
-) -> Result<get_device::v3::Response> {
+async fn get(server: Arc<Server>, req: Ruma<get_device::v3::Request>) -> Result<Device> {
     let row = server
         .db
         .device(req.user().user_id.as_str(), req.body.device_id.as_str())
         .await?;
-    Ok(get_device::v3::Response::new(to_device(
+    Ok(to_device(
         row.ok_or_else(|| Error::not_found("Unknown device"))?,
-    )))
+    ))
 }
 
 async fn update(

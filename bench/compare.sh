@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Corvid and Synapse side by side, on this machine, in one run:
+#   SQLite:     Corvid, then Synapse, each fresh, every workload;
+#   PostgreSQL: the same, each on a fresh database.
+# Servers run one at a time on loopback, so they never compete for the CPU.
+# Writes BENCHMARKS.md at the repository root; raw results, logs and the exact
+# commands go to bench/runs/<timestamp>/ (gitignored).
+#
+# Usage: bench/compare.sh
+# Needs: cargo, python3 (for the Synapse venv), PostgreSQL on 127.0.0.1:5432
+# with trust auth for user postgres (PG_URL_BASE to change), and the package
+# registry for the first `pip install matrix-synapse`.
+#
+# Workload sizes can be changed through the environment (see SIZES below);
+# SETUP_CONCURRENCY sets the requests in flight during (unmeasured) set-up.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR="$ROOT/bench"
+VENV="$BENCH_DIR/.venv"
+RUN_DIR="$BENCH_DIR/runs/$(date -u +%Y%m%dT%H%M%SZ)"
+RESULTS="$RUN_DIR/results.jsonl"
+COMMANDS="$RUN_DIR/commands.txt"
+EVENTS="$RUN_DIR/events.txt"
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-postgres}
+SETUP_CONCURRENCY=${SETUP_CONCURRENCY:-8}
+BACKENDS=${BACKENDS:-"sqlite postgres"}
+# SIZES: chosen so the whole run fits in 15 minutes on 2 cores.
+SEND_ARGS=${SEND_ARGS:-"--users 20 --rooms 10 --concurrency 20 --messages 2000 --duration 20"}
+LATENCY_ARGS=${LATENCY_ARGS:-"--receivers 4 --senders 2 --rate 20 --duration 15 --grace 10"}
+INITIAL_SYNC_ARGS=${INITIAL_SYNC_ARGS:-"--rooms 100 --messages-per-room 10 --trials 3"}
+JOIN_ARGS=${JOIN_ARGS:-"--members 500 --trials 5"}
+MESSAGES_ARGS=${MESSAGES_ARGS:-"--messages 1000 --page-size 100 --duration 10"}
+# Hard time limit of one workload, set-up included.
+WORKLOAD_MAX_SECS=${WORKLOAD_MAX_SECS:-240}
+
+START_TS=$(date +%s)
+mkdir -p "$RUN_DIR"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+: >"$RESULTS"
+: >"$COMMANDS"
+: >"$EVENTS"
+
+log() { echo "[$(($(date +%s) - START_TS))s] $*" | tee -a "$RUN_DIR/compare.log" >&2; }
+event() { echo "$*" >>"$EVENTS"; log "$*"; }
+
+# ---- clean-up: every server we started, every database we created ----------
+SERVER_PID=""
+DATABASES=()
+stop_server() {
+    local pid=$SERVER_PID
+    SERVER_PID=""
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    stop_server
+    for db in "${DATABASES[@]}"; do
+        psql -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres \
+            -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_up() { # url pid name
+    local url=$1 pid=$2 name=$3
+    for _ in $(seq 1 1200); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            event "ERROR: $name exited during start-up"
+            return 1
+        fi
+        if curl -sf -o /dev/null "$url/_matrix/client/versions"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    event "ERROR: $name did not answer within 120 s"
+    return 1
+}
+
+# ---- 1. Synapse in a venv -----------------------------------------------------
+if ! "$VENV/bin/python" -c 'import synapse, psycopg2' 2>/dev/null; then
+    log "installing matrix-synapse into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "matrix-synapse[postgres]"
+fi
+SYNAPSE_VERSION=$("$VENV/bin/python" -c 'import synapse; print(synapse.__version__)')
+log "Synapse $SYNAPSE_VERSION"
+
+# ---- 2. Corvid and the bench tool, release --------------------------------------
+log "building corvid and corvid-bench (release)"
+BUILD_START=$(date +%s)
+(cd "$ROOT" && cargo build --release -p corvid -p corvid-bench 2>&1 | tail -3) | tee -a "$RUN_DIR/compare.log" >&2
+BUILD_SECS=$(($(date +%s) - BUILD_START))
+CORVID="$ROOT/target/release/corvid"
+BENCH="$ROOT/target/release/corvid-bench"
+
+# ---- 3. Servers ---------------------------------------------------------------
+start_corvid() { # backend dir port
+    local backend=$1 dir=$2 port=$3 db_url
+    mkdir -p "$dir/data"
+    if [ "$backend" = sqlite ]; then
+        db_url="sqlite://$dir/data/corvid.db"
+    else
+        local db="corvid_bench_$(date +%s)_$$"
+        psql -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -c "CREATE DATABASE \"$db\"" >/dev/null
+        DATABASES+=("$db")
+        db_url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
+    fi
+    cat >"$dir/corvid.toml" <<EOF
+server_name = "corvid.bench.local"
+data_dir = "$dir/data"
+database_url = "$db_url"
+registration = "open"
+
+[listen]
+client = "127.0.0.1:$port"
+
+[rate_limit]
+enabled = false
+EOF
+    echo "$CORVID --config $dir/corvid.toml serve" >>"$COMMANDS"
+    "$CORVID" --config "$dir/corvid.toml" serve >"$dir/corvid.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_synapse() { # backend dir port
+    local backend=$1 dir=$2 port=$3 db_yaml
+    mkdir -p "$dir/data"
+    if [ "$backend" = sqlite ]; then
+        db_yaml="{\"name\": \"sqlite3\", \"args\": {\"database\": \"$dir/data/homeserver.db\"}}"
+    else
+        local db="synapse_bench_$(date +%s)_$$"
+        psql -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres \
+            -c "CREATE DATABASE \"$db\" ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' TEMPLATE template0" >/dev/null
+        DATABASES+=("$db")
+        db_yaml="{\"name\": \"psycopg2\", \"args\": {\"user\": \"$PG_USER\", \"host\": \"$PG_HOST\", \"port\": $PG_PORT, \"database\": \"$db\", \"cp_min\": 5, \"cp_max\": 10}}"
+    fi
+    (cd "$dir" && "$VENV/bin/python" -m synapse.app.homeserver --server-name synapse.bench.local \
+        --config-path "$dir/homeserver.yaml" --data-directory "$dir/data" \
+        --generate-config --report-stats=no >"$dir/generate.log" 2>&1)
+    "$VENV/bin/python" - "$dir/homeserver.yaml" "$port" "$db_yaml" <<'PY'
+import json, sys, yaml
+path, port, db = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+with open(path) as f:
+    c = yaml.safe_load(f)
+c["listeners"] = [{
+    "port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
+    "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
+}]
+c["database"] = db
+c["enable_registration"] = True
+c["enable_registration_without_verification"] = True
+c["trusted_key_servers"] = []
+c["suppress_key_server_warning"] = True
+c["report_stats"] = False
+# Registration is set-up here, never measured: cheap password hashing keeps
+# creating hundreds of users within the time budget.
+c["bcrypt_rounds"] = 4
+# Every rate limit out of the way.
+hi = {"per_second": 1000000, "burst_count": 1000000}
+for k in ["rc_message", "rc_registration", "rc_registration_token_validity",
+          "rc_admin_redaction", "rc_joins_per_room", "rc_3pid_validation",
+          "rc_third_party_invite", "rc_media_create", "rc_room_creation",
+          "rc_reports", "rc_delayed_event_mgmt", "rc_key_requests",
+          "rc_send_to_device"]:
+    c[k] = dict(hi)
+c["rc_login"] = {"address": dict(hi), "account": dict(hi), "failed_attempts": dict(hi)}
+c["rc_joins"] = {"local": dict(hi), "remote": dict(hi)}
+c["rc_invites"] = {"per_room": dict(hi), "per_user": dict(hi), "per_issuer": dict(hi)}
+c["rc_presence"] = {"per_user": dict(hi)}
+c["rc_federation"] = {"window_size": 1000, "sleep_limit": 1000000, "sleep_delay": 1,
+                      "reject_limit": 1000000, "concurrent": 1000000}
+with open(path, "w") as f:
+    yaml.safe_dump(c, f)
+PY
+    echo "$VENV/bin/python -m synapse.app.homeserver -c $dir/homeserver.yaml" >>"$COMMANDS"
+    (cd "$dir" && exec "$VENV/bin/python" -m synapse.app.homeserver -c "$dir/homeserver.yaml" >"$dir/stdout.log" 2>&1) &
+    SERVER_PID=$!
+}
+
+run_workloads() { # server backend dir port
+    local server=$1 backend=$2 dir=$3 port=$4 url="http://127.0.0.1:$4"
+    local -a names=(send latency initial-sync join messages)
+    local -a argss=("$SEND_ARGS" "$LATENCY_ARGS" "$INITIAL_SYNC_ARGS" "$JOIN_ARGS" "$MESSAGES_ARGS")
+    for i in "${!names[@]}"; do
+        local w=${names[$i]} args=${argss[$i]}
+        if [ -z "$SERVER_PID" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            event "ERROR: $server/$backend is not running before $w (see $dir); restarting it"
+            "start_$server" "$backend" "$dir/restart-$w" "$port"
+            wait_up "$url" "$SERVER_PID" "$server/$backend" || return 1
+        fi
+        local cmd="$BENCH --url $url --label $server/$backend --pid $SERVER_PID --setup-concurrency $SETUP_CONCURRENCY --max-total-secs $WORKLOAD_MAX_SECS --json-out $RESULTS $w $args"
+        echo "$cmd" >>"$COMMANDS"
+        log "$server/$backend: $w"
+        local t0=$(date +%s) rc=0
+        # shellcheck disable=SC2086
+        $cmd >"$dir/$w.out" 2>"$dir/$w.err" || rc=$?
+        sed -n '/^==/,/^{/p' "$dir/$w.out" | grep -v '^{' | tee -a "$RUN_DIR/compare.log" >&2
+        if [ $rc -ne 0 ]; then
+            event "FAILED: $server/$backend $w (exit $rc) after $(($(date +%s) - t0)) s: $(grep -m1 'request failed\|stopped after' "$dir/$w.err" || true)"
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            event "ERROR: $server/$backend exited during $w; last log lines in $dir"
+        fi
+    done
+    # The server's peak resident memory over the whole session.
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        local hwm
+        hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
+        echo "{\"bench\":\"compare\",\"workload\":\"server-peak\",\"label\":\"$server/$backend\",\"results\":{\"vmhwm_kib\":$hwm}}" >>"$RESULTS"
+        log "$server/$backend: VmHWM over the session $((hwm / 1024)) MiB"
+    fi
+}
+
+for backend in $BACKENDS; do
+    for server in corvid synapse; do
+        dir="$RUN_DIR/$backend-$server"
+        port=$(free_port)
+        mkdir -p "$dir"
+        log "starting $server on $backend, port $port"
+        t0=$(date +%s)
+        "start_$server" "$backend" "$dir" "$port"
+        if wait_up "http://127.0.0.1:$port" "$SERVER_PID" "$server/$backend"; then
+            log "$server/$backend up in $(($(date +%s) - t0)) s (pid $SERVER_PID)"
+            run_workloads "$server" "$backend" "$dir" "$port" || true
+        fi
+        stop_server
+        rm -rf "$dir/data" "$dir"/restart-*/data
+    done
+done
+
+TOTAL_SECS=$(($(date +%s) - START_TS))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+log "all workloads done in ${TOTAL_SECS} s; writing BENCHMARKS.md"
+python3 "$BENCH_DIR/report.py" \
+    --results "$RESULTS" --commands "$COMMANDS" --events "$EVENTS" \
+    --total-secs "$TOTAL_SECS" --build-secs "$BUILD_SECS" \
+    --synapse-version "$SYNAPSE_VERSION" --repo "$ROOT" --run-dir "${RUN_DIR#"$ROOT"/}" \
+    --setup-concurrency "$SETUP_CONCURRENCY" --load "$LOAD_START" --load-end "$LOAD_END" \
+    >"$RUN_DIR/BENCHMARKS.md"
+cp "$RUN_DIR/BENCHMARKS.md" "$ROOT/BENCHMARKS.md"
+log "wrote $ROOT/BENCHMARKS.md (run dir $RUN_DIR)"

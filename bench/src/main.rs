@@ -1,0 +1,168 @@
+//! `corvid-bench`: load benchmarks against any Matrix homeserver with open
+//! registration, on loopback only.
+//!
+//! Each subcommand registers its own users (names carry a random per-run
+//! suffix, so runs can repeat against the same server), sets up rooms, runs
+//! one bounded workload, and prints a human table on stdout followed by one
+//! JSON line (also appended to `--json-out` when given). Set-up and
+//! measurement are both bounded: in count by the workload's parameters, in
+//! time by `--max-total-secs`, after which the run stops and reports failure.
+
+mod client;
+mod report;
+mod setup;
+mod stats;
+mod workloads;
+
+use std::{io::Write, process::ExitCode, time::Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    client::{ApiResult, Client, check_loopback},
+    report::{Report, RunInfo, render},
+    setup::Ctx,
+    stats::RssSampler,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "corvid-bench",
+    version,
+    about = "Load benchmarks for a Matrix homeserver on loopback"
+)]
+struct Cli {
+    /// Homeserver base URL; the host must be 127.0.0.1, ::1 or localhost.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8008")]
+    url: String,
+    /// A name for the server under test, copied into the output.
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    /// The server's pid: sample its VmRSS and VmHWM from /proc during the run.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Append the JSON line to this file as well.
+    #[arg(long, global = true)]
+    json_out: Option<std::path::PathBuf>,
+    /// Hard limit on the whole run (set-up included), seconds.
+    #[arg(long, global = true, default_value_t = 600)]
+    max_total_secs: u64,
+    /// Requests in flight during set-up (registration, joins, filler messages).
+    #[arg(long, global = true, default_value_t = 8)]
+    setup_concurrency: usize,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand, Debug)]
+enum Workload {
+    /// U users in R rooms, C concurrent senders: messages/s and send latency.
+    Send(workloads::send::Args),
+    /// Receivers long-poll /sync while senders send at a fixed rate:
+    /// send → seen-in-sync latency, lost and duplicated messages.
+    Latency(workloads::latency::Args),
+    /// A user in N rooms with M messages each: time of a fresh /sync.
+    InitialSync(workloads::initial_sync::Args),
+    /// A new user joins a room with J members: join + first /sync time.
+    Join(workloads::join::Args),
+    /// /messages back-pagination rate over a room with many messages.
+    Messages(workloads::messages::Args),
+}
+
+impl Workload {
+    fn name(&self) -> &'static str {
+        match self {
+            Workload::Send(_) => "send",
+            Workload::Latency(_) => "latency",
+            Workload::InitialSync(_) => "initial-sync",
+            Workload::Join(_) => "join",
+            Workload::Messages(_) => "messages",
+        }
+    }
+
+    async fn run(&self, ctx: &Ctx, report: &mut Report) -> ApiResult<()> {
+        match self {
+            Workload::Send(a) => workloads::send::run(ctx, a, report).await,
+            Workload::Latency(a) => workloads::latency::run(ctx, a, report).await,
+            Workload::InitialSync(a) => workloads::initial_sync::run(ctx, a, report).await,
+            Workload::Join(a) => workloads::join::run(ctx, a, report).await,
+            Workload::Messages(a) => workloads::messages::run(ctx, a, report).await,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let base = match check_loopback(&cli.url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("corvid-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sampler = match cli.pid.map(RssSampler::start).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corvid-bench: --pid: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = Ctx::new(Client::new(&base), cli.setup_concurrency);
+    let name = cli.workload.name();
+    eprintln!(
+        "corvid-bench {name} against {} [{}], run {}",
+        cli.url, cli.label, ctx.run_id
+    );
+
+    let started = Instant::now();
+    let mut report = Report::default();
+    let limit = std::time::Duration::from_secs(cli.max_total_secs);
+    let outcome = tokio::time::timeout(limit, cli.workload.run(&ctx, &mut report)).await;
+    let setup_error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            eprintln!("corvid-bench: request failed: {e}");
+            Some(e.to_json())
+        }
+        Err(_) => {
+            eprintln!(
+                "corvid-bench: stopped after --max-total-secs={}",
+                cli.max_total_secs
+            );
+            Some(serde_json::json!({"timeout_s": cli.max_total_secs}))
+        }
+    };
+    let rss = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    let info = RunInfo {
+        workload: name,
+        label: &cli.label,
+        url: &cli.url,
+        run_id: &ctx.run_id,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        rss,
+        setup_error,
+    };
+    let (table, line) = render(&info, &report);
+    print!("{table}");
+    println!("{line}");
+    if let Some(path) = &cli.json_out {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            eprintln!("corvid-bench: writing {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if info.setup_error.is_some() || rss.is_some_and(|(_, r)| r.vanished) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

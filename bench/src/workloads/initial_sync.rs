@@ -1,0 +1,128 @@
+//! `initial-sync`: a user in N rooms with M messages each; time of a fresh
+//! `/sync` (no `since`). Each trial uses a new user, so no server-side cache
+//! of an earlier initial sync (Synapse keeps one for ~2 min) can answer it.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::Value;
+
+use crate::{
+    client::{ApiError, ApiResult},
+    report::Report,
+    setup::{Ctx, progress},
+    stats::{ErrorLog, summarize},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    pub messages_per_room: usize,
+    /// Fresh users, each joining every room and then timing its first /sync.
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+}
+
+pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
+    report.param("rooms", a.rooms);
+    report.param("messages_per_room", a.messages_per_room);
+    report.param("trials", a.trials);
+
+    let creator = ctx.register("iscreator", 0).await?;
+    let rooms = ctx.create_rooms(&creator, a.rooms).await?;
+    ctx.fill_rooms(&creator, &rooms, a.messages_per_room)
+        .await?;
+
+    let errors = ErrorLog::default();
+    let mut times = Vec::new();
+    let (mut bytes, mut rooms_seen, mut events_seen) = (0usize, 0usize, 0usize);
+    for trial in 0..a.trials.max(1) {
+        let user = ctx.register("isuser", trial).await?;
+        let t = Instant::now();
+        stream::iter(&rooms)
+            .map(|r| ctx.client.join(&user, r))
+            .buffer_unordered(ctx.setup_concurrency.min(4))
+            .try_collect::<Vec<()>>()
+            .await?;
+        progress(
+            &format!("trial {trial}: fresh user joined {} rooms", rooms.len()),
+            t,
+        );
+
+        let t = Instant::now();
+        match ctx.client.sync(&user, None, 0, None).await {
+            Ok((v, n)) => {
+                let d = t.elapsed();
+                times.push(d);
+                bytes = n;
+                let joined = v["rooms"]["join"].as_object();
+                rooms_seen = joined.map(|j| j.len()).unwrap_or(0);
+                events_seen = joined
+                    .map(|j| {
+                        j.values()
+                            .map(|r| {
+                                r["timeline"]["events"]
+                                    .as_array()
+                                    .map(Vec::len)
+                                    .unwrap_or(0)
+                            })
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                eprintln!(
+                    "  trial {trial}: initial /sync {:.1} ms, {} bytes, {rooms_seen} rooms",
+                    d.as_secs_f64() * 1000.0,
+                    n
+                );
+                if rooms_seen != rooms.len() {
+                    errors.record(incomplete(&v, &user.user_id, rooms.len(), rooms_seen));
+                }
+            }
+            Err(e) => errors.record(e),
+        }
+    }
+    let s = summarize(&times);
+    report.figure(
+        "initial_sync_median_ms",
+        "initial /sync (median of trials)",
+        s.p50,
+        "ms",
+    );
+    report.figure(
+        "initial_sync_min_ms",
+        "initial /sync (best)",
+        min_ms(&times),
+        "ms",
+    );
+    report.figure("initial_sync_max_ms", "initial /sync (worst)", s.max, "ms");
+    report.count("response_bytes", "response size", bytes as u64);
+    report.count("rooms_seen", "rooms in response", rooms_seen as u64);
+    report.count(
+        "timeline_events_seen",
+        "timeline events in response",
+        events_seen as u64,
+    );
+    report.errors = Some(errors);
+    Ok(())
+}
+
+pub fn min_ms(v: &[Duration]) -> f64 {
+    v.iter()
+        .min()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn incomplete(v: &Value, user: &str, want: usize, got: usize) -> ApiError {
+    let mut text = v.to_string();
+    text.truncate(500);
+    ApiError {
+        method: "GET".into(),
+        url: format!("/sync (initial, as {user})"),
+        request_body: None,
+        status: Some(200),
+        response_body: format!("expected {want} joined rooms, got {got}: {text}"),
+    }
+}

@@ -1,0 +1,265 @@
+//! `latency`: receivers long-poll `/sync` while senders send at a fixed rate;
+//! send-start → seen-in-sync latency, and every message must arrive exactly
+//! once at every receiver.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::{
+    client::{ApiResult, Client, User},
+    report::Report,
+    setup::Ctx,
+    stats::{ErrorLog, summarize},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Users long-polling /sync.
+    #[arg(long, default_value_t = 4)]
+    pub receivers: usize,
+    /// Users sending (round-robin).
+    #[arg(long, default_value_t = 2)]
+    pub senders: usize,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+    /// Seconds to wait after the last send for stragglers.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
+    /// Long-poll timeout of each /sync, ms.
+    #[arg(long, default_value_t = 5000)]
+    pub sync_timeout_ms: u64,
+}
+
+/// Per receiver: seq → times it was seen.
+type Seen = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+
+fn sync_filter() -> Value {
+    // A generous timeline limit: a gap must never hide a message from us.
+    json!({"room": {"timeline": {"limit": 1000}}})
+}
+
+pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
+    let nrecv = a.receivers.max(1);
+    let nsend = a.senders.max(1);
+    let total = (a.rate * a.duration).round().max(1.0) as u64;
+    report.param("receivers", nrecv);
+    report.param("senders", nsend);
+    report.param("rate_per_s", a.rate);
+    report.param("duration_s", a.duration);
+    report.param("messages", total);
+
+    let senders = ctx.register_many("lsend", nsend).await?;
+    let receivers = ctx.register_many("lrecv", nrecv).await?;
+    let room = ctx.create_rooms(&senders[0], 1).await?.remove(0);
+    let mut others: Vec<User> = senders[1..].to_vec();
+    others.extend(receivers.iter().cloned());
+    ctx.join_all(&others, std::slice::from_ref(&room)).await?;
+
+    let filter = sync_filter();
+    let errors = ErrorLog::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let limited = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut seen_maps = Vec::new();
+    let mut recv_tasks = Vec::new();
+    for r in &receivers {
+        // Start from "now": an initial sync gives the token.
+        let (v, _) = ctx.client.sync(r, None, 0, Some(&filter)).await?;
+        let since = v["next_batch"].as_str().unwrap_or_default().to_owned();
+        let seen: Seen = Arc::default();
+        seen_maps.push(seen.clone());
+        recv_tasks.push(tokio::spawn(receive(
+            ctx.client.clone(),
+            r.clone(),
+            since,
+            ctx.run_id.clone(),
+            a.sync_timeout_ms,
+            seen,
+            stop.clone(),
+            limited.clone(),
+            errors.clone(),
+        )));
+    }
+
+    // Send at a fixed rate; each send is its own task so a slow one does not
+    // delay the schedule (bounded by the semaphore).
+    let starts: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let ok: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let send_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let inflight = Arc::new(Semaphore::new(256));
+    let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    let send_start = Instant::now();
+    let send_deadline = send_start + Duration::from_secs_f64(a.duration + 5.0);
+    let mut send_tasks = Vec::new();
+    for seq in 0..total {
+        tick.tick().await;
+        if Instant::now() >= send_deadline {
+            break;
+        }
+        let permit = inflight.clone().acquire_owned().await.expect("semaphore");
+        let sender = senders[(seq as usize) % senders.len()].clone();
+        let (client, room, run) = (ctx.client.clone(), room.clone(), ctx.run_id.clone());
+        let (starts, ok, send_lat, errors) =
+            (starts.clone(), ok.clone(), send_lat.clone(), errors.clone());
+        send_tasks.push(tokio::spawn(async move {
+            let content = json!({
+                "msgtype": "m.text",
+                "body": format!("latency probe {seq}"),
+                "corvid_bench": {"run": run, "seq": seq},
+            });
+            let t = Instant::now();
+            starts.lock().expect("lock").insert(seq, t);
+            match client
+                .send(&sender, &room, &format!("lat-{run}-{seq}"), &content)
+                .await
+            {
+                Ok(_) => {
+                    send_lat.lock().expect("lock").push(t.elapsed());
+                    ok.lock().expect("lock").push(seq);
+                }
+                Err(e) => errors.record(e),
+            }
+            drop(permit);
+        }));
+    }
+    for t in send_tasks {
+        let _ = t.await;
+    }
+    let sending_s = send_start.elapsed().as_secs_f64();
+    let ok: Vec<u64> = ok.lock().expect("lock").clone();
+
+    // Wait for stragglers, then stop the receivers.
+    let grace_end = Instant::now() + Duration::from_secs_f64(a.grace);
+    while Instant::now() < grace_end {
+        let all = seen_maps.iter().all(|m| {
+            let m = m.lock().expect("lock");
+            ok.iter().all(|s| m.contains_key(s))
+        });
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One more beat so that a duplicate delivered right after the last
+    // message can still be counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in recv_tasks {
+        t.abort();
+        let _ = t.await;
+    }
+
+    let starts = starts.lock().expect("lock").clone();
+    let mut lat = Vec::new();
+    let (mut lost, mut dup, mut unexpected) = (0u64, 0u64, 0u64);
+    for m in &seen_maps {
+        let m = m.lock().expect("lock");
+        for s in &ok {
+            match m.get(s) {
+                None => lost += 1,
+                Some(times) => {
+                    lat.push(times[0].saturating_duration_since(starts[s]));
+                    dup += times.len() as u64 - 1;
+                }
+            }
+        }
+        // Seen but never acknowledged as sent (e.g. the send errored after persisting).
+        unexpected += m.keys().filter(|s| !ok.contains(s)).count() as u64;
+    }
+    let s = summarize(&lat);
+    report.count("sent_ok", "messages sent (ok)", ok.len() as u64);
+    report.figure(
+        "send_rate_achieved",
+        "send rate achieved",
+        ok.len() as f64 / sending_s,
+        "msg/s",
+    );
+    report.latency("e2e", "send-start -> seen in /sync", &s);
+    report.latency(
+        "send",
+        "send request latency",
+        &summarize(&send_lat.lock().expect("lock")),
+    );
+    report.count("lost", "lost (sent ok, never seen)", lost);
+    report.count("duplicated", "duplicated deliveries", dup);
+    report.count("seen_not_acked", "seen but send failed", unexpected);
+    report.count(
+        "limited_syncs",
+        "incremental syncs with limited=true",
+        limited.load(Ordering::Relaxed),
+    );
+    report.errors = Some(errors);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receive(
+    client: Client,
+    user: User,
+    mut since: String,
+    run: String,
+    timeout_ms: u64,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+    limited: Arc<std::sync::atomic::AtomicU64>,
+    errors: ErrorLog,
+) {
+    let filter = sync_filter();
+    // Bounded: stops on the flag (the task is also aborted) and never loops
+    // faster than the server answers; after an error it backs off briefly.
+    while !stop.load(Ordering::Relaxed) {
+        match client
+            .sync(&user, Some(&since), timeout_ms, Some(&filter))
+            .await
+        {
+            Ok((v, _)) => {
+                let now = Instant::now();
+                if let Some(rooms) = v["rooms"]["join"].as_object() {
+                    for room in rooms.values() {
+                        if room["timeline"]["limited"].as_bool() == Some(true) {
+                            limited.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for ev in room["timeline"]["events"].as_array().into_iter().flatten() {
+                            let tag = &ev["content"]["corvid_bench"];
+                            if tag["run"].as_str() == Some(run.as_str())
+                                && let Some(seq) = tag["seq"].as_u64()
+                            {
+                                seen.lock().expect("lock").entry(seq).or_default().push(now);
+                            }
+                        }
+                    }
+                }
+                match v["next_batch"].as_str() {
+                    Some(nb) => since = nb.to_owned(),
+                    None => {
+                        errors.record(crate::client::ApiError {
+                            method: "GET".into(),
+                            url: "/sync".into(),
+                            request_body: None,
+                            status: Some(200),
+                            response_body: "no next_batch in /sync response".into(),
+                        });
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            Err(e) => {
+                errors.record(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
