@@ -18,6 +18,7 @@ on_both_backends!(
     state_events_round_trip,
     knocking_needs_a_knock_room,
     v12_creators_hold_infinite_power,
+    alike_rooms_created_together_get_distinct_ids,
 );
 
 async fn room_versions_10_11_12(s: TestServer) {
@@ -669,5 +670,25 @@ async fn v12_creators_hold_infinite_power(s: TestServer) {
         status,
         StatusCode::FORBIDDEN,
         "creators may not appear in the users map"
+    );
+}
+
+async fn alike_rooms_created_together_get_distinct_ids(s: TestServer) {
+    let alice = s.register("alice").await;
+    let creates = (0..6).map(|_| s.post("/_matrix/client/v3/createRoom", &alice.token, json!({})));
+    let mut ids: Vec<String> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["room_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        6,
+        "v12 room ids are create-event hashes; alike rooms must still differ"
     );
 }

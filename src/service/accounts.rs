@@ -225,33 +225,66 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
-/// Hashing is CPU-bound: more hashes at once than there are cores only
-/// queue up and hold memory.
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 async fn hash_password(password: String) -> Result<String> {
-    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
         hasher()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
+            .map_err(Error::internal)
     })
     .await
-    .map_err(Error::internal)?
-    .map_err(Error::internal)
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool> {
-    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         let parsed = PasswordHash::new(&hash).map_err(Error::internal)?;
         Ok(hasher()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())
     })
     .await
-    .map_err(Error::internal)?
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Hashing is CPU-bound and takes megabytes per hash, so it runs on two
+/// dedicated threads: more at once would only queue for the cores, and
+/// each extra thread would keep its own freed megabytes.
+async fn on_hashing_thread<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static JOBS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>> =
+        std::sync::OnceLock::new();
+    let jobs = JOBS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..2 {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("corvid-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("hash queue lock").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawn hashing thread");
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = done.send(job());
+    });
+    jobs.lock()
+        .expect("hash queue lock")
+        .send(job)
+        .map_err(Error::internal)?;
+    result.await.map_err(Error::internal)?
 }
 
 pub fn hash_token(token: &str) -> String {

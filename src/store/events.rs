@@ -339,15 +339,23 @@ impl WriteTx<'_> {
         .await?)
     }
 
-    pub async fn insert_room(&mut self, room_id: &str, version: &str, creator: &str) -> Result<()> {
-        sqlx::query("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)")
-            .bind(room_id)
-            .bind(version)
-            .bind(creator)
-            .bind(crate::now_ms())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+    /// Inserts the room; `false` when the id is taken.
+    pub async fn insert_room(
+        &mut self,
+        room_id: &str,
+        version: &str,
+        creator: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4) ON CONFLICT (room_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(version)
+        .bind(creator)
+        .bind(crate::now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// `(event_id, depth)` of the room's forward extremities.

@@ -159,36 +159,21 @@ async fn insert_create_event(
         }
         content.insert("additional_creators".into(), Value::Array(extra));
     }
-    let mut v = json!({
-        "sender": creator,
-        "type": "m.room.create",
-        "state_key": "",
-        "content": content,
-        "origin_server_ts": crate::now_ms(),
-        "depth": 1,
-        "prev_events": [],
-        "auth_events": [],
-    });
-    let legacy_room_id = RoomId::new_v1(server.server_name());
-    let v12 = room_id_for_create(&to_object(v.clone())?, rules)?.is_some();
-    if !v12 {
-        v["room_id"] = json!(legacy_room_id);
-    }
-    let mut object = to_object(v)?;
-    sign_pdu(
-        &mut object,
-        server.server_name().as_str(),
-        &server.signing_key,
-        rules,
-    )?;
-    let event_id = event_id_for(&object, rules)?;
-    let room_id = room_id_for_create(&object, rules)?.unwrap_or(legacy_room_id);
-    let pdu_json = serde_json::to_string(&object)?;
+    let mut ts = crate::now_ms();
+    let (room_id, event_id, pdu_json) = loop {
+        let (room_id, event_id, pdu_json) =
+            signed_create_event(server, creator, &content, ts, rules)?;
+        if w.insert_room(room_id.as_str(), room.version.as_str(), creator.as_str())
+            .await?
+        {
+            break (room_id, event_id, pdu_json);
+        }
+        // Room version 12 derives the room id from the create event, so one
+        // user creating two alike rooms in the same millisecond would make
+        // the same id; the later one moves to the next millisecond.
+        ts += 1;
+    };
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
-    timeline::authorize(rules, &pdu, &[])?;
-
-    w.insert_room(room_id.as_str(), room.version.as_str(), creator.as_str())
-        .await?;
     let stream_ordering = w.next_stream_position().await?;
     w.insert_event(
         &NewEvent {
@@ -219,6 +204,43 @@ async fn insert_create_event(
             member: None,
         },
     ))
+}
+
+/// The signed create event with this timestamp: `(room id, event id, PDU)`.
+fn signed_create_event(
+    server: &Server,
+    creator: &UserId,
+    content: &Map<String, Value>,
+    ts: i64,
+    rules: &RoomVersionRules,
+) -> Result<(OwnedRoomId, ruma::OwnedEventId, String)> {
+    let mut v = json!({
+        "sender": creator,
+        "type": "m.room.create",
+        "state_key": "",
+        "content": content,
+        "origin_server_ts": ts,
+        "depth": 1,
+        "prev_events": [],
+        "auth_events": [],
+    });
+    let v12 = rules.authorization.room_create_event_id_as_room_id;
+    let legacy_room_id = RoomId::new_v1(server.server_name());
+    if !v12 {
+        v["room_id"] = json!(legacy_room_id);
+    }
+    let mut object = to_object(v)?;
+    sign_pdu(
+        &mut object,
+        server.server_name().as_str(),
+        &server.signing_key,
+        rules,
+    )?;
+    let event_id = event_id_for(&object, rules)?;
+    let room_id = room_id_for_create(&object, rules)?.unwrap_or(legacy_room_id);
+    let pdu = Pdu::parse(event_id.clone(), &serde_json::to_string(&object)?)?;
+    timeline::authorize(rules, &pdu, &[])?;
+    Ok((room_id, event_id, serde_json::to_string(&object)?))
 }
 
 /// spec: createRoom step 3, with the room version 12 rule that creators hold
