@@ -8,6 +8,7 @@ use std::{
 
 use corvid_federation::ServerSigningKey;
 
+use crate::service::rooms::writer::EventWriter;
 use crate::{Config, notify::Notifier, ratelimit::RateLimiter, store::Db};
 
 pub struct Server {
@@ -17,6 +18,7 @@ pub struct Server {
     pub notifier: Notifier,
     pub rate_limiter: RateLimiter,
     pub device_activity: DeviceActivity,
+    pub event_writer: EventWriter,
 }
 
 /// Throttles "last seen" updates: a device's row is written at most once
@@ -47,15 +49,17 @@ impl DeviceActivity {
 }
 
 impl Server {
+    /// Must be called inside a tokio runtime: it starts the event writer.
     pub fn new(config: Config, db: Db, signing_key: ServerSigningKey) -> Arc<Self> {
         let rate_limiter = RateLimiter::new(config.rate_limit.clone());
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             config,
             db,
             signing_key,
             notifier: Notifier::default(),
             rate_limiter,
             device_activity: DeviceActivity::default(),
+            event_writer: EventWriter::start(me.clone()),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod pdu;
 pub mod state;
 pub mod timeline;
 pub mod visibility;
+pub mod writer;
 
 use ruma::{OwnedRoomId, RoomId, RoomOrAliasId};
 

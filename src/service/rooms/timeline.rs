@@ -18,7 +18,7 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::pdu::Pdu;
+use super::{pdu::Pdu, writer::OwnedTxn};
 use crate::{
     Error, Result, Server,
     store::{
@@ -81,28 +81,29 @@ pub async fn append(
     template: Template,
     txn: Option<Txn<'_>>,
 ) -> Result<OwnedEventId> {
-    let mut w = server.db.write().await?;
-    if let Some(t) = txn
-        && let Some(existing) = w.txn_event(sender.as_str(), &t).await?
-    {
-        return existing.try_into().map_err(Error::internal);
-    }
-    let appended = append_in(server, &mut w, room_id, sender, template, txn).await?;
-    w.commit().await?;
-    notify(server, std::slice::from_ref(&appended)).await;
-    Ok(appended.event_id)
+    let txn = txn.map(|t| OwnedTxn {
+        device_id: t.device_id.to_owned(),
+        scope: t.scope.to_owned(),
+        txn_id: t.txn_id.to_owned(),
+    });
+    server
+        .event_writer
+        .append(room_id.to_owned(), sender.to_owned(), template, txn)
+        .await
 }
 
-/// Wakes the local users an event concerns: the room's members and, for a
+/// Wakes the local users events concern: the rooms' members and, for a
 /// membership change, its subject (who may just have left).
 pub async fn notify(server: &Server, appended: &[Appended]) {
-    let mut users: Vec<String> = Vec::new();
-    for a in appended {
-        match server.db.users_to_notify(a.room_id.as_str()).await {
+    let mut users: Vec<String> = appended.iter().filter_map(|a| a.member.clone()).collect();
+    let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    for room in rooms {
+        match server.db.users_to_notify(room).await {
             Ok(members) => users.extend(members),
             Err(e) => tracing::warn!(%e, "cannot list room members to wake"),
         }
-        users.extend(a.member.clone());
     }
     users.sort();
     users.dedup();

@@ -1,0 +1,166 @@
+//! Group commit for local events.
+//!
+//! Every local event is appended by one writer task per process. It takes
+//! whatever requests are waiting (up to [`MAX_BATCH`]), appends them all in
+//! one transaction and commits once, so concurrent senders share a commit
+//! (and, on PostgreSQL, one hold of the stream-position row lock and one
+//! WAL flush) instead of queueing for one each.
+//!
+//! Refusals (auth rules, unknown room, bad content) are decided before the
+//! event writes anything, so they fail only their own request. A database
+//! error aborts the transaction; the batch is then replayed one request per
+//! transaction, so one bad request never takes others down with it.
+
+use std::sync::{Arc, Weak};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::timeline::{self, Appended, Template, Txn};
+use crate::{Error, Result, Server};
+
+const MAX_BATCH: usize = 64;
+const QUEUE: usize = 4096;
+
+/// A client transaction id, owned so it can wait in the queue.
+#[derive(Debug, Clone)]
+pub struct OwnedTxn {
+    pub device_id: String,
+    pub scope: String,
+    pub txn_id: String,
+}
+
+impl OwnedTxn {
+    fn borrow(&self) -> Txn<'_> {
+        Txn {
+            device_id: &self.device_id,
+            scope: &self.scope,
+            txn_id: &self.txn_id,
+        }
+    }
+}
+
+struct Job {
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    template: Template,
+    txn: Option<OwnedTxn>,
+    reply: oneshot::Sender<Result<OwnedEventId>>,
+}
+
+pub struct EventWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EventWriter {
+    /// Starts the writer task; it stops when the server is dropped.
+    pub fn start(server: Weak<Server>) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(server, queue));
+        Self { jobs }
+    }
+
+    pub async fn append(
+        &self,
+        room_id: OwnedRoomId,
+        sender: OwnedUserId,
+        template: Template,
+        txn: Option<OwnedTxn>,
+    ) -> Result<OwnedEventId> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            room_id,
+            sender,
+            template,
+            txn,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::internal("event writer stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("event writer dropped a request"))?
+    }
+}
+
+async fn run(server: Weak<Server>, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        write_batch(&server, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
+    match append_all(server, &jobs).await {
+        Ok((results, appended)) => {
+            timeline::notify(server, &appended).await;
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) if jobs.len() > 1 => {
+            tracing::warn!(error = %e, size = jobs.len(), "event batch failed; replaying it one event at a time");
+            for job in jobs {
+                let result = append_all(server, std::slice::from_ref(&job)).await;
+                let result = match result {
+                    Ok((mut results, appended)) => {
+                        timeline::notify(server, &appended).await;
+                        results.remove(0)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// Appends the jobs in one transaction. The outer error means the
+/// transaction failed; the inner results are each job's own outcome.
+async fn append_all(
+    server: &Server,
+    jobs: &[Job],
+) -> Result<(Vec<Result<OwnedEventId>>, Vec<Appended>)> {
+    let mut w = server.db.write().await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut appended = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let txn = job.txn.as_ref().map(OwnedTxn::borrow);
+        if let Some(t) = txn
+            && let Some(existing) = w.txn_event(job.sender.as_str(), &t).await?
+        {
+            results.push(existing.try_into().map_err(Error::internal));
+            continue;
+        }
+        match timeline::append_in(
+            server,
+            &mut w,
+            &job.room_id,
+            &job.sender,
+            job.template.clone(),
+            txn,
+        )
+        .await
+        {
+            Ok(a) => {
+                results.push(Ok(a.event_id.clone()));
+                appended.push(a);
+            }
+            // A failed statement aborts the whole transaction.
+            Err(e) if e.status.is_server_error() => return Err(e),
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    w.commit().await?;
+    Ok((results, appended))
+}
