@@ -42,6 +42,8 @@ pub struct NewEvent<'a> {
     pub unsigned_extra: Option<&'a str>,
     pub state_group_before: Option<i64>,
     pub txn: Option<TxnKey<'a>>,
+    /// The event a redaction redacts.
+    pub redacts: Option<&'a str>,
 }
 
 /// A client transaction id with its scope (device and endpoint).
@@ -50,6 +52,98 @@ pub struct TxnKey<'a> {
     pub device_id: &'a str,
     pub scope: &'a str,
     pub txn_id: &'a str,
+}
+
+/// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Event rows staged in a write transaction, written by [`WriteTx::flush`].
+#[derive(Default)]
+pub struct Staged {
+    events: Vec<StagedEvent>,
+}
+
+struct StagedEvent {
+    stream_ordering: i64,
+    event_id: String,
+    room_id: String,
+    event_type: String,
+    state_key: Option<String>,
+    sender: String,
+    origin_server_ts: i64,
+    depth: i64,
+    pdu: String,
+    prev_events: Vec<String>,
+    auth_events: Vec<String>,
+    unsigned_extra: Option<String>,
+    state_group_before: Option<i64>,
+    txn: Option<OwnedTxnKey>,
+    redacts: Option<String>,
+}
+
+struct OwnedTxnKey {
+    device_id: String,
+    scope: String,
+    txn_id: String,
+}
+
+impl NewEvent<'_> {
+    /// The event as later reads of the same transaction see it.
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: self.stream_ordering,
+            event_id: self.event_id.to_owned(),
+            room_id: self.room_id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            state_key: self.state_key.map(str::to_owned),
+            sender: self.sender.to_owned(),
+            pdu: self.pdu.to_owned(),
+            unsigned_extra: self.unsigned_extra.map(str::to_owned),
+            txn_device_id: self.txn.map(|t| t.device_id.to_owned()),
+            txn_id: self.txn.map(|t| t.txn_id.to_owned()),
+            redacted_by: None,
+        }
+    }
+}
+
+impl Staged {
+    fn push(&mut self, ev: &NewEvent<'_>) {
+        self.events.push(StagedEvent {
+            stream_ordering: ev.stream_ordering,
+            event_id: ev.event_id.to_owned(),
+            room_id: ev.room_id.to_owned(),
+            event_type: ev.event_type.to_owned(),
+            state_key: ev.state_key.map(str::to_owned),
+            sender: ev.sender.to_owned(),
+            origin_server_ts: ev.origin_server_ts,
+            depth: ev.depth,
+            pdu: ev.pdu.to_owned(),
+            prev_events: ev.prev_events.to_vec(),
+            auth_events: ev.auth_events.to_vec(),
+            unsigned_extra: ev.unsigned_extra.map(str::to_owned),
+            state_group_before: ev.state_group_before,
+            txn: ev.txn.map(|t| OwnedTxnKey {
+                device_id: t.device_id.to_owned(),
+                scope: t.scope.to_owned(),
+                txn_id: t.txn_id.to_owned(),
+            }),
+            redacts: ev.redacts.map(str::to_owned),
+        });
+    }
+
+    fn txn_event(&self, user_id: &str, txn: &TxnKey<'_>) -> Option<String> {
+        self.events
+            .iter()
+            .find(|e| {
+                e.sender == user_id
+                    && e.txn.as_ref().is_some_and(|t| {
+                        t.device_id == txn.device_id
+                            && t.scope == txn.scope
+                            && t.txn_id == txn.txn_id
+                    })
+            })
+            .map(|e| e.event_id.clone())
+    }
 }
 
 /// `(event type, state key) → event id`
@@ -360,6 +454,7 @@ impl WriteTx<'_> {
 
     /// `(event_id, depth)` of the room's forward extremities.
     pub async fn forward_extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>> {
+        self.flush_room(room_id).await?;
         Ok(sqlx::query_as(
             "SELECT f.event_id, e.depth FROM room_forward_extremities f JOIN events e ON e.event_id = f.event_id \
              WHERE f.room_id = $1 ORDER BY e.stream_ordering",
@@ -377,6 +472,16 @@ impl WriteTx<'_> {
     ) -> Result<Vec<StoredEvent>> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        // `current_state` of a key staged here points at an event row not written yet.
+        let staged_key = self.staged.events.iter().any(|e| {
+            e.room_id == room_id
+                && keys
+                    .iter()
+                    .any(|(t, k)| *t == e.event_type && Some(k) == e.state_key.as_ref())
+        });
+        if staged_key {
+            self.flush().await?;
         }
         let conditions = (0..keys.len())
             .map(|i| {
@@ -400,6 +505,9 @@ impl WriteTx<'_> {
     }
 
     pub async fn txn_event(&mut self, user_id: &str, txn: &TxnKey<'_>) -> Result<Option<String>> {
+        if let Some(staged) = self.staged.txn_event(user_id, txn) {
+            return Ok(Some(staged));
+        }
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
         )
@@ -412,86 +520,127 @@ impl WriteTx<'_> {
         Ok(row.map(|(e,)| e))
     }
 
-    /// Persists an accepted event and everything derived from it.
-    pub async fn insert_event(
-        &mut self,
-        ev: &NewEvent<'_>,
-        membership: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, depth, \
-             pdu, unsigned_extra, state_group_before, txn_device_id, txn_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(ev.stream_ordering)
-        .bind(ev.event_id)
-        .bind(ev.room_id)
-        .bind(ev.event_type)
-        .bind(ev.state_key)
-        .bind(ev.sender)
-        .bind(ev.origin_server_ts)
-        .bind(ev.depth)
-        .bind(ev.pdu)
-        .bind(ev.unsigned_extra)
-        .bind(ev.state_group_before)
-        .bind(ev.txn.map(|t| t.device_id))
-        .bind(ev.txn.map(|t| t.txn_id))
-        .execute(&mut *self.tx)
-        .await?;
-        self.insert_edges(ev).await?;
-        if let Some(txn) = ev.txn {
-            sqlx::query("INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)")
-                .bind(ev.sender)
-                .bind(txn.device_id)
-                .bind(txn.scope)
-                .bind(txn.txn_id)
-                .bind(ev.event_id)
+    /// Persists an accepted event: its state effects at once (later events
+    /// of the transaction build on them), its rows when the transaction is
+    /// flushed (see [`WriteTx::flush`]), so a batch writes them together.
+    pub async fn stage_event(&mut self, ev: &NewEvent<'_>, membership: Option<&str>) -> Result<()> {
+        if let Some(state_key) = ev.state_key {
+            self.apply_state_event(ev, state_key, membership).await?;
+        }
+        self.staged.push(ev);
+        Ok(())
+    }
+
+    /// Writes the staged rows: events, edges, transaction ids, each room's
+    /// new forward extremity, and redaction marks, in a few multi-row statements.
+    pub async fn flush(&mut self) -> Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.events.is_empty() {
+            return Ok(());
+        }
+        for chunk in staged.events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
+                 depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id) VALUES {}",
+                values_clause(chunk.len(), 13)
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.stream_ordering)
+                    .bind(&e.event_id)
+                    .bind(&e.room_id)
+                    .bind(&e.event_type)
+                    .bind(&e.state_key)
+                    .bind(&e.sender)
+                    .bind(e.origin_server_ts)
+                    .bind(e.depth)
+                    .bind(&e.pdu)
+                    .bind(&e.unsigned_extra)
+                    .bind(e.state_group_before)
+                    .bind(e.txn.as_ref().map(|t| &t.device_id))
+                    .bind(e.txn.as_ref().map(|t| &t.txn_id));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        let prevs = staged
+            .events
+            .iter()
+            .flat_map(|e| e.prev_events.iter().map(move |p| (&e.event_id, p)));
+        let auths = staged
+            .events
+            .iter()
+            .flat_map(|e| e.auth_events.iter().map(move |a| (&e.event_id, a)));
+        for (table, column, rows) in [
+            ("event_edges", "prev_event_id", prevs.collect::<Vec<_>>()),
+            ("event_auth", "auth_event_id", auths.collect::<Vec<_>>()),
+        ] {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
+                    values_clause(chunk.len(), 2)
+                );
+                let mut q = sqlx::query(&sql);
+                for (event_id, other) in chunk {
+                    q = q.bind(*event_id).bind(*other);
+                }
+                q.execute(&mut *self.tx).await?;
+            }
+        }
+        let txns: Vec<(&StagedEvent, &OwnedTxnKey)> = staged
+            .events
+            .iter()
+            .filter_map(|e| Some((e, e.txn.as_ref()?)))
+            .collect();
+        for chunk in txns.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES {}",
+                values_clause(chunk.len(), 5)
+            );
+            let mut q = sqlx::query(&sql);
+            for (e, t) in chunk {
+                q = q
+                    .bind(&e.sender)
+                    .bind(&t.device_id)
+                    .bind(&t.scope)
+                    .bind(&t.txn_id)
+                    .bind(&e.event_id);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        // Local events reference every forward extremity of their room as
+        // prev_events, so the last one staged is the room's only extremity.
+        let mut heads: HashMap<&str, &str> = HashMap::new();
+        for e in &staged.events {
+            heads.insert(&e.room_id, &e.event_id);
+        }
+        for (room_id, event_id) in heads {
+            sqlx::query("DELETE FROM room_forward_extremities WHERE room_id = $1")
+                .bind(room_id)
+                .execute(&mut *self.tx)
+                .await?;
+            sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                .bind(room_id)
+                .bind(event_id)
                 .execute(&mut *self.tx)
                 .await?;
         }
-        if let Some(state_key) = ev.state_key {
-            self.apply_state_event(ev, state_key, membership).await?;
+        for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
+            sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
+                .bind(e.redacts.as_deref())
+                .bind(&e.room_id)
+                .bind(&e.event_id)
+                .execute(&mut *self.tx)
+                .await?;
         }
         Ok(())
     }
 
-    async fn insert_edges(&mut self, ev: &NewEvent<'_>) -> Result<()> {
-        for (table, column, ids) in [
-            ("event_edges", "prev_event_id", ev.prev_events),
-            ("event_auth", "auth_event_id", ev.auth_events),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            let values = (0..ids.len())
-                .map(|i| format!("($1, ${})", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO {table} (event_id, {column}) VALUES {values} ON CONFLICT DO NOTHING"
-            );
-            let mut q = sqlx::query(&sql).bind(ev.event_id);
-            for id in ids {
-                q = q.bind(id);
-            }
-            q.execute(&mut *self.tx).await?;
+    /// Flushes first if staged events of `room_id` could change what a read of it returns.
+    async fn flush_room(&mut self, room_id: &str) -> Result<()> {
+        if self.staged.events.iter().any(|e| e.room_id == room_id) {
+            self.flush().await?;
         }
-        // The new event is the room's only forward extremity: local events
-        // always reference every extremity as their prev_events.
-        for id in ev.prev_events {
-            sqlx::query(
-                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2",
-            )
-            .bind(ev.room_id)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(ev.room_id)
-            .bind(ev.event_id)
-            .execute(&mut *self.tx)
-            .await?;
         Ok(())
     }
 
@@ -609,21 +758,6 @@ impl WriteTx<'_> {
         }
         Ok(())
     }
-
-    pub async fn mark_redacted(
-        &mut self,
-        target: &str,
-        room_id: &str,
-        redaction_id: &str,
-    ) -> Result<()> {
-        sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
-            .bind(target)
-            .bind(room_id)
-            .bind(redaction_id)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
 }
 
 /// Walks the delta chain from `group` to its full snapshot in one query; the
@@ -645,6 +779,14 @@ where
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(|(t, k, e, _)| ((t, k), e)).collect())
+}
+
+/// `($1, $2), ($3, $4), …` for `rows` rows of `columns` values.
+fn values_clause(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", super::placeholders(1 + r * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn prefixed_event_columns(prefix: &str) -> String {
@@ -678,5 +820,13 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_clauses_number_placeholders_row_by_row() {
+        assert_eq!(super::values_clause(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }

@@ -43,10 +43,14 @@ pub struct Db {
 pub struct WriteTx<'a> {
     pub tx: Transaction<'static, Any>,
     _writer: Option<MutexGuard<'a, ()>>,
+    staged: events::Staged,
+    /// Stream positions taken from the counter and not used yet.
+    positions: std::ops::Range<i64>,
 }
 
 impl WriteTx<'_> {
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        self.flush().await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -54,12 +58,26 @@ impl WriteTx<'_> {
     /// Takes the next position of the global stream. Every persisted stream
     /// item (event, account data, …) gets one, in commit order.
     pub async fn next_stream_position(&mut self) -> Result<i64> {
-        let (pos,): (i64,) = sqlx::query_as(
-            "UPDATE stream_positions SET position = position + 1 WHERE name = 'main' RETURNING position",
+        self.reserve_stream_positions(1).await?;
+        let pos = self.positions.start;
+        self.positions.start += 1;
+        Ok(pos)
+    }
+
+    /// Takes `count` positions from the counter in one step, for a batch
+    /// (unused ones are simply gaps: positions are ordered, not dense).
+    pub async fn reserve_stream_positions(&mut self, count: i64) -> Result<()> {
+        if !self.positions.is_empty() {
+            return Ok(());
+        }
+        let (last,): (i64,) = sqlx::query_as(
+            "UPDATE stream_positions SET position = position + $1 WHERE name = 'main' RETURNING position",
         )
+        .bind(count.max(1))
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok(pos)
+        self.positions = last - count.max(1) + 1..last + 1;
+        Ok(())
     }
 }
 
@@ -138,6 +156,8 @@ impl Db {
         };
         Ok(WriteTx {
             tx,
+            staged: events::Staged::default(),
+            positions: 0..0,
             _writer: writer,
         })
     }

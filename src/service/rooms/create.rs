@@ -58,6 +58,7 @@ pub async fn create_room(server: &Server, creator: &UserId, room: NewRoom) -> Re
     let (room_id, create_appended) =
         insert_create_event(server, &mut w, creator, &room, &rules).await?;
     let mut appended = vec![create_appended];
+    let mut heads = timeline::RoomHeads::new();
     let mut events = vec![Template::state(
         TimelineEventType::RoomMember,
         creator.as_str(),
@@ -112,8 +113,12 @@ pub async fn create_room(server: &Server, creator: &UserId, room: NewRoom) -> Re
         ));
     }
     for template in events {
-        appended
-            .push(timeline::append_in(server, &mut w, &room_id, creator, template, None).await?);
+        appended.push(
+            timeline::append_in(
+                server, &mut w, &mut heads, &room_id, creator, template, None,
+            )
+            .await?,
+        );
     }
     if let Some(alias) = &room.alias {
         w.insert_alias(alias.as_str(), room_id.as_str(), creator.as_str())
@@ -175,7 +180,7 @@ async fn insert_create_event(
     };
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     let stream_ordering = w.next_stream_position().await?;
-    w.insert_event(
+    w.stage_event(
         &NewEvent {
             stream_ordering,
             event_id: event_id.as_str(),
@@ -191,6 +196,7 @@ async fn insert_create_event(
             unsigned_extra: None,
             state_group_before: None,
             txn: None,
+            redacts: None,
         },
         None,
     )

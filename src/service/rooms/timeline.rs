@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use corvid_federation::{event_id_for, rules_for, sign_pdu};
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
+    UserId,
     canonical_json::to_canonical_value,
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
@@ -23,7 +24,7 @@ use crate::{
     Error, Result, Server,
     store::{
         WriteTx,
-        events::{NewEvent, StoredEvent},
+        events::{NewEvent, RoomRow, StoredEvent},
     },
 };
 
@@ -112,25 +113,104 @@ pub async fn notify(server: &Server, appended: &[Appended]) {
         .notify_users(users.iter().map(String::as_str));
 }
 
-/// [`append`] inside a caller's transaction (room creation sends many events in one).
+/// What the next event of a room builds on, kept for the length of one
+/// write transaction so a batch reads each room once: the room row, its
+/// forward extremities, and the current state entries read or written so far
+/// (`None`: known to be absent).
+pub struct RoomHead {
+    room: RoomRow,
+    rules: RoomVersionRules,
+    extremities: Vec<(String, i64)>,
+    state: HashMap<(String, String), Option<StoredEvent>>,
+}
+
+/// The heads of the rooms a write transaction has touched.
+pub type RoomHeads = HashMap<OwnedRoomId, RoomHead>;
+
+async fn head<'h>(
+    server: &Server,
+    w: &mut WriteTx<'_>,
+    heads: &'h mut RoomHeads,
+    room_id: &RoomId,
+) -> Result<&'h mut RoomHead> {
+    if !heads.contains_key(room_id) {
+        let room = w
+            .lock_room(room_id.as_str(), server.db.backend())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let version =
+            RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+        let rules = rules_for(&version)?;
+        let extremities = w.forward_extremities(room_id.as_str()).await?;
+        heads.insert(
+            room_id.to_owned(),
+            RoomHead {
+                room,
+                rules,
+                extremities,
+                state: HashMap::new(),
+            },
+        );
+    }
+    Ok(heads.get_mut(room_id).expect("just inserted"))
+}
+
+impl RoomHead {
+    /// The current state entries for `keys`, reading only those not known yet.
+    async fn state_for(
+        &mut self,
+        w: &mut WriteTx<'_>,
+        room_id: &RoomId,
+        keys: &[(String, String)],
+    ) -> Result<Vec<StoredEvent>> {
+        let missing: Vec<(String, String)> = keys
+            .iter()
+            .filter(|k| !self.state.contains_key(*k))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            for key in &missing {
+                self.state.insert(key.clone(), None);
+            }
+            for e in w.current_state_for(room_id.as_str(), &missing).await? {
+                let key = (
+                    e.event_type.clone(),
+                    e.state_key.clone().unwrap_or_default(),
+                );
+                self.state.insert(key, Some(e));
+            }
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|k| self.state.get(k).cloned().flatten())
+            .collect())
+    }
+
+    fn advance(&mut self, event: StoredEvent, depth: i64) {
+        self.extremities = vec![(event.event_id.clone(), depth)];
+        if let Some(key) = &event.state_key {
+            self.room.state_group = Some(event.stream_ordering);
+            self.state
+                .insert((event.event_type.clone(), key.clone()), Some(event));
+        }
+    }
+}
+
+/// [`append`] inside a caller's transaction: room creation sends many events
+/// in one, and the event writer a batch of them.
 pub async fn append_in(
     server: &Server,
     w: &mut WriteTx<'_>,
+    heads: &mut RoomHeads,
     room_id: &RoomId,
     sender: &UserId,
     template: Template,
     txn: Option<Txn<'_>>,
 ) -> Result<Appended> {
-    let room = w
-        .lock_room(room_id.as_str(), server.db.backend())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
-    let version = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
-    let rules = rules_for(&version)?;
-
-    let extremities = w.forward_extremities(room_id.as_str()).await?;
-    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
-    let prev_events: Vec<String> = extremities.into_iter().map(|(id, _)| id).collect();
+    let head = head(server, w, heads, room_id).await?;
+    let rules = head.rules.clone();
+    let depth = head.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev_events: Vec<String> = head.extremities.iter().map(|(id, _)| id.clone()).collect();
 
     let content_raw =
         serde_json::value::to_raw_value(&template.content).map_err(Error::internal)?;
@@ -148,29 +228,20 @@ pub async fn append_in(
         .collect();
     // The create event is needed by the auth rules even where (v12) it is not an auth event.
     wanted.push((StateEventType::RoomCreate.to_string(), String::new()));
-    if let Some(key) = &template.state_key {
-        wanted.push((template.event_type.to_string(), key.clone()));
-    }
-    let state = w.current_state_for(room_id.as_str(), &wanted).await?;
-    let state_by_key: HashMap<(String, String), &StoredEvent> = state
-        .iter()
-        .map(|e| {
-            (
-                (
-                    e.event_type.clone(),
-                    e.state_key.clone().unwrap_or_default(),
-                ),
-                e,
-            )
-        })
-        .collect();
+    let replaces = template
+        .state_key
+        .as_ref()
+        .map(|k| (template.event_type.to_string(), k.clone()));
+    wanted.extend(replaces.clone());
+    let state = head.state_for(w, room_id, &wanted).await?;
+    let by_key = |key: &(String, String)| {
+        state
+            .iter()
+            .find(|e| e.event_type == key.0 && e.state_key.as_deref() == Some(key.1.as_str()))
+    };
     let auth_events: Vec<String> = auth_types
         .iter()
-        .filter_map(|(t, k)| {
-            state_by_key
-                .get(&(t.to_string(), k.clone()))
-                .map(|e| e.event_id.clone())
-        })
+        .filter_map(|(t, k)| by_key(&(t.to_string(), k.clone())).map(|e| e.event_id.clone()))
         .collect();
 
     let mut object = pdu_template(
@@ -193,37 +264,30 @@ pub async fn append_in(
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     authorize(&rules, &pdu, &state)?;
 
-    let replaced = template
-        .state_key
-        .as_ref()
-        .and_then(|k| state_by_key.get(&(template.event_type.to_string(), k.clone())));
+    let replaced = replaces.as_ref().and_then(by_key);
     let membership = membership_of(&template);
-    let unsigned_extra = unsigned_extra(template.unsigned, replaced.copied())?;
+    let unsigned_extra = unsigned_extra(template.unsigned, replaced)?;
     let stream_ordering = w.next_stream_position().await?;
-    w.insert_event(
-        &NewEvent {
-            stream_ordering,
-            event_id: event_id.as_str(),
-            room_id: room_id.as_str(),
-            event_type: &template.event_type.to_string(),
-            state_key: template.state_key.as_deref(),
-            sender: sender.as_str(),
-            origin_server_ts: pdu.origin_server_ts.get().into(),
-            depth,
-            pdu: &pdu_json,
-            prev_events: &prev_events,
-            auth_events: &auth_events,
-            unsigned_extra: unsigned_extra.as_deref(),
-            state_group_before: room.state_group,
-            txn,
-        },
-        membership.as_deref(),
-    )
-    .await?;
-    if let Some(target) = pdu.redacts() {
-        w.mark_redacted(target.as_str(), room_id.as_str(), event_id.as_str())
-            .await?;
-    }
+    let event_type = template.event_type.to_string();
+    let new_event = NewEvent {
+        stream_ordering,
+        event_id: event_id.as_str(),
+        room_id: room_id.as_str(),
+        event_type: &event_type,
+        state_key: template.state_key.as_deref(),
+        sender: sender.as_str(),
+        origin_server_ts: pdu.origin_server_ts.get().into(),
+        depth,
+        pdu: &pdu_json,
+        prev_events: &prev_events,
+        auth_events: &auth_events,
+        unsigned_extra: unsigned_extra.as_deref(),
+        state_group_before: head.room.state_group,
+        txn,
+        redacts: pdu.redacts().map(|r| r.as_str()),
+    };
+    w.stage_event(&new_event, membership.as_deref()).await?;
+    head.advance(new_event.to_stored(), depth);
     tracing::debug!(%event_id, %room_id, kind = %template.event_type, "event appended");
     Ok(Appended {
         event_id,

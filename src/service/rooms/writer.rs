@@ -132,6 +132,8 @@ async fn append_all(
     jobs: &[Job],
 ) -> Result<(Vec<Result<OwnedEventId>>, Vec<Appended>)> {
     let mut w = server.db.write().await?;
+    w.reserve_stream_positions(jobs.len() as i64).await?;
+    let mut heads = timeline::RoomHeads::new();
     let mut results = Vec::with_capacity(jobs.len());
     let mut appended = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -145,6 +147,7 @@ async fn append_all(
         match timeline::append_in(
             server,
             &mut w,
+            &mut heads,
             &job.room_id,
             &job.sender,
             job.template.clone(),
