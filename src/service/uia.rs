@@ -63,6 +63,15 @@ pub async fn authenticate(
     Err(challenge(flow, &completed, &session, None))
 }
 
+/// The one-stage flow sensitive account operations use: the user's password.
+pub async fn confirm_password(
+    server: &Server,
+    auth: Option<&AuthData>,
+    user: &ruma::UserId,
+) -> Result<()> {
+    authenticate(server, &[PASSWORD], auth, Subject::User(user)).await
+}
+
 async fn complete_stage(
     server: &Server,
     flow: &[&str],

@@ -101,13 +101,7 @@ async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response> {
     let user = req.user();
-    uia::authenticate(
-        &server,
-        &[uia::PASSWORD],
-        req.body.auth.as_ref(),
-        Subject::User(&user.user_id),
-    )
-    .await?;
+    uia::confirm_password(&server, req.body.auth.as_ref(), &user.user_id).await?;
     accounts::change_password(
         &server,
         user,
@@ -123,13 +117,7 @@ async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response> {
     let user = req.user();
-    uia::authenticate(
-        &server,
-        &[uia::PASSWORD],
-        req.body.auth.as_ref(),
-        Subject::User(&user.user_id),
-    )
-    .await?;
+    uia::confirm_password(&server, req.body.auth.as_ref(), &user.user_id).await?;
     for (room_id, membership, _) in server.db.memberships_of(user.user_id.as_str()).await? {
         if membership == "join" || membership == "invite" || membership == "knock" {
             let room_id: ruma::OwnedRoomId = room_id.try_into().map_err(Error::internal)?;

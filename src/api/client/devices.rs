@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     Error, Result, Server,
     api::{Routes, Ruma},
-    service::uia::{self, Subject},
+    service::uia,
     store::accounts::DeviceRow,
 };
 
@@ -99,13 +99,7 @@ async fn delete(
     {
         return Err(Error::not_found("Unknown device"));
     }
-    uia::authenticate(
-        &server,
-        &[uia::PASSWORD],
-        req.body.auth.as_ref(),
-        Subject::User(&user.user_id),
-    )
-    .await?;
+    uia::confirm_password(&server, req.body.auth.as_ref(), &user.user_id).await?;
     server
         .db
         .delete_devices(user.user_id.as_str(), &[req.body.device_id.to_string()])
@@ -118,13 +112,7 @@ async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     let user = req.user();
-    uia::authenticate(
-        &server,
-        &[uia::PASSWORD],
-        req.body.auth.as_ref(),
-        Subject::User(&user.user_id),
-    )
-    .await?;
+    uia::confirm_password(&server, req.body.auth.as_ref(), &user.user_id).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
     server
         .db

@@ -132,12 +132,11 @@ async fn kick(
     req: Ruma<kick_user::v3::Request>,
 ) -> Result<kick_user::v3::Response> {
     let b = &req.body;
-    membership::set_membership(
+    membership::kick(
         &server,
         &b.room_id,
         &req.user().user_id,
         &b.user_id,
-        "leave",
         b.reason.as_deref(),
     )
     .await?;
@@ -149,12 +148,11 @@ async fn ban(
     req: Ruma<ban_user::v3::Request>,
 ) -> Result<ban_user::v3::Response> {
     let b = &req.body;
-    membership::set_membership(
+    membership::ban(
         &server,
         &b.room_id,
         &req.user().user_id,
         &b.user_id,
-        "ban",
         b.reason.as_deref(),
     )
     .await?;
@@ -166,20 +164,11 @@ async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> Result<unban_user::v3::Response> {
     let b = &req.body;
-    let banned = server
-        .db
-        .membership(b.room_id.as_str(), b.user_id.as_str())
-        .await?
-        .is_some_and(|(m, _)| m == "ban");
-    if !banned {
-        return Err(Error::forbidden("The user is not banned"));
-    }
-    membership::set_membership(
+    membership::unban(
         &server,
         &b.room_id,
         &req.user().user_id,
         &b.user_id,
-        "leave",
         b.reason.as_deref(),
     )
     .await?;

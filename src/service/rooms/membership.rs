@@ -132,11 +132,56 @@ pub async fn leave(
         None => return Err(Error::forbidden("You are not in this room")),
         _ => {}
     }
-    set_membership(server, room_id, user, user, "leave", reason).await
+    change_membership(server, room_id, user, user, "leave", reason).await
 }
 
-/// Kick, ban and unban: one user changes another's membership.
-pub async fn set_membership(
+pub async fn kick(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let current = server
+        .db
+        .membership(room_id.as_str(), target.as_str())
+        .await?;
+    if current.is_none_or(|(m, _)| m == "leave") {
+        return Err(Error::forbidden("The user is not in this room"));
+    }
+    change_membership(server, room_id, sender, target, "leave", reason).await
+}
+
+pub async fn ban(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    reason: Option<&str>,
+) -> Result<()> {
+    change_membership(server, room_id, sender, target, "ban", reason).await
+}
+
+pub async fn unban(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let banned = server
+        .db
+        .membership(room_id.as_str(), target.as_str())
+        .await?
+        .is_some_and(|(m, _)| m == "ban");
+    if !banned {
+        return Err(Error::forbidden("The user is not banned"));
+    }
+    change_membership(server, room_id, sender, target, "leave", reason).await
+}
+
+/// Sends a membership event about `target`; the auth rules decide whether `sender` may.
+async fn change_membership(
     server: &Server,
     room_id: &RoomId,
     sender: &UserId,
@@ -145,18 +190,6 @@ pub async fn set_membership(
     reason: Option<&str>,
 ) -> Result<()> {
     super::require_room(server, room_id).await?;
-    if membership == "leave" && sender != target {
-        // A kick or unban of someone with no membership is refused by the auth rules,
-        // except an unban, which needs the target banned; both come out as 403.
-        if server
-            .db
-            .membership(room_id.as_str(), target.as_str())
-            .await?
-            .is_none()
-        {
-            return Err(Error::forbidden("The user is not in this room"));
-        }
-    }
     let content = member_content(membership, None, reason);
     timeline::append(
         server,
