@@ -7,12 +7,6 @@ use corvid::{Config, Server, service::accounts, store::Db};
 use corvid_federation::ServerSigningKey;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc hands freed memory back to the system; glibc's malloc keeps
-/// large freed blocks (e.g. argon2's 19 MiB per password hash) in per-thread
-/// arenas, which grew the resident size by hundreds of MiB under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "corvid", version, about = "A Matrix homeserver")]
 struct Cli {
@@ -64,8 +58,27 @@ enum TokenCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    return_large_blocks_to_the_system();
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(run_cli())
+}
+
+/// glibc raises its mmap threshold after a large block is freed, so later
+/// large blocks (argon2's megabytes per password hash) come from per-thread
+/// arenas and stay resident: hundreds of MiB after a burst of logins. A fixed
+/// threshold keeps large blocks mmapped, and returned when freed.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+async fn run_cli() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

@@ -47,7 +47,7 @@ pub struct NewEvent<'a> {
 }
 
 /// A client transaction id with its scope (device and endpoint).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TxnKey<'a> {
     pub device_id: &'a str,
     pub scope: &'a str,
@@ -504,6 +504,51 @@ impl WriteTx<'_> {
         Ok(q.fetch_all(&mut *self.tx).await?)
     }
 
+    /// The events already sent under these transaction ids, one query for a batch.
+    pub async fn txn_events<'k>(
+        &mut self,
+        keys: &[(&'k str, TxnKey<'k>)],
+    ) -> Result<HashMap<(&'k str, TxnKey<'k>), Option<String>>> {
+        let mut found: HashMap<(&str, TxnKey<'_>), Option<String>> =
+            keys.iter().map(|k| (*k, None)).collect();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let conditions = (0..chunk.len())
+                .map(|i| {
+                    let n = 4 * i;
+                    format!(
+                        "(user_id = ${} AND device_id = ${} AND scope = ${} AND txn_id = ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql = format!(
+                "SELECT user_id, device_id, scope, txn_id, event_id FROM txn_ids WHERE {conditions}"
+            );
+            let mut q = sqlx::query_as::<_, (String, String, String, String, String)>(&sql);
+            for (user, t) in chunk {
+                q = q.bind(*user).bind(t.device_id).bind(t.scope).bind(t.txn_id);
+            }
+            for (user, device, scope, txn_id, event_id) in q.fetch_all(&mut *self.tx).await? {
+                let key = keys.iter().find(|(u, t)| {
+                    *u == user && t.device_id == device && t.scope == scope && t.txn_id == txn_id
+                });
+                if let Some(key) = key {
+                    found.insert(*key, Some(event_id));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The event staged in this transaction under a transaction id, if any.
+    pub fn staged_txn_event(&self, user_id: &str, txn: &TxnKey<'_>) -> Option<String> {
+        self.staged.txn_event(user_id, txn)
+    }
+
     pub async fn txn_event(&mut self, user_id: &str, txn: &TxnKey<'_>) -> Result<Option<String>> {
         if let Some(staged) = self.staged.txn_event(user_id, txn) {
             return Ok(Some(staged));
@@ -614,16 +659,26 @@ impl WriteTx<'_> {
         for e in &staged.events {
             heads.insert(&e.room_id, &e.event_id);
         }
-        for (room_id, event_id) in heads {
-            sqlx::query("DELETE FROM room_forward_extremities WHERE room_id = $1")
-                .bind(room_id)
-                .execute(&mut *self.tx)
-                .await?;
-            sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                .bind(room_id)
-                .bind(event_id)
-                .execute(&mut *self.tx)
-                .await?;
+        let heads: Vec<(&str, &str)> = heads.into_iter().collect();
+        for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM room_forward_extremities WHERE room_id IN ({})",
+                super::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (room_id, _) in chunk {
+                q = q.bind(*room_id);
+            }
+            q.execute(&mut *self.tx).await?;
+            let sql = format!(
+                "INSERT INTO room_forward_extremities (room_id, event_id) VALUES {}",
+                values_clause(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (room_id, event_id) in chunk {
+                q = q.bind(*room_id).bind(*event_id);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
             sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")

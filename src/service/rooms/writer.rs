@@ -98,7 +98,9 @@ async fn run(server: Weak<Server>, mut queue: mpsc::Receiver<Job>) {
 async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
     match append_all(server, &jobs).await {
         Ok((results, appended)) => {
-            timeline::notify(server, &appended).await;
+            // Waking syncers runs beside the next batch, not before it.
+            let notifying = server.clone();
+            tokio::spawn(async move { timeline::notify(&notifying, &appended).await });
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -136,11 +138,20 @@ async fn append_all(
     let mut heads = timeline::RoomHeads::new();
     let mut results = Vec::with_capacity(jobs.len());
     let mut appended = Vec::with_capacity(jobs.len());
+    let keyed: Vec<(&str, Txn<'_>)> = jobs
+        .iter()
+        .filter_map(|j| Some((j.sender.as_str(), j.txn.as_ref()?.borrow())))
+        .collect();
+    let mut seen = w.txn_events(&keyed).await?;
     for job in jobs {
         let txn = job.txn.as_ref().map(OwnedTxn::borrow);
-        if let Some(t) = txn
-            && let Some(existing) = w.txn_event(job.sender.as_str(), &t).await?
-        {
+        // Sent before this batch, or earlier in it.
+        let earlier = txn.and_then(|t| {
+            seen.remove(&(job.sender.as_str(), t))
+                .flatten()
+                .or_else(|| w.staged_txn_event(job.sender.as_str(), &t))
+        });
+        if let Some(existing) = earlier {
             results.push(existing.try_into().map_err(Error::internal));
             continue;
         }
