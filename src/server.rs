@@ -19,6 +19,33 @@ pub struct Server {
     pub rate_limiter: RateLimiter,
     pub device_activity: DeviceActivity,
     pub event_writer: EventWriter,
+    pub room_versions: RoomVersions,
+}
+
+/// Room id → room version; a room's version never changes.
+#[derive(Default)]
+pub struct RoomVersions {
+    known: Mutex<HashMap<ruma::OwnedRoomId, ruma::RoomVersionId>>,
+}
+
+impl RoomVersions {
+    const CAPACITY: usize = 100_000;
+
+    pub fn get(&self, room_id: &ruma::RoomId) -> Option<ruma::RoomVersionId> {
+        self.known
+            .lock()
+            .expect("room versions lock")
+            .get(room_id)
+            .cloned()
+    }
+
+    pub fn insert(&self, room_id: &ruma::RoomId, version: ruma::RoomVersionId) {
+        let mut known = self.known.lock().expect("room versions lock");
+        if known.len() >= Self::CAPACITY {
+            known.clear();
+        }
+        known.insert(room_id.to_owned(), version);
+    }
 }
 
 /// Throttles "last seen" updates: a device's row is written at most once
@@ -60,6 +87,7 @@ impl Server {
             rate_limiter,
             device_activity: DeviceActivity::default(),
             event_writer: EventWriter::start(me.clone()),
+            room_versions: RoomVersions::default(),
         })
     }
 

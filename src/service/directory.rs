@@ -81,7 +81,11 @@ pub async fn set_visibility(
 }
 
 pub async fn is_public(server: &Server, room_id: &RoomId) -> Result<bool> {
-    Ok(super::rooms::require_room(server, room_id).await?.is_public != 0)
+    let room = server.db.room(room_id.as_str()).await?;
+    Ok(room
+        .ok_or_else(|| Error::not_found("Unknown room"))?
+        .is_public
+        != 0)
 }
 
 /// Whether the user's power level reaches what `event_type` needs.

@@ -136,16 +136,17 @@ async fn build(
                 let mut joined = JoinedRoom::new();
                 let from = if fresh { None } else { since };
                 let full_state = fresh || req.full_state;
-                let (timeline, state) =
+                let slice =
                     room_timeline_and_state(server, user, req, &room_id, from, upto, full_state)
                         .await?;
-                joined.timeline = timeline;
-                joined.state = State::Before(state.into());
-                joined.account_data = RoomAccountData::new();
-                joined.account_data.events = account;
-                if fresh || req.full_state || changed {
+                // spec: the summary may be left out when it has not changed.
+                if full_state || slice.members_changed {
                     fill_summary(server, &room_id, &user.user_id, &mut joined).await?;
                 }
+                joined.timeline = slice.timeline;
+                joined.state = State::Before(slice.state.into());
+                joined.account_data = RoomAccountData::new();
+                joined.account_data.events = account;
                 response.rooms.join.insert(room_id, joined);
             }
             "invite" if fresh => {
@@ -169,7 +170,7 @@ async fn build(
             {
                 let mut left = LeftRoom::new();
                 let full_state = since.is_none() || req.full_state;
-                let (timeline, state) = room_timeline_and_state(
+                let slice = room_timeline_and_state(
                     server,
                     user,
                     req,
@@ -179,8 +180,8 @@ async fn build(
                     full_state,
                 )
                 .await?;
-                left.timeline = timeline;
-                left.state = State::Before(state.into());
+                left.timeline = slice.timeline;
+                left.state = State::Before(slice.state.into());
                 left.account_data = RoomAccountData::new();
                 left.account_data.events = account;
                 response.rooms.leave.insert(room_id, left);
@@ -211,7 +212,7 @@ async fn room_timeline_and_state(
     from: Option<i64>,
     upto: i64,
     full_state: bool,
-) -> Result<(Timeline, Vec<Raw<ruma::events::AnySyncStateEvent>>)> {
+) -> Result<RoomSlice> {
     let timeline_filter = &req.filter.room.timeline;
     let limit = timeline_filter
         .limit
@@ -272,12 +273,28 @@ async fn room_timeline_and_state(
         .iter()
         .map(raw)
         .collect::<Result<_>>()?;
+    let members_changed = events
+        .iter()
+        .chain(&state_events)
+        .any(|e| e.event_type == "m.room.member");
     let state = format_events(server, &state_events, None, Format::Sync)
         .await?
         .iter()
         .map(raw)
         .collect::<Result<_>>()?;
-    Ok((timeline, state))
+    Ok(RoomSlice {
+        timeline,
+        state,
+        members_changed,
+    })
+}
+
+/// A room's part of a sync response.
+struct RoomSlice {
+    timeline: Timeline,
+    state: Vec<Raw<ruma::events::AnySyncStateEvent>>,
+    /// Whether membership changed in it (the room summary must be sent again).
+    members_changed: bool,
 }
 
 /// Up to `limit` matching events in `(lower, upto]`, oldest first, and whether more were left out.

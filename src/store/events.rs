@@ -379,34 +379,46 @@ impl Db {
         Ok(changed)
     }
 
-    /// Every value one state entry has had in a room, oldest first:
+    /// Every value some state entries have had in a room, oldest first, in
+    /// one query: for each `(event type, state key, content field)` asked,
     /// `(stream_ordering, content[field])`, e.g. a user's memberships.
-    pub async fn state_history(
+    pub async fn state_histories(
         &self,
         room_id: &str,
-        event_type: &str,
-        state_key: &str,
-        field: &str,
-    ) -> Result<Vec<(i64, String)>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 \
-             ORDER BY stream_ordering",
-        )
-        .bind(room_id)
-        .bind(event_type)
-        .bind(state_key)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(pos, pdu)| {
-                let value = serde_json::from_str::<serde_json::Value>(&pdu)
-                    .ok()
-                    .and_then(|v| v["content"][field].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                (pos, value)
+        entries: &[(&str, &str, &str)],
+    ) -> Result<Vec<Vec<(i64, String)>>> {
+        let conditions = (0..entries.len())
+            .map(|i| {
+                format!(
+                    "(event_type = ${} AND state_key = ${})",
+                    2 + 2 * i,
+                    3 + 2 * i
+                )
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT event_type, state_key, stream_ordering, pdu FROM events WHERE room_id = $1 AND ({conditions}) ORDER BY stream_ordering"
+        );
+        let mut q = sqlx::query_as::<_, (String, String, i64, String)>(&sql).bind(room_id);
+        for (event_type, state_key, _) in entries {
+            q = q.bind(*event_type).bind(*state_key);
+        }
+        let mut histories = vec![Vec::new(); entries.len()];
+        for (event_type, state_key, pos, pdu) in q.fetch_all(self.pool()).await? {
+            let Some(i) = entries
+                .iter()
+                .position(|(t, k, _)| *t == event_type && *k == state_key)
+            else {
+                continue;
+            };
+            let value = serde_json::from_str::<serde_json::Value>(&pdu)
+                .ok()
+                .and_then(|v| v["content"][entries[i].2].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            histories[i].push((pos, value));
+        }
+        Ok(histories)
     }
 }
 

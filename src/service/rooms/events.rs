@@ -52,13 +52,9 @@ pub async fn format_events(
         let version = match versions.get(&event.room_id) {
             Some(v) => v.clone(),
             None => {
-                let room = super::require_room(
-                    server,
-                    event.room_id.as_str().try_into().map_err(Error::internal)?,
-                )
-                .await?;
-                let v =
-                    RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+                let room_id: &ruma::RoomId =
+                    event.room_id.as_str().try_into().map_err(Error::internal)?;
+                let v = super::require_room(server, room_id).await?;
                 versions.insert(event.room_id.clone(), v.clone());
                 v
             }

@@ -10,7 +10,7 @@ pub mod timeline;
 pub mod visibility;
 pub mod writer;
 
-use ruma::{OwnedRoomId, RoomId, RoomOrAliasId};
+use ruma::{OwnedRoomId, RoomId, RoomOrAliasId, RoomVersionId};
 
 use crate::{Error, Result, Server};
 
@@ -28,13 +28,18 @@ pub async fn resolve_room(server: &Server, id: &RoomOrAliasId) -> Result<OwnedRo
     Ok(room_id)
 }
 
-pub async fn require_room(
-    server: &Server,
-    room_id: &RoomId,
-) -> Result<crate::store::events::RoomRow> {
-    server
+/// The room's version, or `M_NOT_FOUND` for a room this server does not know.
+/// Versions never change, so they are cached after the first read.
+pub async fn require_room(server: &Server, room_id: &RoomId) -> Result<RoomVersionId> {
+    if let Some(version) = server.room_versions.get(room_id) {
+        return Ok(version);
+    }
+    let room = server
         .db
         .room(room_id.as_str())
         .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let version = RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+    server.room_versions.insert(room_id, version.clone());
+    Ok(version)
 }

@@ -20,16 +20,18 @@ pub struct Viewer {
 
 impl Viewer {
     pub async fn load(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Self> {
-        let room = room_id.as_str();
+        let entries = [
+            ("m.room.member", user.as_str(), "membership"),
+            ("m.room.history_visibility", "", "history_visibility"),
+        ];
+        let mut histories = server
+            .db
+            .state_histories(room_id.as_str(), &entries)
+            .await?
+            .into_iter();
         Ok(Self {
-            memberships: server
-                .db
-                .state_history(room, "m.room.member", user.as_str(), "membership")
-                .await?,
-            visibilities: server
-                .db
-                .state_history(room, "m.room.history_visibility", "", "history_visibility")
-                .await?,
+            memberships: histories.next().unwrap_or_default(),
+            visibilities: histories.next().unwrap_or_default(),
         })
     }
 
