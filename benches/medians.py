@@ -4,15 +4,19 @@ benchmark of the last run, as a Markdown table, from the estimates criterion
 saves under target/criterion/. Usage: python3 benches/medians.py [target dir]"""
 
 import json
+import math
 import pathlib
 import sys
 
 
 def fmt(ns: float) -> str:
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+    unit, value = "ns", ns
+    for name, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.3g} ns"
+            unit, value = name, ns / scale
+            break
+    decimals = max(0, 2 - int(math.floor(math.log10(value)))) if value > 0 else 0
+    return f"{value:.{decimals}f} {unit}"
 
 
 def main() -> None:
