@@ -13,7 +13,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, FromRequest, RawPathParams, Request, State},
+    extract::{ConnectInfo, FromRequest, FromRequestParts as _, RawPathParams, Request, State},
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
@@ -132,7 +132,6 @@ where
     }
 }
 
-use axum::extract::FromRequestParts as _;
 
 async fn authenticate<A: TokenPolicy>(
     server: &Server,
