@@ -132,7 +132,6 @@ where
     }
 }
 
-
 async fn authenticate<A: TokenPolicy>(
     server: &Server,
     parts: &http::request::Parts,
