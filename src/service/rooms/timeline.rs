@@ -5,6 +5,9 @@
 //! txn check → build the PDU (prev_events = forward extremities, auth_events
 //! from current state, depth) → hash, sign, event id → authorization rules →
 //! persist with its state in one transaction → wake the room's syncers.
+//!
+//! [`append`] hands the event to the process's event writer (`writer.rs`),
+//! which runs [`append_in`] for a batch of waiting events in one transaction.
 
 use std::collections::HashMap;
 
@@ -74,7 +77,8 @@ pub struct Appended {
     pub member: Option<String>,
 }
 
-/// Builds, authorises and persists one event, then wakes syncers.
+/// Builds, authorises and persists one event, then wakes syncers; returns
+/// once the event is committed.
 pub async fn append(
     server: &Server,
     room_id: &RoomId,
