@@ -3,12 +3,9 @@
 use std::sync::Arc;
 
 use ruma::{
-    api::{
-        Direction,
-        client::{
-            message::{get_message_events, send_message_event},
-            redact::redact_event,
-        },
+    api::client::{
+        message::{get_message_events, send_message_event},
+        redact::redact_event,
     },
     events::TimelineEventType,
 };
@@ -85,20 +82,19 @@ async fn history(
 ) -> Result<get_message_events::v3::Response> {
     let user = req.user();
     let b = &req.body;
-    let dir = match b.dir {
-        Direction::Backward => messages::Direction::Backward,
-        Direction::Forward => messages::Direction::Forward,
+    let request = messages::PageRequest {
+        from: b.from.as_deref(),
+        to: b.to.as_deref(),
+        dir: b.dir,
+        limit: u64::from(b.limit) as usize,
+        filter: &b.filter,
     };
     let page = messages::messages(
         &server,
         &b.room_id,
         &user.user_id,
         user.device_id.as_str(),
-        b.from.as_deref(),
-        b.to.as_deref(),
-        dir,
-        u64::from(b.limit) as usize,
-        &b.filter,
+        request,
     )
     .await?;
     let mut response = get_message_events::v3::Response::new();

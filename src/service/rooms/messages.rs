@@ -5,7 +5,10 @@
 //! events `> N`. Sync's `prev_batch` and `next_batch` are the same kind of
 //! token, so a client can page back from any sync.
 
-use ruma::{EventId, RoomId, UserId, api::client::filter::RoomEventFilter};
+use ruma::{
+    EventId, RoomId, UserId,
+    api::{Direction, client::filter::RoomEventFilter},
+};
 use serde_json::Value;
 
 use super::{
@@ -15,12 +18,6 @@ use super::{
 use crate::{
     Error, Result, Server, service::filter, service::sync::SyncToken, store::events::StoredEvent,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Backward,
-    Forward,
-}
 
 pub struct Page {
     pub chunk: Vec<Value>,
@@ -33,24 +30,37 @@ const MAX_LIMIT: usize = 1000;
 /// Rows read per query while filling a filtered page.
 const BATCH: i64 = 100;
 
-#[allow(clippy::too_many_arguments)]
+/// What `/messages` asks for.
+pub struct PageRequest<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub dir: Direction,
+    pub limit: usize,
+    pub filter: &'a RoomEventFilter,
+}
+
+/// A page of history the user may see, from the device's point of view
+/// (its own transaction ids are echoed).
 pub async fn messages(
     server: &Server,
     room_id: &RoomId,
     user: &UserId,
     device: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    dir: Direction,
-    limit: usize,
-    filter: &RoomEventFilter,
+    req: PageRequest<'_>,
 ) -> Result<Page> {
+    let PageRequest {
+        from,
+        to,
+        dir,
+        limit,
+        filter,
+    } = req;
     super::require_room(server, room_id).await?;
     let viewer = Viewer::load(server, room_id, user).await?;
     if !viewer.ever_member() && !viewer.can_see_anything() {
         return Err(Error::forbidden("You are not in this room"));
     }
-    let limit = limit.clamp(1, MAX_LIMIT);
+    let limit = limit.min(MAX_LIMIT);
     let from = match from {
         Some(t) => SyncToken::parse(t)?.pos,
         None if dir == Direction::Backward => server.db.stream_position().await?,
@@ -60,7 +70,7 @@ pub async fn messages(
 
     let mut chunk: Vec<StoredEvent> = Vec::new();
     let mut cursor = from;
-    let mut exhausted = false;
+    let mut exhausted = limit == 0;
     while chunk.len() < limit && !exhausted {
         let batch = match dir {
             Direction::Backward => {
@@ -191,49 +201,22 @@ pub async fn context(
         pos: event.stream_ordering,
     }
     .to_string();
-    let before = if half > 0 {
-        messages(
-            server,
-            room_id,
-            user,
-            device,
-            Some(&before_token),
-            None,
-            Direction::Backward,
-            half,
-            filter,
-        )
-        .await?
-    } else {
-        Page {
-            chunk: vec![],
-            start: before_token.clone(),
-            end: Some(before_token.clone()),
-            state: vec![],
-        }
+    let backward = PageRequest {
+        from: Some(&before_token),
+        to: None,
+        dir: Direction::Backward,
+        limit: half,
+        filter,
     };
-    let after_limit = limit.min(MAX_LIMIT) - half;
-    let after = if after_limit > 0 {
-        messages(
-            server,
-            room_id,
-            user,
-            device,
-            Some(&after_token),
-            None,
-            Direction::Forward,
-            after_limit,
-            filter,
-        )
-        .await?
-    } else {
-        Page {
-            chunk: vec![],
-            start: after_token.clone(),
-            end: Some(after_token.clone()),
-            state: vec![],
-        }
+    let before = messages(server, room_id, user, device, backward).await?;
+    let forward = PageRequest {
+        from: Some(&after_token),
+        to: None,
+        dir: Direction::Forward,
+        limit: limit.min(MAX_LIMIT) - half,
+        filter,
     };
+    let after = messages(server, room_id, user, device, forward).await?;
     let state_ids: Vec<String> = server.db.state_after(&event).await?.into_values().collect();
     let state_events = server.db.events(&state_ids).await?;
     let state_events: Vec<StoredEvent> = if filter.lazy_load_options.is_disabled() {
