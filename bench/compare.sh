@@ -77,6 +77,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# CPU accounting, in clock ticks (USER_HZ): the whole machine busy (not idle,
+# not iowait), and all PostgreSQL processes together.
+HZ=$(getconf CLK_TCK)
+machine_busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+postgres_ticks() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}'; }
+process_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+ticks_to_s() { awk -v t="$1" -v hz="$HZ" 'BEGIN {printf "%.2f", t / hz}'; }
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -103,7 +111,7 @@ if ! "$VENV/bin/python" -c 'import synapse, psycopg2' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "matrix-synapse[postgres]"
 fi
-SYNAPSE_VERSION=$("$VENV/bin/python" -c 'import synapse; print(synapse.__version__)')
+SYNAPSE_VERSION=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))')
 log "Synapse $SYNAPSE_VERSION"
 
 # ---- 2. Corvid and the bench tool, release --------------------------------------
@@ -223,12 +231,17 @@ run_workloads() { # server backend dir port
             event "ERROR: $server/$backend exited during $w; last log lines in $dir"
         fi
     done
-    # The server's peak resident memory over the whole session.
+    # The server's peak resident memory and CPU time over the whole session,
+    # and what the machine as a whole spent meanwhile.
     if kill -0 "$SERVER_PID" 2>/dev/null; then
-        local hwm
+        local hwm wall busy pg cpu
         hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
-        echo "{\"bench\":\"compare\",\"workload\":\"server-peak\",\"label\":\"$server/$backend\",\"results\":{\"vmhwm_kib\":$hwm}}" >>"$RESULTS"
-        log "$server/$backend: VmHWM over the session $((hwm / 1024)) MiB"
+        cpu=$(ticks_to_s "$(process_ticks "$SERVER_PID")")
+        wall=$(($(date +%s) - SESSION_START))
+        busy=$(ticks_to_s $(($(machine_busy_ticks) - SESSION_BUSY0)))
+        pg=$(ticks_to_s $(($(postgres_ticks) - SESSION_PG0)))
+        echo "{\"bench\":\"compare\",\"workload\":\"server-session\",\"label\":\"$server/$backend\",\"results\":{\"vmhwm_kib\":$hwm,\"server_cpu_s\":$cpu,\"wall_s\":$wall,\"machine_busy_cpu_s\":$busy,\"postgres_cpu_s\":$pg}}" >>"$RESULTS"
+        log "$server/$backend: VmHWM over the session $((hwm / 1024)) MiB; server CPU ${cpu} s, PostgreSQL CPU ${pg} s, machine busy ${busy} CPU-s in ${wall} s"
     fi
 }
 
@@ -239,6 +252,9 @@ for backend in $BACKENDS; do
         mkdir -p "$dir"
         log "starting $server on $backend, port $port"
         t0=$(date +%s)
+        SESSION_START=$t0
+        SESSION_BUSY0=$(machine_busy_ticks)
+        SESSION_PG0=$(postgres_ticks)
         "start_$server" "$backend" "$dir" "$port"
         if wait_up "http://127.0.0.1:$port" "$SERVER_PID" "$server/$backend"; then
             log "$server/$backend up in $(($(date +%s) - t0)) s (pid $SERVER_PID)"

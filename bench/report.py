@@ -27,7 +27,7 @@ FIGURES = [
     ("join", "join_plus_sync_median_ms", "join + first /sync (median)", "ms", "lower", ("ratio<=", 0.1)),
     ("messages", "pages_per_s", "/messages pages of 100", "pages/s", "higher", ("ratio>=", 10)),
     ("messages", "page_p50_ms", "/messages page latency p50", "ms", "lower", None),
-    ("server-peak", "vmhwm_mib", "server peak RSS (VmHWM, whole session)", "MiB", "lower", ("ratio<=", 0.2)),
+    ("server-session", "vmhwm_mib", "server peak RSS (VmHWM, whole session)", "MiB", "lower", ("ratio<=", 0.2)),
 ]
 
 
@@ -51,13 +51,12 @@ def fmt(v):
 
 
 def fmt_ratio(r):
+    # Three significant digits, so a ratio just past a target never rounds onto it.
     if r is None:
         return "—"
-    if r >= 10:
-        return f"{r:.1f}×"
-    if r >= 0.1:
-        return f"{r:.2f}×"
-    return f"{r:.3f}×"
+    if r >= 100:
+        return f"{r:.0f}×"
+    return f"{r:.3g}×"
 
 
 def target_text(t):
@@ -112,13 +111,13 @@ def main():
     by = {}
     for r in runs:
         res = dict(r.get("results", {}))
-        if r["workload"] == "server-peak" and "vmhwm_kib" in res:
+        if r["workload"] == "server-session" and "vmhwm_kib" in res:
             res["vmhwm_mib"] = res["vmhwm_kib"] / 1024
         by.setdefault(r["label"], {})[r["workload"]] = dict(r, results=res)
 
     def value(label, workload, key):
         r = by.get(label, {}).get(workload)
-        if not r or (r["workload"] != "server-peak" and not r.get("ok", False)):
+        if not r or (r["workload"] != "server-session" and not r.get("ok", False)):
             return None
         return r["results"].get(key)
 
@@ -155,6 +154,7 @@ def main():
     p("")
 
     labels = sorted(by.keys())
+    tally = {}
     backends = [b for b in ("sqlite", "postgres") if any(l.endswith("/" + b) for l in labels)]
     for b in backends:
         c_label, s_label = f"corvid/{b}", f"synapse/{b}"
@@ -174,11 +174,59 @@ def main():
                 cs = "FAILED"
             if s is None and by.get(s_label, {}).get(w) is not None:
                 ss = "FAILED"
-            p(f"| {name} | {cs} | {ss} | {fmt_ratio(ratio)} | {target_text(target)} | {met(target, c, s, ratio)} |")
+            m = met(target, c, s, ratio)
+            if m:
+                tally.setdefault(b, []).append((name, m))
+            p(f"| {name} | {cs} | {ss} | {fmt_ratio(ratio)} | {target_text(target)} | {m} |")
+        p("")
+
+    p("## Targets")
+    p("")
+    for b, items in tally.items():
+        ok = [n for n, m in items if m == "yes"]
+        no = [n for n, m in items if m == "NO"]
+        nd = [n for n, m in items if m == "no data"]
+        line = f"- {'SQLite' if b == 'sqlite' else 'PostgreSQL'}: {len(ok)} of {len(items)} targets met."
+        if no:
+            line += " Missed: " + "; ".join(no) + "."
+        if nd:
+            line += " No data (the workload failed): " + "; ".join(nd) + "."
+        p(line)
+    p("")
+
+    # Where the CPU went in each server's session.
+    p("## CPU time per server session")
+    p("")
+    p("From server start to the end of its last workload: the server process, PostgreSQL (all its"
+      " processes), the load generator, and whatever else ran on the machine meanwhile (busy"
+      " CPU-seconds of the whole machine minus the three). The machine has "
+      f"{os.cpu_count()} cores, so a session of W seconds has 2·W CPU-seconds.")
+    p("")
+    shared = []
+    p("| session | wall | server CPU | PostgreSQL CPU | load generator CPU | other processes |")
+    p("|---|---:|---:|---:|---:|---:|")
+    for label in labels:
+        sess = by.get(label, {}).get("server-session")
+        if not sess:
+            continue
+        r = sess["results"]
+        bench_cpu = sum(x.get("bench_cpu_s", 0) for w, x in by[label].items() if w != "server-session")
+        pg = r.get("postgres_cpu_s", 0) if label.endswith("/postgres") else 0
+        # Clock-tick rounding can make a quiet machine's remainder slightly negative.
+        other = max(0.0, r.get("machine_busy_cpu_s", 0) - r.get("server_cpu_s", 0) - pg - bench_cpu)
+        pg_text = f"{pg:.1f} s" if label.endswith("/postgres") else "—"
+        p(f"| {label} | {r.get('wall_s', 0)} s | {r.get('server_cpu_s', 0):.1f} s | {pg_text} | {bench_cpu:.1f} s | {other:.1f} s |")
+        if other > 0.15 * os.cpu_count() * max(r.get("wall_s", 0), 1):
+            shared.append(label)
+    p("")
+    if shared:
+        p("**Warning:** other processes used a large share of the CPU during "
+          + ", ".join(shared)
+          + "; those sessions' figures are pessimistic. Re-run on an idle machine to compare fairly.")
         p("")
 
     # Failures, verbatim.
-    bad = [r for r in runs if r.get("workload") != "server-peak" and (not r.get("ok", True) or r.get("errors", 0))]
+    bad = [r for r in runs if r.get("workload") != "server-session" and (not r.get("ok", True) or r.get("errors", 0))]
     events = [l.rstrip() for l in open(a.events) if l.strip()]
     p("## Failures and errors")
     p("")
@@ -198,7 +246,7 @@ def main():
 
     p("## What is measured")
     p("")
-    p("""- **send**: 20 users, all in 10 public rooms; 20 concurrent senders (one user each) send
+    p("""- **send** (sizes of the default run; the commands below are authoritative): 20 users, all in 10 public rooms; 20 concurrent senders (one user each) send
   `m.room.message` events round-robin over the rooms until 2000 messages or 20 s. Throughput is
   successful sends / elapsed; latency is each `PUT /send` request.
 - **latency**: 4 receivers long-poll `/sync` (timeout 5 s, timeline limit 1000) in one room while

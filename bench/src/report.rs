@@ -77,7 +77,13 @@ pub fn render(info: &RunInfo, report: &Report) -> (String, String) {
                 }
             ),
         ));
+        rows.push(("server CPU time".into(), format!("{:.2} s", r.cpu_s)));
     }
+    let bench_cpu = crate::stats::cpu_seconds("self").unwrap_or(0.0);
+    rows.push((
+        "load generator CPU time".into(),
+        format!("{bench_cpu:.2} s"),
+    ));
     let errors = report.errors.as_ref().map(|e| e.count()).unwrap_or(0);
     rows.push(("errors during measurement".into(), errors.to_string()));
     rows.push(("wall time".into(), format!("{:.1} s", info.elapsed_s)));
@@ -113,6 +119,7 @@ pub fn render(info: &RunInfo, report: &Report) -> (String, String) {
         "errors": errors,
         "first_errors": report.errors.as_ref().map(|e| e.first().iter().map(|x| x.to_json()).collect::<Vec<_>>()).unwrap_or_default(),
         "elapsed_s": round3(info.elapsed_s),
+        "bench_cpu_s": round3(bench_cpu),
         "ok": info.setup_error.is_none(),
     });
     if let Some(e) = &info.setup_error {
@@ -125,6 +132,7 @@ pub fn render(info: &RunInfo, report: &Report) -> (String, String) {
             "hwm_kib": r.hwm_kib,
             "last_rss_kib": r.last_rss_kib,
             "samples": r.samples,
+            "cpu_s": round3(r.cpu_s),
             "vanished": r.vanished,
         });
     }

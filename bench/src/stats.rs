@@ -105,8 +105,21 @@ pub struct RssResult {
     /// VmRSS at the last sample, KiB.
     pub last_rss_kib: u64,
     pub samples: u64,
+    /// CPU seconds the server used while we sampled.
+    pub cpu_s: f64,
     /// The process disappeared while we sampled (crash or exit).
     pub vanished: bool,
+}
+
+/// CPU time (user + system) of a process so far, seconds; `None` once it is gone.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at
+    // field 3; utime and stime are fields 14 and 15 (proc(5)).
+    let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture we run on.
+    Some(ticks / 100.0)
 }
 
 pub fn read_status(pid: u32) -> Option<(u64, u64)> {
@@ -127,6 +140,7 @@ impl RssSampler {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let cpu_start = cpu_seconds(&pid.to_string()).unwrap_or(0.0);
         let task = tokio::spawn(async move {
             let mut r = RssResult::default();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -143,6 +157,9 @@ impl RssSampler {
                         r.vanished = true;
                         return r;
                     }
+                }
+                if let Some(cpu) = cpu_seconds(&pid.to_string()) {
+                    r.cpu_s = cpu - cpu_start;
                 }
                 if flag.load(Ordering::Relaxed) {
                     return r;
