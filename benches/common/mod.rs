@@ -188,6 +188,7 @@ impl Graph {
             txn_device_id: None,
             txn_id: None,
             redacted_by: None,
+            state_group_before: None,
         };
         Event { pdu, stored }
     }

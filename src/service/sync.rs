@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use futures::StreamExt as _;
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
@@ -120,76 +121,145 @@ async fn build(
     }
 
     let room_filter = &req.filter.room;
+    let mut work = Vec::new();
     for (room_id, membership, membership_pos) in memberships {
         if membership_pos > upto || !room_wanted(room_filter, &room_id) {
             continue;
         }
+        let changed = changed_rooms.contains_key(&room_id);
+        let account = room_account_data.remove(&room_id).unwrap_or_default();
         let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
-        // New to this client: an initial sync, or a membership since the last one.
-        let fresh = since.is_none_or(|s| membership_pos > s);
-        let changed = changed_rooms.contains_key(room_id.as_str());
-        let account = room_account_data
-            .remove(room_id.as_str())
-            .unwrap_or_default();
-        match membership.as_str() {
-            "join" if fresh || req.full_state || changed || !account.is_empty() => {
-                let mut joined = JoinedRoom::new();
-                let from = if fresh { None } else { since };
-                let full_state = fresh || req.full_state;
-                let slice =
-                    room_timeline_and_state(server, user, req, &room_id, from, upto, full_state)
-                        .await?;
-                // spec: the summary may be left out when it has not changed.
-                if full_state || slice.members_changed {
-                    fill_summary(server, &room_id, &user.user_id, &mut joined).await?;
-                }
-                joined.timeline = slice.timeline;
-                joined.state = State::Before(slice.state.into());
-                joined.account_data = RoomAccountData::new();
-                joined.account_data.events = account;
-                response.rooms.join.insert(room_id, joined);
+        work.push(RoomWork {
+            room_id,
+            membership,
+            membership_pos,
+            changed,
+            account,
+        });
+    }
+    // Rooms are independent: build several at once, each with its own
+    // database connection, instead of paying every round trip in series.
+    let mut sections = futures::stream::iter(
+        work.into_iter()
+            .map(|w| room_section(server, user, req, upto, w)),
+    )
+    .buffer_unordered(ROOMS_IN_PARALLEL);
+    while let Some(section) = sections.next().await {
+        match section? {
+            Some((room_id, Section::Join(room))) => {
+                response.rooms.join.insert(room_id, *room);
             }
-            "invite" if fresh => {
-                let mut invited = InvitedRoom::new();
-                invited.invite_state = InviteState::new();
-                invited.invite_state.events =
-                    stripped_with_own_event(server, &room_id, &user.user_id, "invite_room_state")
-                        .await?;
-                response.rooms.invite.insert(room_id, invited);
+            Some((room_id, Section::Invite(room))) => {
+                response.rooms.invite.insert(room_id, room);
             }
-            "knock" if fresh => {
-                let mut knocked = KnockedRoom::new();
-                knocked.knock_state = KnockState::new();
-                knocked.knock_state.events =
-                    stripped_with_own_event(server, &room_id, &user.user_id, "knock_room_state")
-                        .await?;
-                response.rooms.knock.insert(room_id, knocked);
+            Some((room_id, Section::Knock(room))) => {
+                response.rooms.knock.insert(room_id, room);
             }
-            "leave" | "ban"
-                if (since.is_some() && fresh) || (since.is_none() && room_filter.include_leave) =>
-            {
-                let mut left = LeftRoom::new();
-                let full_state = since.is_none() || req.full_state;
-                let slice = room_timeline_and_state(
-                    server,
-                    user,
-                    req,
-                    &room_id,
-                    since,
-                    membership_pos,
-                    full_state,
-                )
-                .await?;
-                left.timeline = slice.timeline;
-                left.state = State::Before(slice.state.into());
-                left.account_data = RoomAccountData::new();
-                left.account_data.events = account;
-                response.rooms.leave.insert(room_id, left);
+            Some((room_id, Section::Leave(room))) => {
+                response.rooms.leave.insert(room_id, *room);
             }
-            _ => {}
+            None => {}
         }
     }
     Ok(response)
+}
+
+/// Rooms whose sync sections are built at the same time.
+const ROOMS_IN_PARALLEL: usize = 8;
+
+/// What the sync of one room starts from.
+struct RoomWork {
+    room_id: OwnedRoomId,
+    membership: String,
+    membership_pos: i64,
+    /// Whether the room has events after `since`.
+    changed: bool,
+    account: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
+}
+
+enum Section {
+    Join(Box<JoinedRoom>),
+    Invite(InvitedRoom),
+    Knock(KnockedRoom),
+    Leave(Box<LeftRoom>),
+}
+
+/// The room's section of the response, if it has anything to say.
+async fn room_section(
+    server: &Server,
+    user: &AuthedUser,
+    req: &SyncRequest,
+    upto: i64,
+    work: RoomWork,
+) -> Result<Option<(OwnedRoomId, Section)>> {
+    let RoomWork {
+        room_id,
+        membership,
+        membership_pos,
+        changed,
+        account,
+    } = work;
+    let since = req.since.map(|s| s.pos);
+    // New to this client: an initial sync, or a membership since the last one.
+    let fresh = since.is_none_or(|s| membership_pos > s);
+    let section = match membership.as_str() {
+        "join" if fresh || req.full_state || changed || !account.is_empty() => {
+            let mut joined = JoinedRoom::new();
+            let from = if fresh { None } else { since };
+            let full_state = fresh || req.full_state;
+            let slice =
+                room_timeline_and_state(server, user, req, &room_id, from, upto, full_state)
+                    .await?;
+            // spec: the summary may be left out when it has not changed.
+            if full_state || slice.members_changed {
+                fill_summary(server, &room_id, &user.user_id, &mut joined).await?;
+            }
+            joined.timeline = slice.timeline;
+            joined.state = State::Before(slice.state.into());
+            joined.account_data = RoomAccountData::new();
+            joined.account_data.events = account;
+            Section::Join(Box::new(joined))
+        }
+        "invite" if fresh => {
+            let mut invited = InvitedRoom::new();
+            invited.invite_state = InviteState::new();
+            invited.invite_state.events =
+                stripped_with_own_event(server, &room_id, &user.user_id, "invite_room_state")
+                    .await?;
+            Section::Invite(invited)
+        }
+        "knock" if fresh => {
+            let mut knocked = KnockedRoom::new();
+            knocked.knock_state = KnockState::new();
+            knocked.knock_state.events =
+                stripped_with_own_event(server, &room_id, &user.user_id, "knock_room_state")
+                    .await?;
+            Section::Knock(knocked)
+        }
+        "leave" | "ban"
+            if (since.is_some() && fresh) || (since.is_none() && req.filter.room.include_leave) =>
+        {
+            let mut left = LeftRoom::new();
+            let full_state = since.is_none() || req.full_state;
+            let slice = room_timeline_and_state(
+                server,
+                user,
+                req,
+                &room_id,
+                since,
+                membership_pos,
+                full_state,
+            )
+            .await?;
+            left.timeline = slice.timeline;
+            left.state = State::Before(slice.state.into());
+            left.account_data = RoomAccountData::new();
+            left.account_data.events = account;
+            Section::Leave(Box::new(left))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((room_id, section)))
 }
 
 fn room_wanted(filter: &ruma::api::client::filter::RoomFilter, room_id: &str) -> bool {
@@ -229,7 +299,7 @@ async fn room_timeline_and_state(
 
     let state_events: Vec<StoredEvent> = match from {
         _ if full_state => match events.first() {
-            Some(first) => match server.db.state_group_before(&first.event_id).await? {
+            Some(first) => match first.state_group_before {
                 Some(group) => {
                     let ids: Vec<String> = server
                         .db

@@ -22,10 +22,12 @@ pub struct StoredEvent {
     pub txn_device_id: Option<String>,
     pub txn_id: Option<String>,
     pub redacted_by: Option<String>,
+    /// The state group of the state just before the event.
+    pub state_group_before: Option<i64>,
 }
 
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
-     unsigned_extra, txn_device_id, txn_id, redacted_by";
+     unsigned_extra, txn_device_id, txn_id, redacted_by, state_group_before";
 
 pub struct NewEvent<'a> {
     pub stream_ordering: i64,
@@ -102,6 +104,7 @@ impl NewEvent<'_> {
             txn_device_id: self.txn.map(|t| t.device_id.to_owned()),
             txn_id: self.txn.map(|t| t.txn_id.to_owned()),
             redacted_by: None,
+            state_group_before: self.state_group_before,
         }
     }
 }
@@ -280,23 +283,13 @@ impl Db {
         .await?)
     }
 
-    /// The state before the event with this stream ordering (the state group it points at).
-    pub async fn state_group_before(&self, event_id: &str) -> Result<Option<i64>> {
-        let row: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT state_group_before FROM events WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.and_then(|(g,)| g))
-    }
-
     pub async fn state_at_group(&self, group: i64) -> Result<StateMap> {
         load_state_group(self.pool(), group).await
     }
 
     /// The room's state right after `event` (its state group, plus itself when it is a state event).
     pub async fn state_after(&self, event: &StoredEvent) -> Result<StateMap> {
-        let mut state = match self.state_group_before(&event.event_id).await? {
+        let mut state = match event.state_group_before {
             Some(g) => self.state_at_group(g).await?,
             None => StateMap::new(),
         };

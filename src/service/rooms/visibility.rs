@@ -115,6 +115,7 @@ mod tests {
             txn_device_id: None,
             txn_id: None,
             redacted_by: None,
+            state_group_before: None,
         }
     }
 
