@@ -300,15 +300,7 @@ async fn room_timeline_and_state(
     let state_events: Vec<StoredEvent> = match from {
         _ if full_state => match events.first() {
             Some(first) => match first.state_group_before {
-                Some(group) => {
-                    let ids: Vec<String> = server
-                        .db
-                        .state_at_group(group)
-                        .await?
-                        .into_values()
-                        .collect();
-                    server.db.events(&ids).await?
-                }
+                Some(group) => server.db.state_events_at_group(group).await?,
                 None => Vec::new(),
             },
             None => server.db.current_state_events(room_id.as_str()).await?,

@@ -283,21 +283,41 @@ impl Db {
         .await?)
     }
 
-    pub async fn state_at_group(&self, group: i64) -> Result<StateMap> {
-        load_state_group(self.pool(), group).await
+    /// The state events of a state group, in one query: the delta chain is
+    /// walked to its full snapshot and joined to the events, newest entry
+    /// per key winning.
+    pub async fn state_events_at_group(&self, group: i64) -> Result<Vec<StoredEvent>> {
+        let rows: Vec<StoredEvent> = sqlx::query_as(&format!(
+            "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
+                 SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1 \
+                 UNION ALL \
+                 SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
+             ) \
+             SELECT {} FROM state_group_entries s JOIN chain c ON s.state_group = c.state_group \
+             JOIN events e ON e.event_id = s.event_id ORDER BY c.n DESC",
+            prefixed_event_columns("e")
+        ))
+        .bind(group)
+        .fetch_all(self.pool())
+        .await?;
+        let mut state: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
+        for event in rows {
+            state.insert((event.event_type.clone(), event.state_key.clone()), event);
+        }
+        let mut events: Vec<StoredEvent> = state.into_values().collect();
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
     }
 
-    /// The room's state right after `event` (its state group, plus itself when it is a state event).
-    pub async fn state_after(&self, event: &StoredEvent) -> Result<StateMap> {
+    /// The room's state right after `event`: its state group, and itself when it is a state event.
+    pub async fn state_events_after(&self, event: &StoredEvent) -> Result<Vec<StoredEvent>> {
         let mut state = match event.state_group_before {
-            Some(g) => self.state_at_group(g).await?,
-            None => StateMap::new(),
+            Some(g) => self.state_events_at_group(g).await?,
+            None => Vec::new(),
         };
-        if let Some(key) = &event.state_key {
-            state.insert(
-                (event.event_type.clone(), key.clone()),
-                event.event_id.clone(),
-            );
+        if event.state_key.is_some() {
+            state.retain(|e| e.event_type != event.event_type || e.state_key != event.state_key);
+            state.push(event.clone());
         }
         Ok(state)
     }

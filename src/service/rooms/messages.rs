@@ -217,8 +217,7 @@ pub async fn context(
         filter,
     };
     let after = messages(server, room_id, user, device, forward).await?;
-    let state_ids: Vec<String> = server.db.state_after(&event).await?.into_values().collect();
-    let state_events = server.db.events(&state_ids).await?;
+    let state_events = server.db.state_events_after(&event).await?;
     let state_events: Vec<StoredEvent> = if filter.lazy_load_options.is_disabled() {
         state_events
     } else {

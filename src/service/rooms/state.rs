@@ -38,9 +38,7 @@ pub async fn visible_state(
         .current_state_event(room_id.as_str(), "m.room.member", user.as_str())
         .await?
         .ok_or_else(|| Error::forbidden("You are not in this room"))?;
-    let state = server.db.state_after(&member_event).await?;
-    let ids: Vec<String> = state.into_values().collect();
-    server.db.events(&ids).await
+    server.db.state_events_after(&member_event).await
 }
 
 async fn world_readable(server: &Server, room_id: &RoomId) -> Result<bool> {
@@ -94,8 +92,7 @@ pub async fn members(
             .room_events_desc(room_id.as_str(), 0, pos, 1)
             .await?;
         if let Some(last) = earlier.first() {
-            let ids: Vec<String> = server.db.state_after(last).await?.into_values().collect();
-            state = server.db.events(&ids).await?;
+            state = server.db.state_events_after(last).await?;
         }
     }
     let members: Vec<StoredEvent> = state
