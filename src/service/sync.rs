@@ -143,7 +143,7 @@ async fn build(
         work.into_iter()
             .map(|w| room_section(server, user, req, upto, w)),
     )
-    .buffer_unordered(ROOMS_IN_PARALLEL);
+    .buffer_unordered(rooms_in_parallel(server));
     while let Some(section) = sections.next().await {
         match section? {
             Some((room_id, Section::Join(room))) => {
@@ -164,8 +164,14 @@ async fn build(
     Ok(response)
 }
 
-/// Rooms whose sync sections are built at the same time.
-const ROOMS_IN_PARALLEL: usize = 8;
+/// Rooms whose sync sections are built at the same time: PostgreSQL serves
+/// parallel queries well; SQLite's connections only contend for its locks.
+fn rooms_in_parallel(server: &Server) -> usize {
+    match server.db.backend() {
+        crate::store::Backend::Postgres => 8,
+        crate::store::Backend::Sqlite => 1,
+    }
+}
 
 /// What the sync of one room starts from.
 struct RoomWork {

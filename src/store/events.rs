@@ -285,7 +285,8 @@ impl Db {
 
     /// The state events of a state group, in one query: the delta chain is
     /// walked to its full snapshot and joined to the events, newest entry
-    /// per key winning.
+    /// per key winning. (`CROSS JOIN` fixes the join order for SQLite, whose
+    /// planner otherwise may scan every state group entry in the database.)
     pub async fn state_events_at_group(&self, group: i64) -> Result<Vec<StoredEvent>> {
         let rows: Vec<StoredEvent> = sqlx::query_as(&format!(
             "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
@@ -293,8 +294,8 @@ impl Db {
                  UNION ALL \
                  SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
              ) \
-             SELECT {} FROM state_group_entries s JOIN chain c ON s.state_group = c.state_group \
-             JOIN events e ON e.event_id = s.event_id ORDER BY c.n DESC",
+             SELECT {} FROM chain c CROSS JOIN state_group_entries s ON s.state_group = c.state_group \
+             CROSS JOIN events e ON e.event_id = s.event_id ORDER BY c.n DESC",
             prefixed_event_columns("e")
         ))
         .bind(group)
@@ -852,7 +853,7 @@ where
              UNION ALL \
              SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
          ) \
-         SELECT s.event_type, s.state_key, s.event_id, c.n FROM state_group_entries s JOIN chain c ON s.state_group = c.state_group \
+         SELECT s.event_type, s.state_key, s.event_id, c.n FROM chain c CROSS JOIN state_group_entries s ON s.state_group = c.state_group \
          ORDER BY c.n DESC",
     )
     .bind(group)
