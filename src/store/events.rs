@@ -294,8 +294,8 @@ impl Db {
                  UNION ALL \
                  SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
              ) \
-             SELECT {} FROM chain c CROSS JOIN state_group_entries s ON s.state_group = c.state_group \
-             CROSS JOIN events e ON e.event_id = s.event_id ORDER BY c.n DESC",
+             SELECT {} FROM chain c CROSS JOIN state_group_entries s CROSS JOIN events e \
+             WHERE s.state_group = c.state_group AND e.event_id = s.event_id ORDER BY c.n DESC",
             prefixed_event_columns("e")
         ))
         .bind(group)
@@ -853,7 +853,7 @@ where
              UNION ALL \
              SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
          ) \
-         SELECT s.event_type, s.state_key, s.event_id, c.n FROM chain c CROSS JOIN state_group_entries s ON s.state_group = c.state_group \
+         SELECT s.event_type, s.state_key, s.event_id, c.n FROM chain c CROSS JOIN state_group_entries s WHERE s.state_group = c.state_group \
          ORDER BY c.n DESC",
     )
     .bind(group)
