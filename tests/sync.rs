@@ -16,7 +16,8 @@ on_both_backends!(
     account_data_and_tags_sync,
     filters_limit_the_timeline,
     tokens_survive_a_restart,
-    shutdown_ends_long_polls
+    shutdown_ends_long_polls,
+    initial_sync_of_many_rooms
 );
 
 fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
@@ -315,4 +316,64 @@ async fn shutdown_ends_long_polls(mut s: TestServer) {
         StatusCode::OK,
         "the long-poll got its answer before the server stopped"
     );
+}
+
+async fn initial_sync_of_many_rooms(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let mut rooms = Vec::new();
+    for r in 0..3 {
+        let room = s
+            .create_room(
+                &alice,
+                json!({"preset": "public_chat", "name": format!("room {r}")}),
+            )
+            .await;
+        assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+        for i in 0..(4 * r + 2) {
+            s.send_text(&alice, &room, &format!("t{r}-{i}"), &format!("r{r}-m{i}"))
+                .await;
+        }
+        rooms.push(room);
+    }
+    let sync = s.sync(&bob, None, 0).await;
+    for (r, room) in rooms.iter().enumerate() {
+        let section = &sync["rooms"]["join"][room];
+        let sent = 4 * r + 2;
+        let expected: Vec<String> = (sent.saturating_sub(10)..sent)
+            .map(|i| format!("r{r}-m{i}"))
+            .collect();
+        let bodies = timeline_bodies(&sync, room);
+        assert_eq!(
+            bodies[bodies.len().saturating_sub(expected.len())..],
+            expected[..],
+            "room {r}: {section}"
+        );
+        let events = section["timeline"]["events"].as_array().unwrap();
+        assert!(events.len() <= 10);
+        // Creating a room and bob's join make 8 events: room 0 (10 events) fits the default limit of
+        // 10, the others do not and come limited, with the state before their timeline.
+        assert_eq!(
+            section["timeline"]["limited"].as_bool().unwrap_or(false),
+            r > 0,
+            "room {r}"
+        );
+        let state_and_timeline: Vec<&Value> = ["state", "timeline"]
+            .iter()
+            .flat_map(|k| section[k]["events"].as_array().into_iter().flatten())
+            .collect();
+        assert!(
+            state_and_timeline
+                .iter()
+                .any(|e| e["type"] == "m.room.create"),
+            "room {r}"
+        );
+        assert!(
+            state_and_timeline
+                .iter()
+                .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == format!("room {r}"))
+        );
+        assert_eq!(section["summary"]["m.joined_member_count"], 2);
+        assert_eq!(section["summary"]["m.heroes"], json!([alice.user_id]));
+    }
 }

@@ -19,6 +19,17 @@ fn glob(pattern: &str, value: &str) -> bool {
     }
 }
 
+/// Whether the filter lets every event through (only a limit, at most).
+pub fn is_unfiltered(filter: &RoomEventFilter) -> bool {
+    filter.types.is_none()
+        && filter.not_types.is_empty()
+        && filter.senders.is_none()
+        && filter.not_senders.is_empty()
+        && filter.rooms.is_none()
+        && filter.not_rooms.is_empty()
+        && filter.url_filter.is_none()
+}
+
 pub fn matches(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
     if filter.not_types.iter().any(|t| glob(t, &event.event_type)) {
         return false;

@@ -25,7 +25,11 @@ use super::{
     filter,
     rooms::events::{Format, format_events},
 };
-use crate::{Error, Result, Server, api::AuthedUser, store::events::StoredEvent};
+use crate::{
+    Error, Result, Server,
+    api::AuthedUser,
+    store::events::{MemberSummary, StoredEvent},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
@@ -137,11 +141,12 @@ async fn build(
             account,
         });
     }
+    let prefetch = Prefetch::load(server, user, req, &work, upto).await?;
     // Rooms are independent: build several at once, each with its own
     // database connection, instead of paying every round trip in series.
     let mut sections = futures::stream::iter(
         work.into_iter()
-            .map(|w| room_section(server, user, req, upto, w)),
+            .map(|w| room_section(server, user, req, upto, w, &prefetch)),
     )
     .buffer_unordered(rooms_in_parallel(server));
     while let Some(section) = sections.next().await {
@@ -197,6 +202,7 @@ async fn room_section(
     req: &SyncRequest,
     upto: i64,
     work: RoomWork,
+    prefetch: &Prefetch,
 ) -> Result<Option<(OwnedRoomId, Section)>> {
     let RoomWork {
         room_id,
@@ -213,12 +219,13 @@ async fn room_section(
             let mut joined = JoinedRoom::new();
             let from = if fresh { None } else { since };
             let full_state = fresh || req.full_state;
-            let slice =
-                room_timeline_and_state(server, user, req, &room_id, from, upto, full_state)
-                    .await?;
+            let slice = room_timeline_and_state(
+                server, user, req, &room_id, from, upto, full_state, prefetch,
+            )
+            .await?;
             // spec: the summary may be left out when it has not changed.
             if full_state || slice.members_changed {
-                fill_summary(server, &room_id, &user.user_id, &mut joined).await?;
+                fill_summary(server, &room_id, &user.user_id, &mut joined, prefetch).await?;
             }
             joined.timeline = slice.timeline;
             joined.state = State::Before(slice.state.into());
@@ -255,6 +262,7 @@ async fn room_section(
                 since,
                 membership_pos,
                 full_state,
+                prefetch,
             )
             .await?;
             left.timeline = slice.timeline;
@@ -280,6 +288,7 @@ fn room_wanted(filter: &ruma::api::client::filter::RoomFilter, room_id: &str) ->
 /// state at its start: in full when `full_state` (a room new to the client,
 /// or the client asked), otherwise what changed between `from` and the
 /// timeline's start.
+#[allow(clippy::too_many_arguments)] // one sync's context; a struct would only rename them
 async fn room_timeline_and_state(
     server: &Server,
     user: &AuthedUser,
@@ -288,16 +297,23 @@ async fn room_timeline_and_state(
     from: Option<i64>,
     upto: i64,
     full_state: bool,
+    prefetch: &Prefetch,
 ) -> Result<RoomSlice> {
     let timeline_filter = &req.filter.room.timeline;
-    let limit = timeline_filter
-        .limit
-        .map(|l| u64::from(l) as usize)
-        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 1000);
+    let limit = timeline_limit(timeline_filter);
     let lower = from.unwrap_or(0);
-    let (events, limited) =
-        newest_events(server, room_id, lower, upto, limit, timeline_filter).await?;
+    let prefetched = from
+        .is_none()
+        .then(|| prefetch.newest.get(room_id.as_str()))
+        .flatten();
+    let (events, limited) = match prefetched {
+        Some(newest) => {
+            let mut events: Vec<StoredEvent> = newest.iter().take(limit).cloned().collect();
+            events.reverse();
+            (events, newest.len() > limit)
+        }
+        None => newest_events(server, room_id, lower, upto, limit, timeline_filter).await?,
+    };
     let timeline_start = events
         .first()
         .map(|e| e.stream_ordering)
@@ -306,7 +322,10 @@ async fn room_timeline_and_state(
     let state_events: Vec<StoredEvent> = match from {
         _ if full_state => match events.first() {
             Some(first) => match first.state_group_before {
-                Some(group) => server.db.state_events_at_group(group).await?,
+                Some(group) => match prefetch.state.get(&group) {
+                    Some(state) => state.clone(),
+                    None => server.db.state_events_at_group(group).await?,
+                },
                 None => Vec::new(),
             },
             None => server.db.current_state_events(room_id.as_str()).await?,
@@ -427,24 +446,95 @@ async fn fill_summary(
     room_id: &RoomId,
     user: &UserId,
     joined: &mut JoinedRoom,
+    prefetch: &Prefetch,
 ) -> Result<()> {
-    let members = server.db.room_member_counts(room_id.as_str()).await?;
+    let summary = match prefetch.summaries.get(room_id.as_str()) {
+        Some(summary) => summary.clone(),
+        None => server
+            .db
+            .member_summaries(&[room_id.to_string()], user.as_str(), HEROES)
+            .await?
+            .remove(room_id.as_str())
+            .unwrap_or_default(),
+    };
     let count = |m: &str| {
-        members
+        summary
+            .counts
             .iter()
             .find(|(k, _)| k == m)
             .map(|(_, n)| UInt::new_saturating(*n as u64))
     };
     joined.summary.joined_member_count = count("join").or(Some(UInt::MIN));
     joined.summary.invited_member_count = count("invite").or(Some(UInt::MIN));
-    joined.summary.heroes = server
-        .db
-        .room_heroes(room_id.as_str(), user.as_str(), 5)
-        .await?
-        .into_iter()
-        .filter_map(|u| OwnedUserId::try_from(u).ok())
+    joined.summary.heroes = summary
+        .heroes
+        .iter()
+        .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
         .collect();
     Ok(())
+}
+
+fn timeline_limit(filter: &RoomEventFilter) -> usize {
+    filter
+        .limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000)
+}
+
+/// Members named in a room summary (spec: up to five).
+const HEROES: i64 = 5;
+
+/// Reads that the rooms new to a sync share, done in a few statements up
+/// front instead of a few per room: their newest events, the state before
+/// those, and their member summaries. (Only for unfiltered timelines; a
+/// filtered one may need to read further back, room by room.)
+#[derive(Default)]
+struct Prefetch {
+    /// Newest first, one more than the timeline limit (to tell `limited`).
+    newest: HashMap<String, Vec<StoredEvent>>,
+    state: HashMap<i64, Vec<StoredEvent>>,
+    summaries: HashMap<String, MemberSummary>,
+}
+
+impl Prefetch {
+    async fn load(
+        server: &Server,
+        user: &AuthedUser,
+        req: &SyncRequest,
+        work: &[RoomWork],
+        upto: i64,
+    ) -> Result<Self> {
+        let since = req.since.map(|s| s.pos);
+        let fresh: Vec<String> = work
+            .iter()
+            .filter(|w| w.membership == "join" && since.is_none_or(|s| w.membership_pos > s))
+            .map(|w| w.room_id.to_string())
+            .collect();
+        let timeline_filter = &req.filter.room.timeline;
+        if fresh.len() < 2 || !filter::is_unfiltered(timeline_filter) {
+            return Ok(Self::default());
+        }
+        let limit = timeline_limit(timeline_filter);
+        let newest = server
+            .db
+            .newest_events_in_rooms(&fresh, upto, limit as i64 + 1)
+            .await?;
+        let groups: Vec<i64> = newest
+            .values()
+            .filter_map(|events| events[..events.len().min(limit)].last()?.state_group_before)
+            .collect();
+        let state = server.db.state_events_at_groups(&groups).await?;
+        let summaries = server
+            .db
+            .member_summaries(&fresh, user.user_id.as_str(), HEROES)
+            .await?;
+        Ok(Self {
+            newest,
+            state,
+            summaries,
+        })
+    }
 }
 
 /// Stripped state stored with the invite or knock, plus the membership event itself.

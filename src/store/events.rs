@@ -878,31 +878,159 @@ fn prefixed_event_columns(prefix: &str) -> String {
         .join(", ")
 }
 
+impl Db {}
+
+/// Reads for many rooms at once, for syncs that cover many rooms.
 impl Db {
-    /// `(membership, count)` for the room.
-    pub async fn room_member_counts(&self, room_id: &str) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT membership, COUNT(*) FROM memberships WHERE room_id = $1 GROUP BY membership",
-        )
-        .bind(room_id)
-        .fetch_all(self.pool())
-        .await?)
+    /// The newest `limit` events of each room at or before `upto`, newest first:
+    /// one index range scan per room, all in one statement.
+    pub async fn newest_events_in_rooms(
+        &self,
+        rooms: &[String],
+        upto: i64,
+        limit: i64,
+    ) -> Result<HashMap<String, Vec<StoredEvent>>> {
+        let mut by_room: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
+            let scans = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
+                         ORDER BY stream_ordering DESC LIMIT $2) AS r{i}",
+                        i + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut q = sqlx::query_as::<_, StoredEvent>(&scans)
+                .bind(upto)
+                .bind(limit);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            for event in q.fetch_all(self.pool()).await? {
+                by_room
+                    .entry(event.room_id.clone())
+                    .or_default()
+                    .push(event);
+            }
+        }
+        for events in by_room.values_mut() {
+            events.sort_by_key(|e| std::cmp::Reverse(e.stream_ordering));
+        }
+        Ok(by_room)
     }
 
-    /// Up to `limit` joined or invited members other than `user`, for room summaries.
-    pub async fn room_heroes(&self, room_id: &str, user: &str, limit: i64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT user_id FROM memberships WHERE room_id = $1 AND user_id <> $2 AND membership IN ('join', 'invite') \
-             ORDER BY stream_ordering LIMIT $3",
-        )
-        .bind(room_id)
-        .bind(user)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(|(u,)| u).collect())
+    /// The state events of several state groups in one query (see [`Db::state_events_at_group`]).
+    pub async fn state_events_at_groups(
+        &self,
+        groups: &[i64],
+    ) -> Result<HashMap<i64, Vec<StoredEvent>>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            root: i64,
+            #[sqlx(flatten)]
+            event: StoredEvent,
+        }
+        let mut by_group: HashMap<i64, HashMap<(String, Option<String>), StoredEvent>> =
+            HashMap::new();
+        for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<Row> = {
+                let sql = format!(
+                    "WITH RECURSIVE chain(root, state_group, prev_group, n) AS ( \
+                         SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group IN ({}) \
+                         UNION ALL \
+                         SELECT c.root, g.state_group, g.prev_group, c.n + 1 FROM chain c CROSS JOIN state_groups g \
+                         WHERE g.state_group = c.prev_group \
+                     ) \
+                     SELECT c.root AS root, {} FROM chain c CROSS JOIN state_group_entries s CROSS JOIN events e \
+                     WHERE s.state_group = c.state_group AND e.event_id = s.event_id ORDER BY c.root, c.n DESC",
+                    super::placeholders(1, chunk.len()),
+                    prefixed_event_columns("e")
+                );
+                let mut q = sqlx::query_as(&sql);
+                for group in chunk {
+                    q = q.bind(*group);
+                }
+                q.fetch_all(self.pool()).await?
+            };
+            for Row { root, event } in rows {
+                by_group
+                    .entry(root)
+                    .or_default()
+                    .insert((event.event_type.clone(), event.state_key.clone()), event);
+            }
+        }
+        Ok(by_group
+            .into_iter()
+            .map(|(group, state)| {
+                let mut events: Vec<StoredEvent> = state.into_values().collect();
+                events.sort_by_key(|e| e.stream_ordering);
+                (group, events)
+            })
+            .collect())
+    }
+
+    /// `(membership, count)` per room, and up to `heroes` other joined or invited members.
+    pub async fn member_summaries(
+        &self,
+        rooms: &[String],
+        user: &str,
+        heroes: i64,
+    ) -> Result<HashMap<String, MemberSummary>> {
+        let mut summaries: HashMap<String, MemberSummary> = HashMap::new();
+        for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT room_id, membership, COUNT(*) FROM memberships WHERE room_id IN ({}) GROUP BY room_id, membership",
+                super::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            for (room, membership, count) in q.fetch_all(self.pool()).await? {
+                summaries
+                    .entry(room)
+                    .or_default()
+                    .counts
+                    .push((membership, count));
+            }
+            let scans = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT room_id, user_id FROM memberships WHERE room_id = ${} AND user_id <> $1 \
+                         AND membership IN ('join', 'invite') ORDER BY stream_ordering LIMIT $2) AS h{i}",
+                        i + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut q = sqlx::query_as::<_, (String, String)>(&scans)
+                .bind(user)
+                .bind(heroes);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            for (room, hero) in q.fetch_all(self.pool()).await? {
+                summaries.entry(room).or_default().heroes.push(hero);
+            }
+        }
+        Ok(summaries)
     }
 }
+
+/// Who is in a room, for sync's room summary.
+#[derive(Debug, Default, Clone)]
+pub struct MemberSummary {
+    /// `(membership, count)`
+    pub counts: Vec<(String, i64)>,
+    /// A few other members, oldest first.
+    pub heroes: Vec<String>,
+}
+
+/// Rooms per statement in the many-rooms reads: each adds one bound parameter
+/// and one small scan.
+const ROOMS_PER_STATEMENT: usize = 100;
 
 #[cfg(test)]
 mod tests {
