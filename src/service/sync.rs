@@ -357,18 +357,18 @@ async fn room_timeline_and_state(
     );
     timeline.events = format_events(server, &events, viewer, Format::Sync)
         .await?
-        .iter()
-        .map(raw)
-        .collect::<Result<_>>()?;
+        .into_iter()
+        .map(Raw::from_json)
+        .collect();
     let members_changed = events
         .iter()
         .chain(&state_events)
         .any(|e| e.event_type == "m.room.member");
     let state = format_events(server, &state_events, None, Format::Sync)
         .await?
-        .iter()
-        .map(raw)
-        .collect::<Result<_>>()?;
+        .into_iter()
+        .map(Raw::from_json)
+        .collect();
     Ok(RoomSlice {
         timeline,
         state,

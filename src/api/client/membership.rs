@@ -195,7 +195,7 @@ async fn members(
     )
     .await?;
     Ok(get_member_events::v3::Response::new(
-        events.iter().map(raw).collect::<Result<_>>()?,
+        events.into_iter().map(raw).collect(),
     ))
 }
 

@@ -100,7 +100,7 @@ async fn history(
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start;
     response.end = page.end;
-    response.chunk = page.chunk.iter().map(raw).collect::<Result<_>>()?;
-    response.state = page.state.iter().map(raw).collect::<Result<_>>()?;
+    response.chunk = page.chunk.into_iter().map(raw).collect();
+    response.state = page.state.into_iter().map(raw).collect();
     Ok(response)
 }

@@ -18,6 +18,7 @@ use crate::{
     api::{Routes, Ruma},
     service::rooms::{
         create::{self, DEFAULT_ROOM_VERSION, NewRoom, Preset},
+        events::ClientEvent,
         messages,
     },
 };
@@ -116,7 +117,7 @@ async fn event(
         &req.body.event_id,
     )
     .await?;
-    Ok(get_room_event::v3::Response::new(raw(&event)?))
+    Ok(get_room_event::v3::Response::new(raw(event)))
 }
 
 async fn context(
@@ -138,13 +139,14 @@ async fn context(
     let mut response = get_context::v3::Response::new();
     response.start = Some(ctx.start);
     response.end = Some(ctx.end);
-    response.event = Some(raw(&ctx.event)?);
-    response.events_before = ctx.before.iter().map(raw).collect::<Result<_>>()?;
-    response.events_after = ctx.after.iter().map(raw).collect::<Result<_>>()?;
-    response.state = ctx.state.iter().map(raw).collect::<Result<_>>()?;
+    response.event = Some(raw(ctx.event));
+    response.events_before = ctx.before.into_iter().map(raw).collect();
+    response.events_after = ctx.after.into_iter().map(raw).collect();
+    response.state = ctx.state.into_iter().map(raw).collect();
     Ok(response)
 }
 
-pub(super) fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(value)?))
+/// A formatted event as the ruma type its response field wants.
+pub(super) fn raw<T>(event: ClientEvent) -> Raw<T> {
+    Raw::from_json(event)
 }

@@ -61,6 +61,6 @@ async fn get_all(
 ) -> Result<get_state_events::v3::Response> {
     let events = state::state_events(&server, &req.body.room_id, &req.user().user_id).await?;
     Ok(get_state_events::v3::Response::new(
-        events.iter().map(raw).collect::<Result<_>>()?,
+        events.into_iter().map(raw).collect(),
     ))
 }

@@ -1,10 +1,13 @@
 //! PDUs as clients see them: spec client-server API, "Room event format"
 //! (and the sync format, which omits `room_id`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::{RoomVersionId, UserId, canonical_json::redact};
-use serde_json::{Map, Value, json};
+use serde_json::{
+    Map, Value, json,
+    value::{RawValue, to_raw_value},
+};
 
 use super::timeline::to_object;
 use crate::{Error, Result, Server, store::events::StoredEvent};
@@ -18,6 +21,9 @@ const FEDERATION_ONLY: [&str; 6] = [
     "signatures",
     "origin",
 ];
+
+/// An event as clients get it, serialised.
+pub type ClientEvent = Box<RawValue>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -34,7 +40,7 @@ pub async fn format_events(
     events: &[StoredEvent],
     viewer: Option<(&UserId, &str)>,
     format: Format,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
     let redaction_ids: Vec<String> = events
         .iter()
@@ -63,51 +69,48 @@ pub async fn format_events(
             .redacted_by
             .as_ref()
             .and_then(|id| redactions.get(id))
-            .map(|r| format_one(r, &version, viewer, format, None));
-        out.push(format_one(
-            event,
-            &version,
-            viewer,
-            format,
-            because.transpose()?,
-        )?);
+            .map(|r| format_one(r, &version, viewer, format, None))
+            .transpose()?;
+        out.push(format_one(event, &version, viewer, format, because)?);
     }
     Ok(out)
 }
 
+/// One event in the client format. The PDU is read only one level deep:
+/// `content` and the other values are copied through as they are stored.
 pub fn format_one(
     event: &StoredEvent,
     version: &RoomVersionId,
     viewer: Option<(&UserId, &str)>,
     format: Format,
-    redacted_because: Option<Value>,
-) -> Result<Value> {
-    let mut pdu: Value = serde_json::from_str(&event.pdu)?;
-    if redacted_because.is_some() {
-        let rules = corvid_federation::rules_for(version)?;
-        let redacted = redact(to_object(pdu)?, &rules.redaction, None).map_err(Error::internal)?;
-        pdu = serde_json::to_value(redacted)?;
-    }
-    let obj = pdu
-        .as_object_mut()
-        .ok_or_else(|| Error::internal("stored PDU is not an object"))?;
+    redacted_because: Option<ClientEvent>,
+) -> Result<ClientEvent> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = match &redacted_because {
+        None => serde_json::from_str(&event.pdu)?,
+        Some(_) => {
+            let rules = corvid_federation::rules_for(version)?;
+            let pdu: Value = serde_json::from_str(&event.pdu)?;
+            let redacted =
+                redact(to_object(pdu)?, &rules.redaction, None).map_err(Error::internal)?;
+            serde_json::from_str(&serde_json::to_string(&redacted)?)?
+        }
+    };
     for key in FEDERATION_ONLY {
-        obj.remove(key);
+        fields.remove(key);
     }
-    obj.insert("event_id".into(), json!(event.event_id));
+    fields.insert("event_id".into(), to_raw_value(&event.event_id)?);
     match format {
-        Format::Client => {
-            obj.insert("room_id".into(), json!(event.room_id));
-        }
-        Format::Sync => {
-            obj.remove("room_id");
-        }
-    }
+        Format::Client => fields.insert("room_id".into(), to_raw_value(&event.room_id)?),
+        Format::Sync => fields.remove("room_id"),
+    };
     let mut unsigned: Map<String, Value> = match &event.unsigned_extra {
         Some(extra) => serde_json::from_str(extra)?,
         None => Map::new(),
     };
-    if let Some(ts) = obj.get("origin_server_ts").and_then(Value::as_i64) {
+    if let Some(ts) = fields
+        .get("origin_server_ts")
+        .and_then(|ts| ts.get().parse::<i64>().ok())
+    {
         unsigned.insert("age".into(), json!((crate::now_ms() - ts).max(0)));
     }
     if let (Some((user, device)), Some(txn_device), Some(txn_id)) =
@@ -117,9 +120,17 @@ pub fn format_one(
     {
         unsigned.insert("transaction_id".into(), json!(txn_id));
     }
+    let mut unsigned = to_raw_value(&unsigned)?;
     if let Some(because) = redacted_because {
-        unsigned.insert("redacted_because".into(), because);
+        // Splice the redaction in as it is, without parsing it again.
+        let body = unsigned.get();
+        let sep = if body == "{}" { "" } else { "," };
+        unsigned = RawValue::from_string(format!(
+            "{}{sep}\"redacted_because\":{}}}",
+            &body[..body.len() - 1],
+            because.get()
+        ))?;
     }
-    obj.insert("unsigned".into(), Value::Object(unsigned));
-    Ok(pdu)
+    fields.insert("unsigned".into(), unsigned);
+    Ok(to_raw_value(&fields)?)
 }

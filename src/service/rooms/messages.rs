@@ -9,10 +9,9 @@ use ruma::{
     EventId, RoomId, UserId,
     api::{Direction, client::filter::RoomEventFilter},
 };
-use serde_json::Value;
 
 use super::{
-    events::{Format, format_events},
+    events::{ClientEvent, Format, format_events},
     visibility::Viewer,
 };
 use crate::{
@@ -20,10 +19,10 @@ use crate::{
 };
 
 pub struct Page {
-    pub chunk: Vec<Value>,
+    pub chunk: Vec<ClientEvent>,
     pub start: String,
     pub end: Option<String>,
-    pub state: Vec<Value>,
+    pub state: Vec<ClientEvent>,
 }
 
 const MAX_LIMIT: usize = 1000;
@@ -121,7 +120,7 @@ pub async fn lazy_members(
     server: &Server,
     room_id: &RoomId,
     events: &[StoredEvent],
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let mut senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
     senders.sort_unstable();
     senders.dedup();
@@ -145,7 +144,7 @@ pub async fn event(
     user: &UserId,
     device: &str,
     event_id: &EventId,
-) -> Result<Value> {
+) -> Result<ClientEvent> {
     let event = visible_event(server, room_id, user, event_id).await?;
     let mut out = format_events(server, &[event], Some((user, device)), Format::Client).await?;
     Ok(out.remove(0))
@@ -173,12 +172,12 @@ async fn visible_event(
 }
 
 pub struct Context {
-    pub event: Value,
-    pub before: Vec<Value>,
-    pub after: Vec<Value>,
+    pub event: ClientEvent,
+    pub before: Vec<ClientEvent>,
+    pub after: Vec<ClientEvent>,
     pub start: String,
     pub end: String,
-    pub state: Vec<Value>,
+    pub state: Vec<ClientEvent>,
 }
 
 /// spec: `/context/{eventId}`: the event, `limit` events around it, and the state at the last one returned.

@@ -6,7 +6,7 @@ use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use super::{
-    events::{Format, format_events},
+    events::{ClientEvent, Format, format_events},
     visibility::Viewer,
 };
 use crate::{Error, Result, Server, store::events::StoredEvent};
@@ -49,7 +49,11 @@ async fn world_readable(server: &Server, room_id: &RoomId) -> Result<bool> {
         .is_some_and(|e| e.pdu.contains("\"world_readable\"")))
 }
 
-pub async fn state_events(server: &Server, room_id: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+pub async fn state_events(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Vec<ClientEvent>> {
     let state = visible_state(server, room_id, user).await?;
     format_events(server, &state, None, Format::Client).await
 }
@@ -69,11 +73,10 @@ pub async fn state_content(
         .ok_or_else(|| Error::not_found("Event not found"))?;
     let formatted =
         format_events(server, std::slice::from_ref(event), None, Format::Client).await?;
-    Ok(formatted
-        .into_iter()
-        .next()
-        .map(|mut v| v["content"].take())
-        .unwrap_or_default())
+    let Some(event) = formatted.into_iter().next() else {
+        return Ok(Value::Null);
+    };
+    Ok(serde_json::from_str::<Value>(event.get())?["content"].take())
 }
 
 /// `m.room.member` events, optionally at an earlier point (`at`, a position) and filtered by membership.
@@ -84,7 +87,7 @@ pub async fn members(
     at: Option<i64>,
     membership: Option<&str>,
     not_membership: Option<&str>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let mut state = visible_state(server, room_id, user).await?;
     if let Some(pos) = at {
         let earlier = server
