@@ -107,9 +107,12 @@ impl Db {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        // SQLite has one writer and sync reads its rooms one at a time, so a
+        // few connections (each with a 1 MiB page cache) serve it; every
+        // connection more is memory held for nothing.
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
-                Backend::Sqlite => 8,
+                Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(30))
@@ -118,7 +121,8 @@ impl Db {
                     if backend == Backend::Sqlite {
                         use sqlx::Executor as _;
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA cache_size = -1024;",
                         )
                         .await?;
                     }
