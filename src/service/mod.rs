@@ -1,5 +1,6 @@
 //! The domain: what the server does, independent of HTTP.
 
+pub mod account_data;
 pub mod accounts;
 pub mod directory;
 pub mod filter;

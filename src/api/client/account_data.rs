@@ -1,10 +1,8 @@
-//! spec: "Client config" (account data) and "Room tagging". Tags are stored
-//! as the `m.tag` room account data event, which is what sync delivers.
+//! spec: "Client config" (account data) and "Room tagging".
 
 use std::sync::Arc;
 
 use ruma::{
-    RoomId, UserId,
     api::client::{
         config::{
             get_global_account_data, get_room_account_data, set_global_account_data,
@@ -12,14 +10,14 @@ use ruma::{
         },
         tag::{create_tag, delete_tag, get_tags},
     },
-    events::tag::Tags,
     serde::Raw,
 };
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 
 use crate::{
-    Error, Result, Server,
+    Result, Server,
     api::{Routes, Ruma},
+    service::account_data::{self, check_owner},
 };
 
 pub fn routes(router: Routes) -> Routes {
@@ -33,49 +31,20 @@ pub fn routes(router: Routes) -> Routes {
         .ruma(tags)
 }
 
-fn own(req_user: &UserId, path_user: &UserId) -> Result<()> {
-    if req_user != path_user {
-        return Err(Error::forbidden(
-            "You may only access your own account data",
-        ));
-    }
-    Ok(())
-}
-
-/// spec: the server manages these types itself; clients may not set them here.
-fn settable(event_type: &str) -> Result<()> {
-    if event_type == "m.fully_read" || event_type == "m.push_rules" {
-        return Err(Error::new(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            "M_BAD_JSON",
-            format!("Cannot set {event_type} through this API"),
-        ));
-    }
-    Ok(())
-}
-
-fn object_content(raw: &str) -> Result<&str> {
-    match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(_)) => Ok(raw),
-        _ => Err(Error::bad_json(
-            "Account data content must be a JSON object",
-        )),
-    }
-}
-
 async fn set_global(
     server: Arc<Server>,
     req: Ruma<set_global_account_data::v3::Request>,
 ) -> Result<set_global_account_data::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let event_type = req.body.event_type.to_string();
-    settable(&event_type)?;
-    let content = object_content(req.body.data.json().get())?;
-    server
-        .db
-        .put_account_data(req.body.user_id.as_str(), "", &event_type, content)
-        .await?;
-    server.notifier.notify_users([req.body.user_id.as_str()]);
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    account_data::put(
+        &server,
+        &b.user_id,
+        None,
+        &b.event_type.to_string(),
+        b.data.json().get(),
+    )
+    .await?;
     Ok(set_global_account_data::v3::Response::new())
 }
 
@@ -83,18 +52,11 @@ async fn get_global(
     server: Arc<Server>,
     req: Ruma<get_global_account_data::v3::Request>,
 ) -> Result<get_global_account_data::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let content = server
-        .db
-        .account_data(
-            req.body.user_id.as_str(),
-            "",
-            &req.body.event_type.to_string(),
-        )
-        .await?;
-    let content = content.ok_or_else(|| Error::not_found("Account data not found"))?;
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    let content = account_data::get(&server, &b.user_id, None, &b.event_type.to_string()).await?;
     Ok(get_global_account_data::v3::Response::new(Raw::from_json(
-        serde_json::value::RawValue::from_string(content)?,
+        RawValue::from_string(content)?,
     )))
 }
 
@@ -102,21 +64,16 @@ async fn set_room(
     server: Arc<Server>,
     req: Ruma<set_room_account_data::v3::Request>,
 ) -> Result<set_room_account_data::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let event_type = req.body.event_type.to_string();
-    settable(&event_type)?;
-    crate::service::rooms::require_room(&server, &req.body.room_id).await?;
-    let content = object_content(req.body.data.json().get())?;
-    server
-        .db
-        .put_account_data(
-            req.body.user_id.as_str(),
-            req.body.room_id.as_str(),
-            &event_type,
-            content,
-        )
-        .await?;
-    server.notifier.notify_users([req.body.user_id.as_str()]);
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    account_data::put(
+        &server,
+        &b.user_id,
+        Some(&b.room_id),
+        &b.event_type.to_string(),
+        b.data.json().get(),
+    )
+    .await?;
     Ok(set_room_account_data::v3::Response::new())
 }
 
@@ -124,50 +81,34 @@ async fn get_room(
     server: Arc<Server>,
     req: Ruma<get_room_account_data::v3::Request>,
 ) -> Result<get_room_account_data::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let content = server
-        .db
-        .account_data(
-            req.body.user_id.as_str(),
-            req.body.room_id.as_str(),
-            &req.body.event_type.to_string(),
-        )
-        .await?;
-    let content = content.ok_or_else(|| Error::not_found("Account data not found"))?;
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    let content = account_data::get(
+        &server,
+        &b.user_id,
+        Some(&b.room_id),
+        &b.event_type.to_string(),
+    )
+    .await?;
     Ok(get_room_account_data::v3::Response::new(Raw::from_json(
-        serde_json::value::RawValue::from_string(content)?,
+        RawValue::from_string(content)?,
     )))
-}
-
-async fn load_tags(server: &Server, user: &UserId, room: &RoomId) -> Result<Value> {
-    let content = server
-        .db
-        .account_data(user.as_str(), room.as_str(), "m.tag")
-        .await?;
-    Ok(content
-        .map(|c| serde_json::from_str(&c))
-        .transpose()?
-        .unwrap_or_else(|| json!({ "tags": {} })))
 }
 
 async fn put_tag(
     server: Arc<Server>,
     req: Ruma<create_tag::v3::Request>,
 ) -> Result<create_tag::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    crate::service::rooms::require_room(&server, &req.body.room_id).await?;
-    let mut content = load_tags(&server, &req.body.user_id, &req.body.room_id).await?;
-    content["tags"][&req.body.tag] = serde_json::to_value(&req.body.tag_info)?;
-    server
-        .db
-        .put_account_data(
-            req.body.user_id.as_str(),
-            req.body.room_id.as_str(),
-            "m.tag",
-            &content.to_string(),
-        )
-        .await?;
-    server.notifier.notify_users([req.body.user_id.as_str()]);
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    account_data::set_tag(
+        &server,
+        &b.user_id,
+        &b.room_id,
+        &b.tag,
+        Some(serde_json::to_value(&b.tag_info)?),
+    )
+    .await?;
     Ok(create_tag::v3::Response::new())
 }
 
@@ -175,21 +116,9 @@ async fn remove_tag(
     server: Arc<Server>,
     req: Ruma<delete_tag::v3::Request>,
 ) -> Result<delete_tag::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let mut content = load_tags(&server, &req.body.user_id, &req.body.room_id).await?;
-    if let Some(tags) = content["tags"].as_object_mut() {
-        tags.remove(&req.body.tag);
-    }
-    server
-        .db
-        .put_account_data(
-            req.body.user_id.as_str(),
-            req.body.room_id.as_str(),
-            "m.tag",
-            &content.to_string(),
-        )
-        .await?;
-    server.notifier.notify_users([req.body.user_id.as_str()]);
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    account_data::set_tag(&server, &b.user_id, &b.room_id, &b.tag, None).await?;
     Ok(delete_tag::v3::Response::new())
 }
 
@@ -197,8 +126,9 @@ async fn tags(
     server: Arc<Server>,
     req: Ruma<get_tags::v3::Request>,
 ) -> Result<get_tags::v3::Response> {
-    own(&req.user().user_id, &req.body.user_id)?;
-    let content = load_tags(&server, &req.body.user_id, &req.body.room_id).await?;
-    let tags: Tags = serde_json::from_value(content["tags"].clone()).unwrap_or_default();
-    Ok(get_tags::v3::Response::new(tags))
+    let b = &req.body;
+    check_owner(&req.user().user_id, &b.user_id)?;
+    Ok(get_tags::v3::Response::new(
+        account_data::tags(&server, &b.user_id, &b.room_id).await?,
+    ))
 }

@@ -1,0 +1,115 @@
+//! Account data, global and per room, and room tags (stored as the `m.tag`
+//! room account data event, which is what sync delivers): spec client-server
+//! API, "Client config" and "Room tagging".
+
+use ruma::{RoomId, UserId, events::tag::Tags};
+use serde_json::{Value, json};
+
+use crate::{Error, Result, Server};
+
+/// Global account data is stored with this room id.
+const GLOBAL: &str = "";
+
+/// Users may only read and write their own account data.
+pub fn check_owner(requester: &UserId, owner: &UserId) -> Result<()> {
+    if requester != owner {
+        return Err(Error::forbidden(
+            "You may only access your own account data",
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a client's account data event (`room` None: global) and wakes its syncs.
+pub async fn put(
+    server: &Server,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+    content: &str,
+) -> Result<()> {
+    // spec: the server manages these types itself; clients may not set them here.
+    if event_type == "m.fully_read" || event_type == "m.push_rules" {
+        return Err(Error::new(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "M_BAD_JSON",
+            format!("Cannot set {event_type} through this API"),
+        ));
+    }
+    if !matches!(serde_json::from_str::<Value>(content), Ok(Value::Object(_))) {
+        return Err(Error::bad_json(
+            "Account data content must be a JSON object",
+        ));
+    }
+    store(server, user, room, event_type, content).await
+}
+
+async fn store(
+    server: &Server,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+    content: &str,
+) -> Result<()> {
+    if let Some(room) = room {
+        super::rooms::require_room(server, room).await?;
+    }
+    let room = room.map_or(GLOBAL, |r| r.as_str());
+    server
+        .db
+        .put_account_data(user.as_str(), room, event_type, content)
+        .await?;
+    server.notifier.notify_users([user.as_str()]);
+    Ok(())
+}
+
+/// The stored content, as JSON text.
+pub async fn get(
+    server: &Server,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+) -> Result<String> {
+    let room = room.map_or(GLOBAL, |r| r.as_str());
+    let content = server
+        .db
+        .account_data(user.as_str(), room, event_type)
+        .await?;
+    content.ok_or_else(|| Error::not_found("Account data not found"))
+}
+
+async fn tag_content(server: &Server, user: &UserId, room: &RoomId) -> Result<Value> {
+    let content = server
+        .db
+        .account_data(user.as_str(), room.as_str(), "m.tag")
+        .await?;
+    Ok(content
+        .map(|c| serde_json::from_str(&c))
+        .transpose()?
+        .unwrap_or_else(|| json!({ "tags": {} })))
+}
+
+pub async fn tags(server: &Server, user: &UserId, room: &RoomId) -> Result<Tags> {
+    let content = tag_content(server, user, room).await?;
+    Ok(serde_json::from_value(content["tags"].clone()).unwrap_or_default())
+}
+
+/// Adds or replaces a tag (`info` Some) or removes it (`info` None).
+pub async fn set_tag(
+    server: &Server,
+    user: &UserId,
+    room: &RoomId,
+    tag: &str,
+    info: Option<Value>,
+) -> Result<()> {
+    let mut content = tag_content(server, user, room).await?;
+    match info {
+        Some(info) => content["tags"][tag] = info,
+        None => {
+            if let Some(tags) = content["tags"].as_object_mut() {
+                tags.remove(tag);
+            }
+        }
+    }
+    store(server, user, Some(room), "m.tag", &content.to_string()).await
+}
