@@ -847,7 +847,7 @@ async fn sample(s: TestServer) {
     assert_eq!(count_args("a, f(b, c), [d, e],\n)"), 3);
     assert_eq!(count_args(")"), 0);
     let common = Source::new(
-        "impl T { pub async fn join(&self, user: &User, room: &str) -> (S, V) { todo!() } }",
+        "impl T { pub async fn join(&self, user: &User, room: &str) -> (S, V) { unreachable!() } }",
     );
     assert_eq!(common.arity_of("join"), Some(2));
 }

@@ -205,7 +205,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // one receiver task's shared counters and settings
 async fn receive(
     client: Client,
     user: User,

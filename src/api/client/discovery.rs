@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-#[allow(deprecated)]
+#[allow(deprecated)] // the capability types of Matrix < 1.16, see `capabilities`
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
     get_capabilities::{
