@@ -47,6 +47,7 @@ pub async fn run_server(
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::Db::connect(&config.database_url).await?;
     db.migrate().await?;
+    db.start_checkpoints();
     let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
     let server = Server::new(config, db.clone(), key);
     let app =

@@ -122,7 +122,7 @@ impl Db {
                         use sqlx::Executor as _;
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA cache_size = -1024;",
+                             PRAGMA cache_size = -1024; PRAGMA journal_size_limit = 67108864;",
                         )
                         .await?;
                     }
@@ -136,6 +136,31 @@ impl Db {
             backend,
             sqlite_writer: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// SQLite: copies the write-ahead log back into the database once a
+    /// second, in the background, so the automatic checkpoint a commit runs
+    /// when the log passes its threshold finds little left to copy (that copy
+    /// made its sender wait: the tail of send latency). The automatic one
+    /// stays as the bound on the log's size.
+    pub fn start_checkpoints(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while !pool.is_closed() {
+                tick.tick().await;
+                if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                    && !pool.is_closed()
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
     }
 
     pub fn pool(&self) -> &AnyPool {
