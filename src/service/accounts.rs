@@ -73,6 +73,42 @@ pub fn validate_localpart(server: &Server, localpart: &str) -> Result<OwnedUserI
     Ok(user_id)
 }
 
+/// `M_USER_IN_USE` unless the localpart is valid and free.
+pub async fn check_available(server: &Server, localpart: &str) -> Result<OwnedUserId> {
+    let user_id = validate_localpart(server, &localpart.to_lowercase())?;
+    if server.db.user(user_id.as_str()).await?.is_some() {
+        return Err(Error::user_in_use());
+    }
+    Ok(user_id)
+}
+
+/// `POST /register` under the server's registration policy: checks the
+/// name, runs the user-interactive stage the policy asks for, uses up a
+/// registration token only once the account is certain to be made.
+pub async fn register(
+    server: &Server,
+    username: Option<&str>,
+    password: Option<&str>,
+    auth: Option<&ruma::api::client::uiaa::AuthData>,
+) -> Result<OwnedUserId> {
+    use crate::{config::Registration, service::uia};
+    let stage = match server.config.registration {
+        Registration::Open => uia::DUMMY,
+        Registration::Token => uia::REGISTRATION_TOKEN,
+        Registration::Closed => return Err(Error::forbidden("Registration is disabled")),
+    };
+    let generated = random_string(12).to_lowercase();
+    let user_id = check_available(server, username.unwrap_or(&generated)).await?;
+    // Clients first send no `auth` (and often no password) to learn the flows.
+    uia::authenticate(server, &[stage], auth, uia::Subject::Anonymous).await?;
+    let password = password.ok_or_else(|| Error::missing_param("A password is required"))?;
+    if let Some(ruma::api::client::uiaa::AuthData::RegistrationToken(t)) = auth {
+        server.db.consume_registration_token(&t.token).await?;
+    }
+    create_user(server, &user_id, Some(password), false).await?;
+    Ok(user_id)
+}
+
 /// Makes an account; `M_USER_IN_USE` if the id is taken.
 pub async fn create_user(
     server: &Server,

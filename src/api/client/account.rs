@@ -10,11 +10,7 @@ use ruma::api::client::account::{
 use crate::{
     Error, Result, Server,
     api::{Routes, Ruma},
-    config::Registration,
-    service::{
-        accounts,
-        uia::{self, Subject},
-    },
+    service::{accounts, uia},
 };
 
 pub fn routes(router: Routes) -> Routes {
@@ -38,27 +34,13 @@ async fn register(
             "Guest access is disabled",
         ));
     }
-    let stage = match server.config.registration {
-        Registration::Open => uia::DUMMY,
-        Registration::Token => uia::REGISTRATION_TOKEN,
-        Registration::Closed => return Err(Error::forbidden("Registration is disabled")),
-    };
-    let localpart = body
-        .username
-        .clone()
-        .unwrap_or_else(|| accounts::random_string(12).to_lowercase());
-    let user_id = accounts::validate_localpart(&server, &localpart.to_lowercase())?;
-    if server.db.user(user_id.as_str()).await?.is_some() {
-        return Err(Error::user_in_use());
-    }
-    uia::authenticate(&server, &[stage], body.auth.as_ref(), Subject::Anonymous).await?;
-    if let Some(ruma::api::client::uiaa::AuthData::RegistrationToken(t)) = &body.auth {
-        server.db.consume_registration_token(&t.token).await?;
-    }
-    let Some(password) = body.password.as_deref() else {
-        return Err(Error::missing_param("A password is required"));
-    };
-    accounts::create_user(&server, &user_id, Some(password), false).await?;
+    let user_id = accounts::register(
+        &server,
+        body.username.as_deref(),
+        body.password.as_deref(),
+        body.auth.as_ref(),
+    )
+    .await?;
     if body.inhibit_login {
         return Ok(register::v3::Response::new(user_id));
     }
@@ -82,10 +64,7 @@ async fn available(
     server: Arc<Server>,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> Result<get_username_availability::v3::Response> {
-    let user_id = accounts::validate_localpart(&server, &req.body.username)?;
-    if server.db.user(user_id.as_str()).await?.is_some() {
-        return Err(Error::user_in_use());
-    }
+    accounts::check_available(&server, &req.body.username).await?;
     Ok(get_username_availability::v3::Response::new(true))
 }
 
