@@ -29,6 +29,7 @@ use corvid::{
 };
 use corvid_federation::ServerSigningKey;
 use criterion::{Criterion, criterion_group, criterion_main};
+use ruma::presence::PresenceState;
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomVersionId, api::client::filter::FilterDefinition,
     events::TimelineEventType,
@@ -126,9 +127,7 @@ async fn setup() -> Fixture {
             .expect("send");
         }
     }
-    let before_ten = SyncToken {
-        pos: server.db.stream_position().await.expect("position"),
-    };
+    let before_ten = SyncToken::at(server.db.stream_position().await.expect("position"));
     for room in rooms.iter().take(NEW_MESSAGE_ROOMS) {
         timeline::append(
             &server,
@@ -140,9 +139,7 @@ async fn setup() -> Fixture {
         .await
         .expect("send");
     }
-    let latest = SyncToken {
-        pos: server.db.stream_position().await.expect("position"),
-    };
+    let latest = SyncToken::at(server.db.stream_position().await.expect("position"));
     eprintln!(
         "sync bench set-up: {ROOMS} rooms, {} stream positions, {:.1} s",
         latest.pos,
@@ -163,6 +160,8 @@ fn request(since: Option<SyncToken>) -> SyncRequest {
         full_state: false,
         filter: FilterDefinition::default(),
         timeout: Duration::ZERO,
+        // The response's construction is what is measured, not presence.
+        set_presence: PresenceState::Offline,
     }
 }
 

@@ -31,6 +31,35 @@ pub struct Config {
     pub max_request_size: usize,
     /// Lifetime of access tokens issued together with a refresh token.
     pub access_token_lifetime_ms: u64,
+    pub presence: Presence,
+    /// Whether `org.corvid.delivered` receipts are recorded (spec/extensions.md).
+    pub delivery_receipts: bool,
+    /// Shared presence and cross-process wake-ups; in-process when absent.
+    pub redis: Option<Redis>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    pub enabled: bool,
+    /// An online user with no activity for this long becomes `unavailable`.
+    pub idle_after_ms: u64,
+    /// A user whose clients stopped syncing this long ago becomes `offline`.
+    pub offline_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and channel, so servers can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "corvid".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -80,6 +109,13 @@ impl Default for Config {
             },
             max_request_size: 50 * 1024 * 1024,
             access_token_lifetime_ms: 60 * 60 * 1000,
+            presence: Presence {
+                enabled: true,
+                idle_after_ms: 5 * 60 * 1000,
+                offline_after_ms: 60 * 1000,
+            },
+            delivery_receipts: true,
+            redis: None,
         }
     }
 }
@@ -145,12 +181,17 @@ impl Config {
             registration = "open"
             max_request_size = (d.max_request_size as i64)
             access_token_lifetime_ms = (d.access_token_lifetime_ms as i64)
+            delivery_receipts = (d.delivery_receipts)
             [listen]
             client = (d.listen.client.to_string())
             [rate_limit]
             enabled = (d.rate_limit.enabled)
             per_second = (d.rate_limit.per_second)
             burst = (d.rate_limit.burst as i64)
+            [presence]
+            enabled = (d.presence.enabled)
+            idle_after_ms = (d.presence.idle_after_ms as i64)
+            offline_after_ms = (d.presence.offline_after_ms as i64)
         }
         .into()
     }

@@ -49,7 +49,10 @@ pub async fn run_server(
     db.migrate().await?;
     db.start_checkpoints();
     let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
-    let server = Server::new(config, db.clone(), key);
+    let redis = server::RedisLink::connect(&config).await?;
+    let server = Server::with_redis(config, db.clone(), key, redis);
+    tokio::spawn(service::typing::expire_forever(server.clone()));
+    tokio::spawn(service::presence::sweep_forever(server.clone()));
     let app =
         api::router(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Long-polls answer at once when shutdown starts, so in-flight requests

@@ -8,7 +8,9 @@ use std::{
 
 use corvid_federation::ServerSigningKey;
 
-use crate::service::rooms::writer::EventWriter;
+use crate::service::{
+    presence::Presence, receipts::DeliveryRecorder, rooms::writer::EventWriter, typing::Typing,
+};
 use crate::{Config, notify::Notifier, ratelimit::RateLimiter, store::Db};
 
 pub struct Server {
@@ -20,6 +22,29 @@ pub struct Server {
     pub device_activity: DeviceActivity,
     pub event_writer: EventWriter,
     pub room_versions: RoomVersions,
+    pub typing: Typing,
+    pub presence: Presence,
+    pub deliveries: DeliveryRecorder,
+}
+
+/// The connections to Redis, when `redis.url` is configured.
+#[derive(Clone)]
+pub struct RedisLink {
+    pub client: redis::Client,
+    pub conn: redis::aio::ConnectionManager,
+}
+
+impl RedisLink {
+    /// Connects to the configured Redis, if any; start-up fails if it is
+    /// configured and unreachable.
+    pub async fn connect(config: &Config) -> Result<Option<Self>, redis::RedisError> {
+        let Some(redis) = &config.redis else {
+            return Ok(None);
+        };
+        let client = redis::Client::open(redis.url.as_str())?;
+        let conn = client.get_connection_manager().await?;
+        Ok(Some(Self { client, conn }))
+    }
 }
 
 /// Room id → room version; a room's version never changes.
@@ -78,8 +103,27 @@ impl DeviceActivity {
 impl Server {
     /// Must be called inside a tokio runtime: it starts the event writer.
     pub fn new(config: Config, db: Db, signing_key: ServerSigningKey) -> Arc<Self> {
+        Self::with_redis(config, db, signing_key, None)
+    }
+
+    /// Must be called inside a tokio runtime. With `redis`, presence and
+    /// sync wake-ups are shared with the other processes using that Redis.
+    pub fn with_redis(
+        config: Config,
+        db: Db,
+        signing_key: ServerSigningKey,
+        redis: Option<RedisLink>,
+    ) -> Arc<Self> {
         let rate_limiter = RateLimiter::new(config.rate_limit.clone());
-        Arc::new_cyclic(|me| Self {
+        let prefix = config.redis.as_ref().map(|r| r.key_prefix.clone());
+        let presence = Presence::new(
+            config.presence.clone(),
+            redis
+                .as_ref()
+                .zip(prefix.clone())
+                .map(|(r, p)| (r.conn.clone(), p)),
+        );
+        let server = Arc::new_cyclic(|me| Self {
             config,
             db,
             signing_key,
@@ -88,7 +132,14 @@ impl Server {
             device_activity: DeviceActivity::default(),
             event_writer: EventWriter::start(me.clone()),
             room_versions: RoomVersions::default(),
-        })
+            typing: Typing::default(),
+            presence,
+            deliveries: DeliveryRecorder::start(me.clone()),
+        });
+        if let (Some(link), Some(prefix)) = (redis, prefix) {
+            crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);
+        }
+        server
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -44,7 +44,9 @@ pub async fn put(
     store(server, user, room, event_type, content).await
 }
 
-async fn store(
+/// Stores account data whatever its type: for the types the server itself
+/// manages (`m.fully_read`, `m.push_rules`).
+pub(super) async fn store(
     server: &Server,
     user: &UserId,
     room: Option<&RoomId>,

@@ -70,6 +70,22 @@ pub fn matches(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
     true
 }
 
+/// Whether a filter's `types` / `not_types` let `event_type` through.
+pub fn type_wanted(types: Option<&[String]>, not_types: &[String], event_type: &str) -> bool {
+    !not_types.iter().any(|t| glob(t, event_type))
+        && types.is_none_or(|types| types.iter().any(|t| glob(t, event_type)))
+}
+
+/// Whether a presence filter lets through the presence of `user`.
+pub fn presence_wanted(filter: &ruma::api::client::filter::Filter, user: &str) -> bool {
+    type_wanted(filter.types.as_deref(), &filter.not_types, "m.presence")
+        && filter
+            .senders
+            .as_ref()
+            .is_none_or(|senders| senders.iter().any(|s| s.as_str() == user))
+        && !filter.not_senders.iter().any(|s| s.as_str() == user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

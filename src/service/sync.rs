@@ -1,11 +1,18 @@
 //! `/sync`: spec client-server API, "Syncing".
 //!
-//! A token `s<N>` means "everything up to stream position N has been
-//! delivered". Positions are global and persisted, so a token stays valid
-//! across restarts, and an incremental sync returns exactly the events in
-//! `(since, now]`: each event once.
+//! A token `s<N>_<T>_<P>` means "everything up to position N of the main
+//! stream (events, account data, receipts), serial T of typing and position
+//! P of presence has been delivered". Main stream positions are global and
+//! persisted, so a token stays valid across restarts, and an incremental
+//! sync returns exactly the items in `(since, now]`: each once. Typing and
+//! presence positions are not persisted; they start from the clock (see
+//! `typing` and `presence`), so they too keep growing across restarts.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt as _;
 use ruma::{
@@ -17,12 +24,15 @@ use ruma::{
             RoomAccountData, State, Timeline,
         },
     },
+    events::AnySyncEphemeralRoomEvent,
+    presence::PresenceState,
     serde::Raw,
 };
 use serde_json::{Value, json};
 
 use super::{
-    filter,
+    filter, presence,
+    receipts::{self, Delivery},
     rooms::events::{Format, format_events},
 };
 use crate::{
@@ -33,24 +43,47 @@ use crate::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
+    /// Main stream position.
     pub pos: i64,
+    pub typing: i64,
+    pub presence: i64,
 }
 
 impl SyncToken {
+    /// A main stream position alone, as pagination tokens are.
+    pub fn at(pos: i64) -> Self {
+        Self {
+            pos,
+            typing: 0,
+            presence: 0,
+        }
+    }
+
     pub fn parse(token: &str) -> Result<Self> {
-        token
-            .strip_prefix('s')
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .map(|pos| Self { pos })
-            .ok_or_else(|| Error::invalid_param("Invalid pagination or sync token"))
+        let invalid = || Error::invalid_param("Invalid pagination or sync token");
+        let mut parts = token.strip_prefix('s').ok_or_else(invalid)?.split('_');
+        let mut next = |required: bool| match parts.next() {
+            None if !required => Ok(0),
+            part => part
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(invalid),
+        };
+        Ok(Self {
+            pos: next(true)?,
+            typing: next(false)?,
+            presence: next(false)?,
+        })
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}", self.pos)
+        if self.typing == 0 && self.presence == 0 {
+            write!(f, "s{}", self.pos)
+        } else {
+            write!(f, "s{}_{}_{}", self.pos, self.typing, self.presence)
+        }
     }
 }
 
@@ -59,32 +92,45 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub filter: FilterDefinition,
     pub timeout: Duration,
+    pub set_presence: PresenceState,
 }
 
 /// Longest a long-poll is held, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-pub async fn sync(server: &Server, user: &AuthedUser, req: SyncRequest) -> Result<Response> {
+pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> Result<Response> {
+    let _online = presence::syncing(server, &user.user_id, &req.set_presence).await?;
     // Subscribe before reading, so a commit between the read and the wait still wakes us.
     let mut wake = server.notifier.subscribe(user.user_id.as_str());
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     loop {
-        let upto = server.db.stream_position().await?;
-        let response = build(server, user, &req, upto).await?;
-        let has_news = !response.rooms.is_empty() || !response.account_data.is_empty();
-        if req.since.is_none()
+        let upto = SyncToken {
+            pos: server.db.stream_position().await?,
+            typing: server.typing.position(),
+            presence: server.presence.position().await?,
+        };
+        let (response, deliveries) = build(server, user, &req, upto).await?;
+        let has_news = !response.rooms.is_empty()
+            || !response.account_data.is_empty()
+            || !response.presence.is_empty();
+        let done = req.since.is_none()
             || req.full_state
             || has_news
-            || req.since.is_some_and(|s| s.pos > upto)
-        {
-            return Ok(response);
+            || req.since.is_some_and(|s| s.pos > upto.pos);
+        if !done {
+            tokio::select! {
+                changed = wake.changed() => if changed.is_ok() { continue },
+                () = tokio::time::sleep_until(deadline) => {},
+                () = server.notifier.shutting_down() => {},
+            }
         }
-        tokio::select! {
-            changed = wake.changed() => if changed.is_err() { return Ok(response) },
-            () = tokio::time::sleep_until(deadline) => return Ok(response),
-            () = server.notifier.shutting_down() => return Ok(response),
+        if server.config.delivery_receipts {
+            for delivery in deliveries {
+                server.deliveries.record(delivery);
+            }
         }
+        return Ok(response);
     }
 }
 
@@ -92,11 +138,13 @@ async fn build(
     server: &Server,
     user: &AuthedUser,
     req: &SyncRequest,
-    upto: i64,
-) -> Result<Response> {
+    upto_all: SyncToken,
+) -> Result<(Response, Vec<Delivery>)> {
+    let upto = upto_all.pos;
     let since = req.since.map(|s| s.pos);
-    let mut response = Response::new(SyncToken { pos: upto }.to_string());
+    let mut response = Response::new(upto_all.to_string());
     let memberships = server.db.memberships_of(user.user_id.as_str()).await?;
+    let mut ephemeral = ephemeral_events(server, user, req, &memberships, upto_all).await?;
     let changed_rooms = match since {
         Some(s) => {
             let rooms: Vec<String> = memberships
@@ -107,6 +155,15 @@ async fn build(
         }
         None => HashMap::new(),
     };
+    let since_presence = req.since.map(|s| s.presence);
+    response.presence.events = presence::for_sync(
+        server,
+        &user.user_id,
+        since_presence,
+        upto_all.presence,
+        &req.filter.presence,
+    )
+    .await?;
     let account_data = server
         .db
         .account_data_since(user.user_id.as_str(), since.unwrap_or(0))
@@ -132,6 +189,7 @@ async fn build(
         }
         let changed = changed_rooms.contains_key(&room_id);
         let account = room_account_data.remove(&room_id).unwrap_or_default();
+        let ephemeral = ephemeral.remove(&room_id).unwrap_or_default();
         let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
         work.push(RoomWork {
             room_id,
@@ -139,6 +197,7 @@ async fn build(
             membership_pos,
             changed,
             account,
+            ephemeral,
         });
     }
     let prefetch = Prefetch::load(server, user, req, &work, upto).await?;
@@ -149,9 +208,11 @@ async fn build(
             .map(|w| room_section(server, user, req, upto, w, &prefetch)),
     )
     .buffer_unordered(rooms_in_parallel(server));
+    let mut deliveries = Vec::new();
     while let Some(section) = sections.next().await {
         match section? {
-            Some((room_id, Section::Join(room))) => {
+            Some((room_id, Section::Join(room, delivery))) => {
+                deliveries.extend(delivery);
                 response.rooms.join.insert(room_id, *room);
             }
             Some((room_id, Section::Invite(room))) => {
@@ -166,7 +227,57 @@ async fn build(
             None => {}
         }
     }
-    Ok(response)
+    Ok((response, deliveries))
+}
+
+/// The ephemeral events (receipts, typing) of the user's joined rooms that
+/// changed since the token: all of them for rooms new to the client.
+async fn ephemeral_events(
+    server: &Server,
+    user: &AuthedUser,
+    req: &SyncRequest,
+    memberships: &[(String, String, i64)],
+    upto: SyncToken,
+) -> Result<HashMap<String, Vec<Raw<AnySyncEphemeralRoomEvent>>>> {
+    let filter = &req.filter.room.ephemeral;
+    let wanted = |t: &str| filter::type_wanted(filter.types.as_deref(), &filter.not_types, t);
+    let since = req.since;
+    let (mut known, mut fresh) = (Vec::new(), Vec::new());
+    for (room, membership, pos) in memberships {
+        if membership == "join" && room_wanted(&req.filter.room, room) {
+            match since {
+                Some(s) if *pos <= s.pos => known.push(room.clone()),
+                _ => fresh.push(room.clone()),
+            }
+        }
+    }
+    let mut out: HashMap<String, Vec<Raw<AnySyncEphemeralRoomEvent>>> = HashMap::new();
+    if wanted("m.receipt") {
+        let user_id = &user.user_id;
+        let mut receipts =
+            receipts::ephemeral(server, user_id, &known, since.map(|s| s.pos), upto.pos).await?;
+        receipts.extend(receipts::ephemeral(server, user_id, &fresh, None, upto.pos).await?);
+        for (room, event) in receipts {
+            out.entry(room).or_default().push(event);
+        }
+    }
+    if wanted("m.typing") {
+        let ids = |rooms: &[String]| -> Vec<OwnedRoomId> {
+            rooms
+                .iter()
+                .filter_map(|r| r.as_str().try_into().ok())
+                .collect()
+        };
+        let mut typing = server
+            .typing
+            .changed_since(&ids(&known), since.map(|s| s.typing));
+        typing.extend(server.typing.changed_since(&ids(&fresh), None));
+        for (room, users) in typing {
+            let event = json!({ "type": "m.typing", "content": { "user_ids": users } });
+            out.entry(room.to_string()).or_default().push(raw(&event)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Rooms whose sync sections are built at the same time: PostgreSQL serves
@@ -186,10 +297,12 @@ struct RoomWork {
     /// Whether the room has events after `since`.
     changed: bool,
     account: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
+    ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
 }
 
 enum Section {
-    Join(Box<JoinedRoom>),
+    /// With what the sync delivers to the user, for a delivered receipt.
+    Join(Box<JoinedRoom>, Option<Delivery>),
     Invite(InvitedRoom),
     Knock(KnockedRoom),
     Leave(Box<LeftRoom>),
@@ -210,12 +323,19 @@ async fn room_section(
         membership_pos,
         changed,
         account,
+        ephemeral,
     } = work;
     let since = req.since.map(|s| s.pos);
     // New to this client: an initial sync, or a membership since the last one.
     let fresh = since.is_none_or(|s| membership_pos > s);
     let section = match membership.as_str() {
-        "join" if fresh || req.full_state || changed || !account.is_empty() => {
+        "join"
+            if fresh
+                || req.full_state
+                || changed
+                || !account.is_empty()
+                || !ephemeral.is_empty() =>
+        {
             let mut joined = JoinedRoom::new();
             let from = if fresh { None } else { since };
             let full_state = fresh || req.full_state;
@@ -231,7 +351,9 @@ async fn room_section(
             joined.state = State::Before(slice.state.into());
             joined.account_data = RoomAccountData::new();
             joined.account_data.events = account;
-            Section::Join(Box::new(joined))
+            joined.ephemeral.events = ephemeral;
+            let delivery = delivery(&user.user_id, &room_id, &slice.events);
+            Section::Join(Box::new(joined), delivery)
         }
         "invite" if fresh => {
             let mut invited = InvitedRoom::new();
@@ -349,12 +471,7 @@ async fn room_timeline_and_state(
     let viewer = Some((user.user_id.as_ref(), user.device_id.as_str()));
     let mut timeline = Timeline::new();
     timeline.limited = limited;
-    timeline.prev_batch = Some(
-        SyncToken {
-            pos: timeline_start - 1,
-        }
-        .to_string(),
-    );
+    timeline.prev_batch = Some(SyncToken::at(timeline_start - 1).to_string());
     timeline.events = format_events(server, &events, viewer, Format::Sync)
         .await?
         .into_iter()
@@ -373,6 +490,22 @@ async fn room_timeline_and_state(
         timeline,
         state,
         members_changed,
+        events,
+    })
+}
+
+/// What a delivered receipt records: the newest event others sent in the
+/// timeline, if any.
+fn delivery(user: &UserId, room_id: &RoomId, events: &[StoredEvent]) -> Option<Delivery> {
+    let from_others = || events.iter().filter(|e| e.sender != user.as_str());
+    let newest = from_others().next_back()?;
+    let senders: HashSet<String> = from_others().map(|e| e.sender.clone()).collect();
+    Some(Delivery {
+        user_id: user.to_string(),
+        room_id: room_id.to_owned(),
+        event_id: newest.event_id.clone(),
+        event_stream_ordering: newest.stream_ordering,
+        senders,
     })
 }
 
@@ -382,6 +515,8 @@ struct RoomSlice {
     state: Vec<Raw<ruma::events::AnySyncStateEvent>>,
     /// Whether membership changed in it (the room summary must be sent again).
     members_changed: bool,
+    /// The timeline's events, oldest first.
+    events: Vec<StoredEvent>,
 }
 
 /// Up to `limit` matching events in `(lower, upto]`, oldest first, and whether more were left out.
@@ -580,14 +715,18 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
-        let t = SyncToken { pos: 42 };
-        assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
-        assert_eq!(
-            SyncToken::parse("s42_7_1").unwrap().pos,
-            42,
-            "later streams are appended"
-        );
-        for bad in ["", "42", "s", "s-1", "sx", "t42"] {
+        for t in [
+            SyncToken::at(42),
+            SyncToken {
+                pos: 42,
+                typing: 7,
+                presence: 1,
+            },
+        ] {
+            assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
+        }
+        assert_eq!(SyncToken::parse("s42").unwrap(), SyncToken::at(42));
+        for bad in ["", "42", "s", "s-1", "sx", "t42", "s1_x", "s1_2_-3"] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }
     }

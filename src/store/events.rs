@@ -363,6 +363,43 @@ impl Db {
         Ok(rows.into_iter().map(|(u,)| u).collect())
     }
 
+    /// Users joined to a room `user_id` is joined to.
+    pub async fn users_sharing_a_room(&self, user_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT theirs.user_id FROM memberships mine \
+             CROSS JOIN memberships theirs WHERE mine.user_id = $1 AND mine.membership = 'join' \
+             AND theirs.room_id = mine.room_id AND theirs.membership = 'join' AND theirs.user_id <> $1",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    /// Those of `candidates` joined to a room `user_id` is joined to.
+    pub async fn users_sharing_a_room_among(
+        &self,
+        user_id: &str,
+        candidates: &[String],
+    ) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for chunk in candidates.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT theirs.user_id FROM memberships mine \
+                 CROSS JOIN memberships theirs WHERE mine.user_id = $1 AND mine.membership = 'join' \
+                 AND theirs.room_id = mine.room_id AND theirs.membership = 'join' \
+                 AND theirs.user_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(user_id);
+            for user in chunk {
+                q = q.bind(user);
+            }
+            found.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(u,)| u));
+        }
+        Ok(found)
+    }
+
     pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
         sqlx::query("UPDATE memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
             .bind(room_id)

@@ -13,13 +13,37 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 pub const POSTGRES_ENV: &str = "CORVID_TEST_POSTGRES_URL";
+pub const REDIS_ENV: &str = "CORVID_TEST_REDIS_URL";
+
+/// The Redis for tests, `None` (with a message) when not configured outside
+/// CI; in CI a missing Redis is a failure, never a silent skip.
+pub fn redis_url() -> Option<String> {
+    match std::env::var(REDIS_ENV) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => panic!("{REDIS_ENV} must be set in CI"),
+        Err(_) => {
+            eprintln!("skipping Redis run: set {REDIS_ENV} to enable it");
+            None
+        }
+    }
+}
+
+/// Points `config` at the test Redis under a prefix of its own, so tests
+/// running at the same time do not see each other's keys.
+pub fn use_redis(config: &mut Config, url: &str) {
+    config.redis = Some(corvid::config::Redis {
+        url: url.to_owned(),
+        key_prefix: format!("corvid-test-{}", uuid_like()),
+    });
+}
 
 pub struct TestServer {
     pub base: String,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    /// `None` for a sibling, which shares its first server's directory.
+    _dir: Option<tempfile::TempDir>,
     http: reqwest::Client,
 }
 
@@ -33,6 +57,11 @@ impl TestServer {
     /// `None` when PostgreSQL is not configured outside CI; in CI a missing
     /// database is a failure, never a silent skip.
     pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like `start`, with the configuration changed by `tweak` first.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("corvid.db").display()),
@@ -52,16 +81,32 @@ impl TestServer {
         config.database_url = database_url;
         config.rate_limit.enabled = false;
         config.registration_shared_secret = Some("test-shared-secret".into());
+        tweak(&mut config);
         let mut server = Self {
             base: String::new(),
             config,
             stop: None,
             thread: None,
-            _dir: dir,
+            _dir: Some(dir),
             http: reqwest::Client::new(),
         };
         server.boot().await;
         Some(server)
+    }
+
+    /// A second server process on the same database, signing key and
+    /// configuration (Redis included), as when scaling out.
+    pub async fn sibling(&self) -> Self {
+        let mut sibling = Self {
+            base: String::new(),
+            config: self.config.clone(),
+            stop: None,
+            thread: None,
+            _dir: None,
+            http: reqwest::Client::new(),
+        };
+        sibling.boot().await;
+        sibling
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -8,12 +8,15 @@ mod discovery;
 mod filter;
 mod membership;
 mod message;
+mod presence;
 mod profile;
 mod push;
+mod receipts;
 mod room;
 mod session;
 mod state;
 mod sync;
+mod typing;
 
 use super::Routes;
 
@@ -31,6 +34,9 @@ pub fn routes(router: Routes) -> Routes {
     let router = message::routes(router);
     let router = state::routes(router);
     let router = directory::routes(router);
+    let router = receipts::routes(router);
+    let router = typing::routes(router);
+    let router = presence::routes(router);
     sync::routes(router)
 }
 

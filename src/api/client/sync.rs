@@ -44,6 +44,7 @@ async fn sync_events(
         full_state: b.full_state,
         filter,
         timeout: b.timeout.unwrap_or(Duration::ZERO),
+        set_presence: b.set_presence,
     };
     sync::sync(&server, &user, request).await
 }

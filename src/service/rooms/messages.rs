@@ -101,7 +101,7 @@ pub async fn messages(
             }
         }
     }
-    let end = (!exhausted || chunk.len() == limit).then(|| SyncToken { pos: cursor }.to_string());
+    let end = (!exhausted || chunk.len() == limit).then(|| SyncToken::at(cursor).to_string());
     let state = if filter.lazy_load_options.is_disabled() {
         Vec::new()
     } else {
@@ -109,7 +109,7 @@ pub async fn messages(
     };
     Ok(Page {
         chunk: format_events(server, &chunk, Some((user, device)), Format::Client).await?,
-        start: SyncToken { pos: from }.to_string(),
+        start: SyncToken::at(from).to_string(),
         end,
         state,
     })
@@ -192,14 +192,8 @@ pub async fn context(
 ) -> Result<Context> {
     let event = visible_event(server, room_id, user, event_id).await?;
     let half = limit.min(MAX_LIMIT) / 2;
-    let before_token = SyncToken {
-        pos: event.stream_ordering - 1,
-    }
-    .to_string();
-    let after_token = SyncToken {
-        pos: event.stream_ordering,
-    }
-    .to_string();
+    let before_token = SyncToken::at(event.stream_ordering - 1).to_string();
+    let after_token = SyncToken::at(event.stream_ordering).to_string();
     let backward = PageRequest {
         from: Some(&before_token),
         to: None,

@@ -43,3 +43,15 @@ pub async fn require_room(server: &Server, room_id: &RoomId) -> Result<RoomVersi
     server.room_versions.insert(room_id, version.clone());
     Ok(version)
 }
+
+/// `M_FORBIDDEN` unless `user` is joined to the room now.
+pub async fn require_joined(server: &Server, room_id: &RoomId, user: &ruma::UserId) -> Result<()> {
+    match server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+    {
+        Some((membership, _)) if membership == "join" => Ok(()),
+        _ => Err(Error::forbidden("You are not joined to this room")),
+    }
+}

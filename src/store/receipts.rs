@@ -1,0 +1,136 @@
+//! Receipts: the latest one of each type per user, room and thread.
+
+use std::collections::HashSet;
+
+use super::{Db, placeholders};
+use crate::Result;
+
+/// A receipt to store. `thread_id` is `""` when unthreaded.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub room_id: String,
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    /// The receipted event's stream position: receipts only move forward.
+    pub event_stream_ordering: i64,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+impl Db {
+    /// Stores each receipt that moves its user's receipt forward, in one
+    /// transaction; the ones stored.
+    pub async fn put_receipts(&self, receipts: &[NewReceipt]) -> Result<Vec<NewReceipt>> {
+        let mut w = self.write().await?;
+        let mut stored = Vec::new();
+        for r in receipts {
+            let current: Option<(i64,)> = sqlx::query_as(
+                "SELECT event_stream_ordering FROM receipts \
+                 WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4",
+            )
+            .bind(&r.room_id)
+            .bind(&r.receipt_type)
+            .bind(&r.user_id)
+            .bind(&r.thread_id)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+            if current.is_some_and(|(at,)| at >= r.event_stream_ordering) {
+                continue;
+            }
+            let pos = w.next_stream_position().await?;
+            sqlx::query(
+                "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, \
+                 event_stream_ordering, ts, stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET \
+                 event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering, \
+                 ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+            )
+            .bind(&r.room_id)
+            .bind(&r.receipt_type)
+            .bind(&r.user_id)
+            .bind(&r.thread_id)
+            .bind(&r.event_id)
+            .bind(r.event_stream_ordering)
+            .bind(r.ts)
+            .bind(pos)
+            .execute(&mut *w.tx)
+            .await?;
+            stored.push(r.clone());
+        }
+        w.commit().await?;
+        Ok(stored)
+    }
+
+    /// Receipts in `rooms` changed in `(since, upto]`; all of them when
+    /// `since` is `None`.
+    pub async fn receipts_between(
+        &self,
+        rooms: &[String],
+        since: Option<i64>,
+        upto: i64,
+    ) -> Result<Vec<ReceiptRow>> {
+        let mut rows = Vec::new();
+        for chunk in rooms.chunks(500) {
+            let sql = format!(
+                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts \
+                 WHERE stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN ({}) \
+                 ORDER BY stream_ordering",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, ReceiptRow>(&sql)
+                .bind(since.unwrap_or(-1))
+                .bind(upto);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            rows.extend(q.fetch_all(self.pool()).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Which of `rooms` have receipts changed after `since`.
+    pub async fn rooms_with_receipts_after(
+        &self,
+        rooms: &[String],
+        since: i64,
+    ) -> Result<HashSet<String>> {
+        let mut changed = HashSet::new();
+        for chunk in rooms.chunks(500) {
+            let sql = format!(
+                "SELECT DISTINCT room_id FROM receipts WHERE stream_ordering > $1 AND room_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(since);
+            for room in chunk {
+                q = q.bind(room);
+            }
+            changed.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(r,)| r));
+        }
+        Ok(changed)
+    }
+
+    /// The user's read position per thread in a room (the furthest of
+    /// `m.read` and `m.read.private`); thread `""` is the unthreaded one.
+    pub async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT thread_id, MAX(event_stream_ordering) FROM receipts \
+             WHERE user_id = $1 AND room_id = $2 AND receipt_type IN ('m.read', 'm.read.private') \
+             GROUP BY thread_id",
+        )
+        .bind(user_id)
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
