@@ -25,6 +25,7 @@ pub struct Server {
     pub typing: Typing,
     pub presence: Presence,
     pub deliveries: DeliveryRecorder,
+    pub push_rules: crate::service::push::RuleCache,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -135,6 +136,7 @@ impl Server {
             typing: Typing::default(),
             presence,
             deliveries: DeliveryRecorder::start(me.clone()),
+            push_rules: Default::default(),
         });
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod filter;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod receipts;
 pub mod rooms;
 pub mod sync;

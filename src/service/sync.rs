@@ -31,7 +31,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{
-    filter, presence,
+    filter, presence, push,
     receipts::{self, Delivery},
     rooms::events::{Format, format_events},
 };
@@ -227,7 +227,37 @@ async fn build(
             None => {}
         }
     }
+    add_unread_counts(server, user, req, &mut response, upto).await?;
     Ok((response, deliveries))
+}
+
+/// spec: "Receiving notifications" — the unread counts of the joined rooms
+/// in the response (per thread too if the client asked for that).
+async fn add_unread_counts(
+    server: &Server,
+    user: &AuthedUser,
+    req: &SyncRequest,
+    response: &mut Response,
+    upto: i64,
+) -> Result<()> {
+    let rooms: Vec<String> = response.rooms.join.keys().map(|r| r.to_string()).collect();
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let by_thread = req.filter.room.timeline.unread_thread_notifications;
+    let mut counts = push::unread_counts(server, &user.user_id, &rooms, upto, by_thread).await?;
+    for (room_id, joined) in response.rooms.join.iter_mut() {
+        let Some(unread) = counts.remove(room_id.as_str()) else {
+            continue;
+        };
+        joined.unread_notifications = unread.room.into();
+        joined.unread_thread_notifications = unread
+            .threads
+            .into_iter()
+            .map(|(root, c)| (root, c.into()))
+            .collect();
+    }
+    Ok(())
 }
 
 /// The ephemeral events (receipts, typing) of the user's joined rooms that

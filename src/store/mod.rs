@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod events;
+pub mod push;
 pub mod receipts;
 pub mod rooms;
 pub mod user_data;

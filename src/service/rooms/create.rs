@@ -180,27 +180,25 @@ async fn insert_create_event(
     };
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     let stream_ordering = w.next_stream_position().await?;
-    w.stage_event(
-        &NewEvent {
-            stream_ordering,
-            event_id: event_id.as_str(),
-            room_id: room_id.as_str(),
-            event_type: "m.room.create",
-            state_key: Some(""),
-            sender: creator.as_str(),
-            origin_server_ts: pdu.origin_server_ts.get().into(),
-            depth: 1,
-            pdu: &pdu_json,
-            prev_events: &[],
-            auth_events: &[],
-            unsigned_extra: None,
-            state_group_before: None,
-            txn: None,
-            redacts: None,
-        },
-        None,
-    )
-    .await?;
+    let event = NewEvent {
+        stream_ordering,
+        event_id: event_id.as_str(),
+        room_id: room_id.as_str(),
+        event_type: "m.room.create",
+        state_key: Some(""),
+        sender: creator.as_str(),
+        origin_server_ts: pdu.origin_server_ts.get().into(),
+        depth: 1,
+        pdu: &pdu_json,
+        prev_events: &[],
+        auth_events: &[],
+        unsigned_extra: None,
+        state_group_before: None,
+        txn: None,
+        redacts: None,
+    };
+    w.stage_event(&event, None).await?;
+    let event = event.to_stored();
     Ok((
         room_id.clone(),
         Appended {
@@ -208,6 +206,7 @@ async fn insert_create_event(
             stream_ordering,
             room_id,
             member: None,
+            event,
         },
     ))
 }

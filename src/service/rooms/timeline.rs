@@ -75,6 +75,7 @@ pub struct Appended {
     pub room_id: ruma::OwnedRoomId,
     /// The user a membership event is about.
     pub member: Option<String>,
+    pub event: StoredEvent,
 }
 
 /// Builds, authorises and persists one event, then wakes syncers; returns
@@ -291,13 +292,15 @@ pub async fn append_in(
         redacts: pdu.redacts().map(|r| r.as_str()),
     };
     w.stage_event(&new_event, membership.as_deref()).await?;
-    head.advance(new_event.to_stored(), depth);
+    let stored = new_event.to_stored();
+    head.advance(stored.clone(), depth);
     tracing::debug!(%event_id, %room_id, kind = %template.event_type, "event appended");
     Ok(Appended {
         event_id,
         stream_ordering,
         room_id: room_id.to_owned(),
         member: membership.and(template.state_key),
+        event: stored,
     })
 }
 

@@ -175,6 +175,7 @@ async fn append_all(
             Err(e) => results.push(Err(e)),
         }
     }
+    crate::service::push::stage_push_actions(server, &mut w, &appended).await?;
     w.commit().await?;
     Ok((results, appended))
 }

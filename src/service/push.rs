@@ -1,0 +1,423 @@
+//! spec: "Push notifications" — push rules, and the unread counts and
+//! notification list they produce. (Pushers and a push gateway come later.)
+//!
+//! A user's rules are their `m.push_rules` account data (which is also how
+//! clients see them in `/sync`), the spec's defaults until they change one.
+//! Every local event is evaluated against the rules of each local member of
+//! its room inside the transaction that persists it, so an event and the
+//! notifications it causes commit together: a sync that sees the event sees
+//! its counts.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    api::client::sync::sync_events::UnreadNotificationsCount,
+    events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
+    push::{
+        Action, AnyPushRule, InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx,
+        PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+    },
+    room_version_rules::AuthorizationRules,
+    serde::Raw,
+};
+use serde_json::{Value, json};
+
+use super::{account_data, receipts::thread_root};
+use crate::{
+    Error, Result, Server,
+    service::rooms::timeline::Appended,
+    store::{WriteTx, events::StoredEvent, push::NewPushAction},
+};
+
+const PUSH_RULES: &str = "m.push_rules";
+
+/// Users' rule sets, read once from account data.
+#[derive(Default)]
+pub struct RuleCache {
+    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+}
+
+impl RuleCache {
+    const CAPACITY: usize = 100_000;
+
+    fn get(&self, user: &UserId) -> Option<Arc<Ruleset>> {
+        self.rulesets
+            .lock()
+            .expect("push rule cache")
+            .get(user)
+            .cloned()
+    }
+
+    fn insert(&self, user: &UserId, rules: Arc<Ruleset>) {
+        let mut cache = self.rulesets.lock().expect("push rule cache");
+        if cache.len() >= Self::CAPACITY {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), rules);
+    }
+}
+
+/// The user's push rules.
+pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
+    if let Some(rules) = server.push_rules.get(user) {
+        return Ok(rules);
+    }
+    let stored = server
+        .db
+        .account_data(user.as_str(), "", PUSH_RULES)
+        .await?;
+    let rules = match stored {
+        Some(json) => {
+            let content: Value = serde_json::from_str(&json)?;
+            serde_json::from_value(content["global"].clone()).map_err(Error::internal)?
+        }
+        None => Ruleset::server_default(user),
+    };
+    let rules = Arc::new(rules);
+    server.push_rules.insert(user, rules.clone());
+    Ok(rules)
+}
+
+/// Applies `change` to a copy of the user's rules and stores the result.
+async fn update<T>(
+    server: &Server,
+    user: &UserId,
+    change: impl FnOnce(&mut Ruleset) -> Result<T>,
+) -> Result<T> {
+    let mut rules = (*ruleset(server, user).await?).clone();
+    let out = change(&mut rules)?;
+    let content = json!({ "global": rules }).to_string();
+    account_data::store(server, user, None, PUSH_RULES, &content).await?;
+    server.push_rules.insert(user, Arc::new(rules));
+    Ok(out)
+}
+
+pub async fn rule(server: &Server, user: &UserId, kind: RuleKind, id: &str) -> Result<AnyPushRule> {
+    ruleset(server, user)
+        .await?
+        .get(kind, id)
+        .map(|r| r.to_owned())
+        .ok_or_else(|| Error::not_found("No such push rule"))
+}
+
+pub async fn set_rule(
+    server: &Server,
+    user: &UserId,
+    rule: NewPushRule,
+    after: Option<&str>,
+    before: Option<&str>,
+) -> Result<()> {
+    update(server, user, |rules| {
+        rules.insert(rule, after, before).map_err(|e| match e {
+            InsertPushRuleError::UnknownRuleId => Error::not_found(e.to_string()),
+            e => Error::invalid_param(e.to_string()),
+        })
+    })
+    .await
+}
+
+pub async fn delete_rule(server: &Server, user: &UserId, kind: RuleKind, id: &str) -> Result<()> {
+    update(server, user, |rules| {
+        rules.remove(kind, id).map_err(|e| match e {
+            RemovePushRuleError::NotFound => Error::not_found("No such push rule"),
+            e => Error::invalid_param(e.to_string()),
+        })
+    })
+    .await
+}
+
+pub async fn set_enabled(
+    server: &Server,
+    user: &UserId,
+    kind: RuleKind,
+    id: &str,
+    enabled: bool,
+) -> Result<()> {
+    update(server, user, |rules| {
+        rules
+            .set_enabled(kind, id, enabled)
+            .map_err(|_| Error::not_found("No such push rule"))
+    })
+    .await
+}
+
+pub async fn set_actions(
+    server: &Server,
+    user: &UserId,
+    kind: RuleKind,
+    id: &str,
+    actions: Vec<Action>,
+) -> Result<()> {
+    update(server, user, |rules| {
+        rules
+            .set_actions(kind, id, actions)
+            .map_err(|_| Error::not_found("No such push rule"))
+    })
+    .await
+}
+
+/// Evaluates the events appended in a write transaction against the rules
+/// of every local member of their rooms, and stages the notifications in
+/// the same transaction.
+pub async fn stage_push_actions(
+    server: &Server,
+    w: &mut WriteTx<'_>,
+    appended: &[Appended],
+) -> Result<()> {
+    let mut rooms: HashMap<OwnedRoomId, RoomContext> = HashMap::new();
+    let mut rows = Vec::new();
+    for a in appended {
+        if !rooms.contains_key(&a.room_id) {
+            let context = RoomContext::load(server, w, &a.room_id).await?;
+            rooms.insert(a.room_id.clone(), context);
+        }
+        let context = &rooms[&a.room_id];
+        let raw: Raw<Value> = Raw::from_json(serde_json::value::RawValue::from_string(
+            a.event.pdu.clone(),
+        )?);
+        let thread = thread_root(&a.event).unwrap_or_else(|| "main".to_owned());
+        let invitee = invited_local_user(server, &a.event);
+        let recipients = context
+            .members
+            .iter()
+            .cloned()
+            .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
+        for (member, display_name) in recipients {
+            if member.as_str() == a.event.sender {
+                continue;
+            }
+            let rules = ruleset(server, &member).await?;
+            let mut ctx = PushConditionRoomCtx::new(
+                a.room_id.clone(),
+                context.member_count,
+                member.clone(),
+                display_name.clone(),
+            );
+            ctx.power_levels = context.power_levels.clone();
+            let actions = rules.get_actions(&raw, &ctx).await;
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            let highlight = actions.iter().any(|a| a.is_highlight());
+            rows.push((
+                member.to_string(),
+                a,
+                thread.clone(),
+                serde_json::to_string(actions)?,
+                highlight,
+            ));
+        }
+    }
+    let ts = crate::now_ms();
+    let new: Vec<NewPushAction<'_>> = rows
+        .iter()
+        .map(|(user, a, thread, actions, highlight)| NewPushAction {
+            user_id: user,
+            stream_ordering: a.stream_ordering,
+            room_id: a.room_id.as_str(),
+            event_id: a.event_id.as_str(),
+            thread_id: thread,
+            actions,
+            highlight: *highlight,
+            ts,
+        })
+        .collect();
+    w.insert_push_actions(&new).await
+}
+
+/// The local user an invite is for: they are not a member yet, but the
+/// spec's `.m.rule.invite_for_me` notifies them.
+fn invited_local_user(server: &Server, event: &StoredEvent) -> Option<OwnedUserId> {
+    if event.event_type != "m.room.member" {
+        return None;
+    }
+    let pdu: Value = serde_json::from_str(&event.pdu).ok()?;
+    if pdu["content"]["membership"] != "invite" {
+        return None;
+    }
+    let user = OwnedUserId::try_from(event.state_key.as_deref()?).ok()?;
+    (user.server_name() == server.server_name()).then_some(user)
+}
+
+/// What push rules need to know about a room, read once per transaction.
+struct RoomContext {
+    members: Vec<(OwnedUserId, String)>,
+    member_count: UInt,
+    power_levels: Option<PushConditionPowerLevelsCtx>,
+}
+
+impl RoomContext {
+    async fn load(server: &Server, w: &mut WriteTx<'_>, room_id: &RoomId) -> Result<Self> {
+        let members: Vec<(OwnedUserId, String)> = w
+            .joined_members_with_names(room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(user, name)| {
+                let user = OwnedUserId::try_from(user).ok()?;
+                let name = name.unwrap_or_else(|| user.localpart().to_owned());
+                Some((user, name))
+            })
+            .collect();
+        let keys = [
+            ("m.room.create".to_owned(), String::new()),
+            ("m.room.power_levels".to_owned(), String::new()),
+        ];
+        let state = w.current_state_for(room_id.as_str(), &keys).await?;
+        let version = super::rooms::require_room(server, room_id).await?;
+        let rules = corvid_federation::rules_for(&version)?;
+        Ok(Self {
+            member_count: UInt::new_saturating(members.len() as u64),
+            members,
+            power_levels: power_levels(&state, &rules.authorization),
+        })
+    }
+}
+
+fn power_levels(
+    state: &[StoredEvent],
+    rules: &AuthorizationRules,
+) -> Option<PushConditionPowerLevelsCtx> {
+    let content_of = |kind: &str| -> Option<Value> {
+        let event = state.iter().find(|e| e.event_type == kind)?;
+        let pdu: Value = serde_json::from_str(&event.pdu).ok()?;
+        Some(pdu)
+    };
+    let create = content_of("m.room.create")?;
+    let mut creators: Vec<OwnedUserId> = create["sender"]
+        .as_str()
+        .and_then(|s| s.try_into().ok())
+        .into_iter()
+        .collect();
+    if let Some(extra) = create["content"]["additional_creators"].as_array() {
+        creators.extend(extra.iter().filter_map(|u| u.as_str()?.try_into().ok()));
+    }
+    let content: Option<RoomPowerLevelsEventContent> = content_of("m.room.power_levels")
+        .and_then(|pdu| serde_json::from_value(pdu["content"].clone()).ok());
+    Some(RoomPowerLevels::new(content.into(), rules, creators).into())
+}
+
+/// Unread counts of the user's `rooms` as of position `upto`: per room the
+/// whole room's (or, with `by_thread`, the main timeline's) counts, and per
+/// thread when `by_thread`.
+pub async fn unread_counts(
+    server: &Server,
+    user: &UserId,
+    rooms: &[String],
+    upto: i64,
+    by_thread: bool,
+) -> Result<HashMap<String, RoomUnread>> {
+    let rows = server
+        .db
+        .unread_push_actions(user.as_str(), rooms, upto)
+        .await?;
+    let mut read: HashMap<(String, String), i64> = HashMap::new();
+    if !rows.is_empty() {
+        for (room, thread, pos) in server.db.read_positions_in(user.as_str(), rooms).await? {
+            read.insert((room, thread), pos);
+        }
+    }
+    let mut out: HashMap<String, RoomUnread> = rooms
+        .iter()
+        .map(|r| (r.clone(), RoomUnread::default()))
+        .collect();
+    for row in rows {
+        let thread_read = read
+            .get(&(row.room_id.clone(), row.thread_id.clone()))
+            .copied()
+            .unwrap_or(-1);
+        if row.stream_ordering <= thread_read {
+            continue;
+        }
+        let room = out.entry(row.room_id.clone()).or_default();
+        let counts = if by_thread && row.thread_id != "main" {
+            let root: OwnedEventId = row.thread_id.as_str().try_into().map_err(Error::internal)?;
+            room.threads.entry(root).or_default()
+        } else {
+            &mut room.room
+        };
+        counts.notifications += 1;
+        counts.highlights += u64::from(row.highlight != 0);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Default)]
+pub struct RoomUnread {
+    pub room: Counts,
+    pub threads: BTreeMap<OwnedEventId, Counts>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+impl From<Counts> for UnreadNotificationsCount {
+    fn from(c: Counts) -> Self {
+        let mut out = UnreadNotificationsCount::new();
+        out.notification_count = Some(UInt::new_saturating(c.notifications));
+        out.highlight_count = Some(UInt::new_saturating(c.highlights));
+        out
+    }
+}
+
+/// One entry of `GET /notifications`.
+pub struct Notification {
+    pub room_id: OwnedRoomId,
+    pub event: StoredEvent,
+    pub actions: Vec<Action>,
+    pub read: bool,
+    pub ts: i64,
+}
+
+/// `GET /notifications`: newest first, from the position in `from`; the
+/// position to continue from when there may be more.
+pub async fn notifications(
+    server: &Server,
+    user: &UserId,
+    from: Option<&str>,
+    limit: usize,
+    only_highlight: bool,
+) -> Result<(Vec<Notification>, Option<String>)> {
+    let before = match from {
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("Invalid from token"))?,
+        None => i64::MAX,
+    };
+    let limit = limit.clamp(1, 100);
+    let rows = server
+        .db
+        .notifications(user.as_str(), before, limit as i64, only_highlight)
+        .await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    let mut events: HashMap<String, StoredEvent> = server
+        .db
+        .events(&ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.event_id.clone(), e))
+        .collect();
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| r.stream_ordering.to_string()))
+        .flatten();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(event) = events.remove(&row.event_id) else {
+            continue;
+        };
+        out.push(Notification {
+            room_id: row.room_id.as_str().try_into().map_err(Error::internal)?,
+            event,
+            actions: serde_json::from_str(&row.actions)?,
+            read: row.read != 0,
+            ts: row.ts,
+        });
+    }
+    Ok((out, next))
+}
