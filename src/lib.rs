@@ -17,6 +17,7 @@
 //!   and a sync token (`service::sync::SyncToken`) stays valid forever.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod notify;

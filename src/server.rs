@@ -26,6 +26,7 @@ pub struct Server {
     pub presence: Presence,
     pub deliveries: DeliveryRecorder,
     pub push_rules: crate::service::push::RuleCache,
+    pub ignored_users: crate::service::ignore::IgnoreCache,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -137,6 +138,7 @@ impl Server {
             presence,
             deliveries: DeliveryRecorder::start(me.clone()),
             push_rules: Default::default(),
+            ignored_users: Default::default(),
         });
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);

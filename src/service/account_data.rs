@@ -61,6 +61,9 @@ pub(super) async fn store(
         .db
         .put_account_data(user.as_str(), room, event_type, content)
         .await?;
+    if room == GLOBAL && event_type == super::ignore::IGNORED_USER_LIST {
+        super::ignore::changed(server, user, content);
+    }
     server.notifier.notify_users([user.as_str()]);
     Ok(())
 }

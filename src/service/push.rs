@@ -10,7 +10,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use ruma::{
@@ -35,31 +35,8 @@ use crate::{
 
 const PUSH_RULES: &str = "m.push_rules";
 
-/// Users' rule sets, read once from account data.
-#[derive(Default)]
-pub struct RuleCache {
-    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
-}
-
-impl RuleCache {
-    const CAPACITY: usize = 100_000;
-
-    fn get(&self, user: &UserId) -> Option<Arc<Ruleset>> {
-        self.rulesets
-            .lock()
-            .expect("push rule cache")
-            .get(user)
-            .cloned()
-    }
-
-    fn insert(&self, user: &UserId, rules: Arc<Ruleset>) {
-        let mut cache = self.rulesets.lock().expect("push rule cache");
-        if cache.len() >= Self::CAPACITY {
-            cache.clear();
-        }
-        cache.insert(user.to_owned(), rules);
-    }
-}
+/// Users' rule sets, read from account data.
+pub type RuleCache = crate::cache::TtlCache<Ruleset>;
 
 /// The user's push rules.
 pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
@@ -187,7 +164,11 @@ pub async fn stage_push_actions(
             .cloned()
             .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
         for (member, display_name) in recipients {
-            if member.as_str() == a.event.sender {
+            if member.as_str() == a.event.sender
+                || super::ignore::ignored_by(server, &member)
+                    .await?
+                    .contains(&a.event.sender)
+            {
                 continue;
             }
             let rules = ruleset(server, &member).await?;

@@ -31,7 +31,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{
-    filter, presence, push,
+    filter, ignore, presence, push,
     receipts::{self, Delivery},
     rooms::events::{Format, format_events},
 };
@@ -385,7 +385,7 @@ async fn room_section(
             let delivery = delivery(&user.user_id, &room_id, &slice.events);
             Section::Join(Box::new(joined), delivery)
         }
-        "invite" if fresh => {
+        "invite" if fresh && !invited_by_ignored(server, &room_id, &user.user_id).await? => {
             let mut invited = InvitedRoom::new();
             invited.invite_state = InviteState::new();
             invited.invite_state.events =
@@ -466,6 +466,12 @@ async fn room_timeline_and_state(
         }
         None => newest_events(server, room_id, lower, upto, limit, timeline_filter).await?,
     };
+    // spec: "Ignoring users" — their messages never reach the timeline.
+    let ignored = ignore::ignored_by(server, &user.user_id).await?;
+    let events: Vec<StoredEvent> = events
+        .into_iter()
+        .filter(|e| e.state_key.is_some() || !ignored.contains(&e.sender))
+        .collect();
     let timeline_start = events
         .first()
         .map(|e| e.stream_ordering)
@@ -700,6 +706,19 @@ impl Prefetch {
             summaries,
         })
     }
+}
+
+/// Whether the user's invite to the room comes from someone they ignore.
+async fn invited_by_ignored(server: &Server, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    let ignored = ignore::ignored_by(server, user).await?;
+    if ignored.is_empty() {
+        return Ok(false);
+    }
+    let invite = server
+        .db
+        .current_state_event(room_id.as_str(), "m.room.member", user.as_str())
+        .await?;
+    Ok(invite.is_some_and(|e| ignored.contains(&e.sender)))
 }
 
 /// Stripped state stored with the invite or knock, plus the membership event itself.

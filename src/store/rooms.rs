@@ -1,4 +1,4 @@
-//! Room aliases and the public room directory.
+//! Room aliases, the public room directory and content reports.
 
 use super::Db;
 use crate::Result;
@@ -96,6 +96,33 @@ impl super::WriteTx<'_> {
             .bind(public as i64)
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+}
+
+/// A report for the server's admins; unused targets are `None`.
+pub struct NewReport<'a> {
+    pub reporter: &'a str,
+    pub room_id: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+impl Db {
+    pub async fn insert_report(&self, report: &NewReport<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO reports (reporter, room_id, event_id, user_id, reason, received_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(report.reporter)
+        .bind(report.room_id)
+        .bind(report.event_id)
+        .bind(report.user_id)
+        .bind(report.reason)
+        .bind(crate::now_ms())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

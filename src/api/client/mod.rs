@@ -12,6 +12,7 @@ mod presence;
 mod profile;
 mod push;
 mod receipts;
+mod report;
 mod room;
 mod session;
 mod state;
@@ -37,6 +38,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = receipts::routes(router);
     let router = typing::routes(router);
     let router = presence::routes(router);
+    let router = report::routes(router);
     sync::routes(router)
 }
 

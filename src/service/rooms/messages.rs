@@ -66,6 +66,7 @@ pub async fn messages(
         None => 0,
     };
     let to = to.map(SyncToken::parse).transpose()?.map(|t| t.pos);
+    let ignored = crate::service::ignore::ignored_by(server, user).await?;
 
     let mut chunk: Vec<StoredEvent> = Vec::new();
     let mut cursor = from;
@@ -93,7 +94,8 @@ pub async fn messages(
                 Direction::Backward => event.stream_ordering - 1,
                 Direction::Forward => event.stream_ordering,
             };
-            if viewer.can_see(&event) && filter::matches(filter, &event) {
+            let hidden = event.state_key.is_none() && ignored.contains(&event.sender);
+            if viewer.can_see(&event) && filter::matches(filter, &event) && !hidden {
                 chunk.push(event);
                 if chunk.len() == limit {
                     break;

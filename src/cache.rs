@@ -1,0 +1,43 @@
+//! Small per-user caches of settings kept in account data (push rules,
+//! ignored users). An entry lives a few seconds: the process that changes a
+//! setting updates its own entry at once, and a change made through another
+//! server process is seen here within [`TtlCache::TTL`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedUserId, UserId};
+
+pub struct TtlCache<V> {
+    entries: Mutex<HashMap<OwnedUserId, (Instant, Arc<V>)>>,
+}
+
+impl<V> Default for TtlCache<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<V> TtlCache<V> {
+    pub const TTL: Duration = Duration::from_secs(5);
+    const CAPACITY: usize = 100_000;
+
+    pub fn get(&self, user: &UserId) -> Option<Arc<V>> {
+        let entries = self.entries.lock().expect("cache lock");
+        let (at, value) = entries.get(user)?;
+        (at.elapsed() < Self::TTL).then(|| value.clone())
+    }
+
+    pub fn insert(&self, user: &UserId, value: Arc<V>) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= Self::CAPACITY {
+            entries.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+        }
+        entries.insert(user.to_owned(), (Instant::now(), value));
+    }
+}
