@@ -15,7 +15,115 @@ on_both_backends!(
     shared_secret_registration,
     deactivation_leaves_rooms_and_locks_out,
     discovery_capabilities_and_push_rules,
+    login_tokens_log_in_once,
+    registration_token_validity,
+    deleting_profile_fields,
 );
+
+async fn login_tokens_log_in_once(s: TestServer) {
+    let alice = s.register("alice").await;
+    let (_, flows) = s
+        .request(Method::GET, "/_matrix/client/v3/login", None, None)
+        .await;
+    assert!(
+        flows["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["type"] == "m.login.token" && f["get_login_token"] == true)
+    );
+    // Re-authentication first (user-interactive auth).
+    let (status, challenge) = s
+        .post(
+            "/_matrix/client/v1/login/get_token",
+            &alice.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
+    let auth = json!({"auth": {"type": "m.login.password", "session": challenge["session"],
+        "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"}});
+    let (status, token) = s
+        .post("/_matrix/client/v1/login/get_token", &alice.token, auth)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert!(token["expires_in_ms"].as_u64().is_some_and(|ms| ms > 0));
+    let login = json!({"type": "m.login.token", "token": token["login_token"]});
+    let (status, session) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(login.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert_eq!(session["user_id"], alice.user_id);
+    let (status, again) = s
+        .request(Method::POST, "/_matrix/client/v3/login", None, Some(login))
+        .await;
+    assert_eq!(
+        (status, again["errcode"].as_str()),
+        (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+    );
+    let (_, caps) = s.get("/_matrix/client/v3/capabilities", &alice.token).await;
+    assert_eq!(caps["capabilities"]["m.get_login_token"]["enabled"], true);
+}
+
+async fn registration_token_validity(s: TestServer) {
+    let path = |t: &str| {
+        format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={t}")
+    };
+    let (status, body) = s.request(Method::GET, &path("nope"), None, None).await;
+    assert_eq!((status, &body["valid"]), (StatusCode::OK, &json!(false)));
+    let dir = s.data_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .args(["registration-token", "create", "opensesame", "--uses", "1"])
+        .env("CORVID_DATABASE_URL", &s.config.database_url)
+        .env("CORVID_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = s
+        .request(Method::GET, &path("opensesame"), None, None)
+        .await;
+    assert_eq!((status, &body["valid"]), (StatusCode::OK, &json!(true)));
+}
+
+async fn deleting_profile_fields(s: TestServer) {
+    let alice = s.register("alice").await;
+    let field = format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id);
+    s.put(&field, &alice.token, json!({"displayname": "Alice"}))
+        .await;
+    let (status, _) = s
+        .request(Method::DELETE, &field, Some(&alice.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, profile) = s
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", alice.user_id),
+            &alice.token,
+        )
+        .await;
+    assert!(profile.get("displayname").is_none(), "{profile}");
+    let bob = s.register("bob").await;
+    let (status, _) = s
+        .request(Method::DELETE, &field, Some(&bob.token), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let custom = format!(
+        "/_matrix/client/v3/profile/{}/org.example.pronouns",
+        alice.user_id
+    );
+    let (status, _) = s
+        .request(Method::DELETE, &custom, Some(&alice.token), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
 
 async fn register_login_whoami_logout(s: TestServer) {
     let alice = s.register("alice").await;

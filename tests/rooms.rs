@@ -19,7 +19,133 @@ on_both_backends!(
     knocking_needs_a_knock_room,
     v12_creators_hold_infinite_power,
     alike_rooms_created_together_get_distinct_ids,
+    room_initial_sync_snapshot,
+    timestamp_to_event_finds_the_nearest,
+    room_summary_for_members_and_open_rooms,
 );
+
+async fn room_initial_sync_snapshot(s: TestServer) {
+    let alice = s.register("alice").await;
+    let room = s
+        .create_room(&alice, json!({"name": "snap", "preset": "private_chat"}))
+        .await;
+    for i in 0..25 {
+        s.send_text(&alice, &room, &format!("t{i}"), &format!("m{i}"))
+            .await;
+    }
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/initialSync"),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["membership"], "join");
+    assert_eq!(body["visibility"], "private");
+    let chunk = body["messages"]["chunk"].as_array().unwrap();
+    assert_eq!(chunk.len(), 20);
+    assert_eq!(
+        chunk.last().unwrap()["content"]["body"],
+        "m24",
+        "oldest first, newest last"
+    );
+    assert!(
+        body["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name")
+    );
+    // Paginating back from `start` continues the history.
+    let start = body["messages"]["start"].as_str().unwrap();
+    let (_, older) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={start}&limit=1"),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(older["chunk"][0]["content"]["body"], "m4");
+    let bob = s.register("bob").await;
+    let (status, _) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/initialSync"),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn timestamp_to_event_finds_the_nearest(s: TestServer) {
+    let alice = s.register("alice").await;
+    let room = s.create_room(&alice, json!({})).await;
+    let first = s.send_text(&alice, &room, "t1", "first").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (_, event) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{first}"),
+            &alice.token,
+        )
+        .await;
+    let ts = event["origin_server_ts"].as_u64().unwrap();
+    let second = s.send_text(&alice, &room, "t2", "second").await;
+    let path = |ts: u64, dir: &str| {
+        format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir={dir}")
+    };
+    let (status, found) = s.get(&path(ts, "f"), &alice.token).await;
+    assert_eq!(
+        (status, &found["event_id"]),
+        (StatusCode::OK, &json!(first))
+    );
+    let (_, found) = s.get(&path(ts + 1, "f"), &alice.token).await;
+    assert_eq!(found["event_id"], second);
+    let (_, found) = s.get(&path(ts + 1, "b"), &alice.token).await;
+    assert_eq!(found["event_id"], first);
+    assert_eq!(found["origin_server_ts"], ts);
+    let (status, body) = s.get(&path(ts + 3_600_000, "f"), &alice.token).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+    let stranger = s.register("stranger").await;
+    let (status, _) = s.get(&path(ts, "f"), &stranger.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn room_summary_for_members_and_open_rooms(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let public = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Lobby", "topic": "hi", "room_alias_name": "lobby"}))
+        .await;
+    let private = s
+        .create_room(&alice, json!({"preset": "private_chat", "name": "Secret"}))
+        .await;
+    let path = |r: &str| format!("/_matrix/client/v1/room_summary/{}", urlencode(r));
+    let (status, body) = s.get(&path("#lobby:localhost"), &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room_id"], public);
+    assert_eq!(
+        (body["name"].as_str(), body["topic"].as_str()),
+        (Some("Lobby"), Some("hi"))
+    );
+    // ruma leaves out the default join rule, `public`.
+    assert!(
+        matches!(body["join_rule"].as_str(), None | Some("public")),
+        "{body}"
+    );
+    assert_eq!(body["num_joined_members"], 1);
+    assert!(body.get("membership").is_none());
+    let (status, body) = s.get(&path(&private), &alice.token).await;
+    assert_eq!(
+        (status, body["membership"].as_str()),
+        (StatusCode::OK, Some("join"))
+    );
+    let (status, body) = s.get(&path(&private), &bob.token).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+}
 
 async fn room_versions_10_11_12(s: TestServer) {
     let alice = s.register("alice").await;

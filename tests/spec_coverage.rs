@@ -12,6 +12,8 @@
 //!   endpoint the committed map lists as served (legacy `r0` routes count as
 //!   their `v3` twin) or a non-spec route listed under `[extra]` in
 //!   `spec/status.toml`.
+//! - `versions_advertised_are_the_maps`: `/versions` lists exactly the spec
+//!   versions whose required endpoints the map shows served.
 
 mod common;
 
@@ -38,8 +40,26 @@ struct Map {
     generated_by: String,
     spec: String,
     counts: Vec<Count>,
+    /// Per spec version, whether its required endpoints are served.
+    versions: Vec<VersionRow>,
+    /// Core endpoints no version waits for, with why.
+    not_required: BTreeMap<String, String>,
     endpoints: Vec<Entry>,
     extra_routes: Vec<Extra>,
+}
+
+/// The required endpoints of a spec version: the client-server API's core
+/// (the operations the spec's text outside "Modules" renders, which every
+/// feature profile needs) that the version has (`x-addedInMatrixVersion`),
+/// minus deprecated ones and those `[not_required]` in `spec/status.toml`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct VersionRow {
+    version: String,
+    required: usize,
+    /// Required endpoints the router does not serve.
+    missing: Vec<String>,
+    /// This version and every earlier one are fully served.
+    advertised: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Default, Clone)]
@@ -86,6 +106,88 @@ struct StatusFile {
     /// `"METHOD /path" = "why we serve it"`: served routes outside the spec.
     #[serde(default)]
     extra: BTreeMap<String, String>,
+    /// `"METHOD /spec/path" = "why"`: core endpoints a version's
+    /// advertisement does not wait for.
+    #[serde(default)]
+    not_required: BTreeMap<String, String>,
+}
+
+/// Every spec version `/versions` can name, oldest first.
+const KNOWN_VERSIONS: [&str; 22] = [
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+    "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18",
+    "v1.19",
+];
+
+/// The client-server OpenAPI files the spec's core text renders (the
+/// `http-api` shortcodes of `client-server-api/_index.md`; modules live in
+/// `client-server-api/modules/`).
+fn core_files(spec: &Spec) -> BTreeSet<String> {
+    let index = spec.root.join("content/client-server-api/_index.md");
+    let text = std::fs::read_to_string(&index)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", index.display()));
+    let marker = "http-api spec=\"client-server\" api=\"";
+    text.split(marker)
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `1.7` → (1, 7); `r0.6.1` → (0, 6).
+fn version_key(v: &str) -> (u32, u32) {
+    let v = v.trim_start_matches(['v', 'r']);
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+fn version_rows(spec: &Spec, status: &StatusFile, served: &HashSet<String>) -> Vec<VersionRow> {
+    let core = core_files(spec);
+    let mut problems: Vec<String> = status
+        .not_required
+        .keys()
+        .filter(|id| !spec.endpoints.iter().any(|e| e.id() == **id))
+        .map(|id| format!("[not_required] names `{id}`, which is no endpoint of the spec"))
+        .collect();
+    problems.extend(
+        status
+            .not_required
+            .keys()
+            .filter(|id| served.contains(*id))
+            .map(|id| format!("[not_required] names `{id}`, which is served: drop the entry")),
+    );
+    assert!(
+        problems.is_empty(),
+        "spec/status.toml: {}",
+        problems.join("; ")
+    );
+    let mut still_advertised = true;
+    KNOWN_VERSIONS
+        .iter()
+        .map(|version| {
+            let required: Vec<&Endpoint> = spec
+                .endpoints
+                .iter()
+                .filter(|e| e.api == "client-server" && core.contains(&e.file) && !e.deprecated)
+                .filter(|e| {
+                    e.added_in.is_empty() || version_key(&e.added_in) <= version_key(version)
+                })
+                .filter(|e| !status.not_required.contains_key(&e.id()))
+                .collect();
+            let missing: Vec<String> = required
+                .iter()
+                .filter(|e| !served.contains(&e.id()))
+                .map(|e| e.id())
+                .collect();
+            still_advertised &= missing.is_empty();
+            VersionRow {
+                version: version.to_string(),
+                required: required.len(),
+                missing,
+                advertised: still_advertised,
+            }
+        })
+        .collect()
 }
 
 fn status_file() -> StatusFile {
@@ -211,6 +313,8 @@ fn generate(spec: &Spec) -> Map {
         generated_by: REGENERATE.into(),
         spec: "../shared/matrix-spec/data/api/{client-server,server-server}".into(),
         counts,
+        versions: version_rows(spec, &status, &served),
+        not_required: status.not_required.clone(),
         endpoints,
         extra_routes,
     }
@@ -257,6 +361,33 @@ fn render_markdown(map: &Map) -> String {
             "| {} | {} | {} | {} | {} |",
             c.api, c.implemented, c.partial, c.not_yet, c.total
         );
+    }
+    md.push_str(
+        "\n## Spec versions\n\n\
+         `/versions` advertises a version when it and every earlier one are served:\n\
+         each of its required endpoints (the core of the client-server API that\n\
+         the version has, not deprecated, less `[not_required]` in\n\
+         `spec/status.toml`) is implemented or partial.\n\n\
+         | Version | Required | Advertised | Missing |\n|---|---:|---|---|\n",
+    );
+    for v in &map.versions {
+        let missing: Vec<String> = v.missing.iter().map(|m| format!("`{m}`")).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            v.version,
+            v.required,
+            if v.advertised { "yes" } else { "no" },
+            escape_cell(&missing.join(", "))
+        );
+    }
+    if !map.not_required.is_empty() {
+        md.push_str(
+            "\nNot required for a version (`[not_required]`):\n\n| Endpoint | Why |\n|---|---|\n",
+        );
+        for (id, why) in &map.not_required {
+            let _ = writeln!(md, "| `{id}` | {} |", escape_cell(why));
+        }
     }
     let mut modules: BTreeMap<(&str, &str), Vec<&Entry>> = BTreeMap::new();
     for e in &map.endpoints {
@@ -733,6 +864,26 @@ fn route_serves(all: &[(String, String)], method: &str, key: &str) -> bool {
                 .iter()
                 .any(|(em, ek)| *em == m && ek == key)
     })
+}
+
+#[test]
+fn versions_advertised_are_the_maps() {
+    if schema::spec().is_none() {
+        return;
+    }
+    let map = committed_map();
+    let from_map: Vec<&str> = map
+        .versions
+        .iter()
+        .filter(|v| v.advertised)
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(
+        corvid::api::client::SPEC_VERSIONS.as_slice(),
+        from_map.as_slice(),
+        "/versions (SPEC_VERSIONS in src/api/client/discovery.rs) must list exactly the \
+         versions spec/coverage.md shows advertised"
+    );
 }
 
 #[test]

@@ -68,6 +68,27 @@ pub(super) async fn store(
     Ok(())
 }
 
+/// All of the user's account data for a room, as events.
+pub async fn room_events(
+    server: &Server,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<Vec<ruma::serde::Raw<ruma::events::AnyRoomAccountDataEvent>>> {
+    let rows = server
+        .db
+        .room_account_data(user.as_str(), room.as_str())
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let content: Value = serde_json::from_str(&row.content)?;
+            let event = json!({ "type": row.data_type, "content": content });
+            Ok(ruma::serde::Raw::from_json(
+                serde_json::value::to_raw_value(&event)?,
+            ))
+        })
+        .collect()
+}
+
 /// The stored content, as JSON text.
 pub async fn get(
     server: &Server,

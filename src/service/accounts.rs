@@ -85,6 +85,41 @@ pub async fn check_available(server: &Server, localpart: &str) -> Result<OwnedUs
 /// `POST /register` under the server's registration policy: checks the
 /// name, runs the user-interactive stage the policy asks for, uses up a
 /// registration token only once the account is certain to be made.
+/// Whether `token` would let someone register now; `M_FORBIDDEN` when
+/// registration is closed (every token is then invalid).
+pub async fn registration_token_valid(server: &Server, token: &str) -> Result<bool> {
+    if server.config.registration == crate::config::Registration::Closed {
+        return Err(Error::forbidden("Registration is disabled"));
+    }
+    server.db.registration_token_valid(token).await
+}
+
+/// How long a token from `POST /login/get_token` stays valid.
+pub const LOGIN_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A single-use token that logs `user` in on another device
+/// (`m.login.token`), valid for [`LOGIN_TOKEN_LIFETIME`].
+pub async fn create_login_token(server: &Server, user: &UserId) -> Result<String> {
+    let token = random_string(32);
+    let expires = crate::now_ms() + LOGIN_TOKEN_LIFETIME.as_millis() as i64;
+    server
+        .db
+        .create_login_token(&hash_token(&token), user.as_str(), expires)
+        .await?;
+    Ok(token)
+}
+
+/// The user a login token belongs to; `M_FORBIDDEN` for an unknown, used
+/// or expired token.
+pub async fn check_login_token(server: &Server, token: &str) -> Result<OwnedUserId> {
+    let user = server
+        .db
+        .consume_login_token(&hash_token(token))
+        .await?
+        .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
+    user.try_into().map_err(Error::internal)
+}
+
 pub async fn register(
     server: &Server,
     username: Option<&str>,

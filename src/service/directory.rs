@@ -154,6 +154,98 @@ pub struct PublicRoom {
     pub room_type: Option<String>,
 }
 
+/// A room as its current state describes it.
+pub struct Description {
+    pub room: PublicRoom,
+    pub room_version: Option<String>,
+    pub encryption: Option<String>,
+    /// The `m.room.join_rules` content (for `allow` rules).
+    pub join_rules: Value,
+}
+
+pub async fn describe(server: &Server, room_id: &str, joined: i64) -> Result<Description> {
+    let mut room = PublicRoom {
+        room_id: room_id.to_owned(),
+        joined,
+        name: None,
+        topic: None,
+        canonical_alias: None,
+        avatar_url: None,
+        join_rule: None,
+        world_readable: false,
+        guest_can_join: false,
+        room_type: None,
+    };
+    let (mut room_version, mut encryption, mut join_rules) = (None, None, Value::Null);
+    for e in server.db.current_state_events(room_id).await? {
+        let c = serde_json::from_str::<Value>(&e.pdu)?["content"].take();
+        let s = |k: &str| c[k].as_str().map(str::to_owned);
+        match e.event_type.as_str() {
+            "m.room.name" => room.name = s("name"),
+            "m.room.topic" => room.topic = s("topic"),
+            "m.room.canonical_alias" => room.canonical_alias = s("alias"),
+            "m.room.avatar" => room.avatar_url = s("url"),
+            "m.room.join_rules" => {
+                room.join_rule = s("join_rule");
+                join_rules = c;
+            }
+            "m.room.history_visibility" => {
+                room.world_readable = c["history_visibility"] == "world_readable"
+            }
+            "m.room.guest_access" => room.guest_can_join = c["guest_access"] == "can_join",
+            "m.room.create" => {
+                room.room_type = s("type");
+                room_version = Some(s("room_version").unwrap_or_else(|| "1".to_owned()));
+            }
+            "m.room.encryption" => encryption = s("algorithm"),
+            _ => {}
+        }
+    }
+    Ok(Description {
+        room,
+        room_version,
+        encryption,
+        join_rules,
+    })
+}
+
+/// spec: "Room summary" — what a user may learn about a room before
+/// joining: for members (any membership), and for anyone when the room is
+/// world-readable or open to joining or knocking. `M_NOT_FOUND` otherwise,
+/// so the answer does not reveal that a private room exists.
+pub async fn summary(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<(Description, Option<String>)> {
+    let not_found = || Error::not_found("Room not found or not accessible");
+    server
+        .db
+        .room(room_id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    let membership = server
+        .db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+        .map(|(m, _)| m);
+    let joined = server
+        .db
+        .room_member_ids(room_id.as_str(), "join")
+        .await?
+        .len() as i64;
+    let description = describe(server, room_id.as_str(), joined).await?;
+    let open = matches!(
+        description.room.join_rule.as_deref(),
+        Some("public" | "knock" | "restricted" | "knock_restricted")
+    );
+    let member = membership.as_deref().is_some_and(|m| m != "leave");
+    if !(member || open || description.room.world_readable) {
+        return Err(not_found());
+    }
+    Ok((description, membership))
+}
+
 /// Published rooms matching `search` (name, topic or alias), paginated by offset.
 pub async fn public_rooms(
     server: &Server,
@@ -164,35 +256,7 @@ pub async fn public_rooms(
     let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
     let mut rooms = Vec::new();
     for row in server.db.public_rooms().await? {
-        let mut room = PublicRoom {
-            room_id: row.room_id.clone(),
-            joined: row.joined,
-            name: None,
-            topic: None,
-            canonical_alias: None,
-            avatar_url: None,
-            join_rule: None,
-            world_readable: false,
-            guest_can_join: false,
-            room_type: None,
-        };
-        for e in server.db.current_state_events(&row.room_id).await? {
-            let c = serde_json::from_str::<Value>(&e.pdu)?["content"].take();
-            let s = |k: &str| c[k].as_str().map(str::to_owned);
-            match e.event_type.as_str() {
-                "m.room.name" => room.name = s("name"),
-                "m.room.topic" => room.topic = s("topic"),
-                "m.room.canonical_alias" => room.canonical_alias = s("alias"),
-                "m.room.avatar" => room.avatar_url = s("url"),
-                "m.room.join_rules" => room.join_rule = s("join_rule"),
-                "m.room.history_visibility" => {
-                    room.world_readable = c["history_visibility"] == "world_readable"
-                }
-                "m.room.guest_access" => room.guest_can_join = c["guest_access"] == "can_join",
-                "m.room.create" => room.room_type = s("type"),
-                _ => {}
-            }
-        }
+        let room = describe(server, &row.room_id, row.joined).await?.room;
         let matches = needle.as_ref().is_none_or(|n| {
             [&room.name, &room.topic, &room.canonical_alias]
                 .iter()

@@ -309,6 +309,40 @@ impl Db {
         Ok(())
     }
 
+    pub async fn create_login_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        expires_ts: i64,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM login_tokens WHERE expires_ts < $1")
+            .bind(crate::now_ms())
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(expires_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The owner of a login token that has not expired; the token is used up.
+    pub async fn consume_login_token(&self, token_hash: &str) -> Result<Option<String>> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "DELETE FROM login_tokens WHERE token_hash = $1 RETURNING user_id, expires_ts",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .filter(|(_, expires)| *expires > crate::now_ms())
+            .map(|(u, _)| u))
+    }
+
     pub async fn uia_session(&self, session_id: &str) -> Result<Option<Vec<String>>> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT completed FROM uia_sessions WHERE session_id = $1")

@@ -26,6 +26,13 @@ pub struct StoredEvent {
     pub state_group_before: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct TimedEvent {
+    #[sqlx(flatten)]
+    event: StoredEvent,
+    origin_server_ts: i64,
+}
+
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
      unsigned_extra, txn_device_id, txn_id, redacted_by, state_group_before";
 
@@ -214,6 +221,35 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// Up to `limit` events of a room after (`forward`) or before the point
+    /// `(origin_server_ts, stream_ordering)` = `after`, nearest first, with
+    /// their timestamps.
+    pub async fn room_events_by_ts(
+        &self,
+        room_id: &str,
+        after: (i64, i64),
+        forward: bool,
+        limit: i64,
+    ) -> Result<Vec<(StoredEvent, i64)>> {
+        let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, origin_server_ts FROM events WHERE room_id = $1 \
+             AND (origin_server_ts {cmp} $2 OR (origin_server_ts = $2 AND stream_ordering {cmp} $3)) \
+             ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT $4"
+        );
+        let rows: Vec<TimedEvent> = sqlx::query_as(&sql)
+            .bind(room_id)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.event, r.origin_server_ts))
+            .collect())
     }
 
     /// Events of a room with `from <= stream_ordering < to`, oldest first, at most `limit`.

@@ -89,12 +89,20 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_messenger.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_login_tokens.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
     (
         2,
         include_str!("../../migrations/postgres/0002_messenger.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_login_tokens.sql"),
     ),
 ];
 

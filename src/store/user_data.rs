@@ -54,6 +54,21 @@ impl Db {
         Ok(pos)
     }
 
+    /// All of a user's account data for one room.
+    pub async fn room_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+    ) -> Result<Vec<AccountDataRow>> {
+        Ok(sqlx::query_as(
+            "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND room_id = $2",
+        )
+        .bind(user_id)
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Account data changed after `since` (all of it when `since` is 0).
     pub async fn account_data_since(
         &self,

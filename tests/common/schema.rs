@@ -68,6 +68,9 @@ pub struct Endpoint {
     /// The operation's first tag (the spec's section), if any.
     pub section: String,
     pub deprecated: bool,
+    /// The spec version that added it (`x-addedInMatrixVersion`, e.g.
+    /// `1.7`), empty when it predates the annotations.
+    pub added_in: String,
     file_path: PathBuf,
     /// JSON pointer to the operation object inside `file_path`.
     pointer: String,
@@ -153,6 +156,7 @@ fn load(root: &Path) -> Spec {
                         summary: str_at(op, "/summary"),
                         section: str_at(op, "/tags/0"),
                         deprecated: op.get("deprecated").and_then(Value::as_bool) == Some(true),
+                        added_in: str_at(op, "/x-addedInMatrixVersion"),
                         file_path: file_path.clone(),
                         pointer: format!("/paths/{}/{method}", escape_pointer(path)),
                     });

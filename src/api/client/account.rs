@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use ruma::api::client::account::{
-    ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability, register,
-    whoami,
+    ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
+    get_username_availability, register, whoami,
 };
 
 use crate::{
@@ -17,9 +17,18 @@ pub fn routes(router: Routes) -> Routes {
     router
         .ruma(register)
         .ruma(available)
+        .ruma(token_validity)
         .ruma(whoami)
         .ruma(change_password)
         .ruma(deactivate)
+}
+
+async fn token_validity(
+    server: Arc<Server>,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<check_registration_token_validity::v1::Response> {
+    let valid = accounts::registration_token_valid(&server, &req.body.token).await?;
+    Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 
 async fn register(

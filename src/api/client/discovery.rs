@@ -8,8 +8,9 @@ use ruma::api::client::discovery::{
     get_capabilities::{
         self,
         v3::{
-            Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
-            SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability,
+            Capabilities, ChangePasswordCapability, GetLoginTokenCapability, RoomVersionStability,
+            RoomVersionsCapability, SetAvatarUrlCapability, SetDisplayNameCapability,
+            ThirdPartyIdChangesCapability,
         },
     },
     get_supported_versions,
@@ -73,5 +74,6 @@ async fn capabilities(
     caps.set_displayname = SetDisplayNameCapability::new(true);
     caps.set_avatar_url = SetAvatarUrlCapability::new(true);
     caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    caps.get_login_token = GetLoginTokenCapability::new(true);
     Ok(get_capabilities::v3::Response::new(caps))
 }

@@ -5,6 +5,7 @@ mod account_data;
 mod devices;
 mod directory;
 mod discovery;
+pub use discovery::SPEC_VERSIONS;
 mod filter;
 mod membership;
 mod message;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use ruma::{
     OwnedMxcUri, UserId,
     api::client::profile::{
-        ProfileFieldValue, get_avatar_url, get_display_name, get_profile, set_avatar_url,
-        set_display_name,
+        ProfileFieldName, ProfileFieldValue, delete_profile_field, get_profile, get_profile_field,
+        set_profile_field,
     },
 };
 
@@ -20,10 +20,20 @@ use crate::{
 pub fn routes(router: Routes) -> Routes {
     router
         .ruma(get_all)
-        .ruma(get_name)
-        .ruma(set_name)
-        .ruma(get_avatar)
-        .ruma(set_avatar)
+        .ruma(get_field)
+        .ruma(set_field)
+        .ruma(delete_field)
+}
+
+/// `DELETE /profile/{userId}/{keyName}` (Matrix 1.16): clears a field.
+async fn delete_field(
+    server: Arc<Server>,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> Result<delete_profile_field::v3::Response> {
+    own_profile(req.user(), &req.body.user_id)?;
+    let field = known_field(&req.body.field)?;
+    profile::set(&server, &req.body.user_id, field, None).await?;
+    Ok(delete_profile_field::v3::Response::new())
 }
 
 async fn get_all(
@@ -41,24 +51,6 @@ async fn get_all(
     Ok(fields.into_iter().collect())
 }
 
-async fn get_name(
-    server: Arc<Server>,
-    req: Ruma<get_display_name::v3::Request>,
-) -> Result<get_display_name::v3::Response> {
-    let p = profile::get(&server, &req.body.user_id).await?;
-    Ok(get_display_name::v3::Response::new(p.displayname))
-}
-
-async fn get_avatar(
-    server: Arc<Server>,
-    req: Ruma<get_avatar_url::v3::Request>,
-) -> Result<get_avatar_url::v3::Response> {
-    let p = profile::get(&server, &req.body.user_id).await?;
-    Ok(get_avatar_url::v3::Response::new(
-        p.avatar_url.map(OwnedMxcUri::from),
-    ))
-}
-
 fn own_profile(user: &AuthedUser, target: &UserId) -> Result<()> {
     if user.user_id != target {
         return Err(Error::forbidden("You may only change your own profile"));
@@ -66,37 +58,59 @@ fn own_profile(user: &AuthedUser, target: &UserId) -> Result<()> {
     Ok(())
 }
 
-async fn set_name(
-    server: Arc<Server>,
-    req: Ruma<set_display_name::v3::Request>,
-) -> Result<set_display_name::v3::Response> {
-    own_profile(req.user(), &req.body.user_id)?;
-    let name = req.body.displayname.as_deref().filter(|n| !n.is_empty());
-    if name.is_some_and(|n| n.len() > 256) {
-        return Err(Error::invalid_param(
-            "Display name is longer than 256 bytes",
-        ));
+/// The field of ours a spec key names: `displayname` or `avatar_url`.
+fn known_field(name: &ProfileFieldName) -> Result<ProfileField> {
+    match name {
+        ProfileFieldName::DisplayName => Ok(ProfileField::Displayname),
+        ProfileFieldName::AvatarUrl => Ok(ProfileField::AvatarUrl),
+        other => Err(Error::invalid_param(format!(
+            "Custom profile fields are not supported: {other}"
+        ))),
     }
-    profile::set(&server, &req.body.user_id, ProfileField::Displayname, name).await?;
-    Ok(set_display_name::v3::Response::new())
 }
 
-async fn set_avatar(
+async fn get_field(
     server: Arc<Server>,
-    req: Ruma<set_avatar_url::v3::Request>,
-) -> Result<set_avatar_url::v3::Response> {
+    req: Ruma<get_profile_field::v3::Request>,
+) -> Result<get_profile_field::v3::Response> {
+    let p = profile::get(&server, &req.body.user_id).await?;
+    let value = match known_field(&req.body.field)? {
+        ProfileField::Displayname => p.displayname.map(ProfileFieldValue::DisplayName),
+        ProfileField::AvatarUrl => p
+            .avatar_url
+            .map(|u| ProfileFieldValue::AvatarUrl(OwnedMxcUri::from(u))),
+    };
+    let value = value.ok_or_else(|| Error::not_found("The user has not set this field"))?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+async fn set_field(
+    server: Arc<Server>,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> Result<set_profile_field::v3::Response> {
     own_profile(req.user(), &req.body.user_id)?;
-    let url = req
-        .body
-        .avatar_url
-        .as_ref()
-        .map(|u| u.as_str())
-        .filter(|u| !u.is_empty());
-    if let Some(u) = url
-        && !u.starts_with("mxc://")
-    {
-        return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
+    let (field, value) = match &req.body.value {
+        ProfileFieldValue::DisplayName(name) => (ProfileField::Displayname, name.as_str()),
+        ProfileFieldValue::AvatarUrl(url) => (ProfileField::AvatarUrl, url.as_str()),
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Custom profile fields are not supported: {}",
+                other.field_name()
+            )));
+        }
+    };
+    let value = Some(value).filter(|v| !v.is_empty());
+    match field {
+        ProfileField::Displayname if value.is_some_and(|n| n.len() > 256) => {
+            return Err(Error::invalid_param(
+                "Display name is longer than 256 bytes",
+            ));
+        }
+        ProfileField::AvatarUrl if value.is_some_and(|u| !u.starts_with("mxc://")) => {
+            return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
+        }
+        _ => {}
     }
-    profile::set(&server, &req.body.user_id, ProfileField::AvatarUrl, url).await?;
-    Ok(set_avatar_url::v3::Response::new())
+    profile::set(&server, &req.body.user_id, field, value).await?;
+    Ok(set_profile_field::v3::Response::new())
 }

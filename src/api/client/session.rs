@@ -4,9 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::api::client::{
     session::{
+        get_login_token,
         get_login_types::{
             self,
-            v3::{LoginType, PasswordLoginType},
+            v3::{LoginType, PasswordLoginType, TokenLoginType},
         },
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
@@ -17,13 +18,14 @@ use ruma::api::client::{
 use crate::{
     Error, Result, Server,
     api::{Routes, Ruma},
-    service::accounts,
+    service::{accounts, uia},
 };
 
 pub fn routes(router: Routes) -> Routes {
     router
         .ruma(login_types)
         .ruma(login)
+        .ruma(login_token)
         .ruma(logout)
         .ruma(logout_all)
         .ruma(refresh)
@@ -33,33 +35,56 @@ async fn login_types(
     _: Arc<Server>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
+    let mut token = TokenLoginType::new();
+    token.get_login_token = true;
     Ok(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
+        LoginType::Token(token),
     ]))
+}
+
+/// `POST /login/get_token`: after re-authenticating, a token that logs the
+/// user in once on another device.
+async fn login_token(
+    server: Arc<Server>,
+    req: Ruma<get_login_token::v1::Request>,
+) -> Result<get_login_token::v1::Response> {
+    let user = &req.user().user_id;
+    uia::confirm_password(&server, req.body.auth.as_ref(), user).await?;
+    let token = accounts::create_login_token(&server, user).await?;
+    Ok(get_login_token::v1::Response::new(
+        accounts::LOGIN_TOKEN_LIFETIME,
+        token,
+    ))
 }
 
 async fn login(server: Arc<Server>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
     let body = req.body;
-    let LoginInfo::Password(password) = &body.login_info else {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            "M_UNKNOWN",
-            "Unsupported login type",
-        ));
-    };
-    #[allow(deprecated)] // `user` is how clients before r0.4 name the account.
-    let user = match (&password.identifier, &password.user) {
-        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-        (None, Some(user)) => user.clone(),
+    let user_id = match &body.login_info {
+        LoginInfo::Password(password) => {
+            #[allow(deprecated)] // `user` is how clients before r0.4 name the account.
+            let user = match (&password.identifier, &password.user) {
+                (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+                (None, Some(user)) => user.clone(),
+                _ => {
+                    return Err(Error::new(
+                        http::StatusCode::BAD_REQUEST,
+                        "M_UNKNOWN",
+                        "Unsupported identifier type",
+                    ));
+                }
+            };
+            accounts::check_password(&server, &user, &password.password).await?
+        }
+        LoginInfo::Token(token) => accounts::check_login_token(&server, &token.token).await?,
         _ => {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 "M_UNKNOWN",
-                "Unsupported identifier type",
+                "Unsupported login type",
             ));
         }
     };
-    let user_id = accounts::check_password(&server, &user, &password.password).await?;
     let session = accounts::start_session(
         &server,
         &user_id,

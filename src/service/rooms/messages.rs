@@ -117,6 +117,46 @@ pub async fn messages(
     })
 }
 
+/// `GET /rooms/{roomId}/timestamp_to_event`: the visible event closest to
+/// `ts` in direction `dir` (at or after it going forward, at or before it
+/// going backward), as `(event id, origin_server_ts)`.
+pub async fn event_near(
+    server: &Server,
+    room_id: &RoomId,
+    user: &UserId,
+    ts: i64,
+    dir: Direction,
+) -> Result<(ruma::OwnedEventId, i64)> {
+    super::require_room(server, room_id).await?;
+    let viewer = Viewer::load(server, room_id, user).await?;
+    if !viewer.ever_member() && !viewer.can_see_anything() {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let forward = dir == Direction::Forward;
+    let mut cursor = (ts, if forward { -1 } else { i64::MAX });
+    loop {
+        let batch = server
+            .db
+            .room_events_by_ts(room_id.as_str(), cursor, forward, BATCH)
+            .await?;
+        let exhausted = (batch.len() as i64) < BATCH;
+        for (event, event_ts) in batch {
+            if viewer.can_see(&event) {
+                let id = event
+                    .event_id
+                    .as_str()
+                    .try_into()
+                    .map_err(Error::internal)?;
+                return Ok((id, event_ts));
+            }
+            cursor = (event_ts, event.stream_ordering);
+        }
+        if exhausted {
+            return Err(Error::not_found("No event found in that direction"));
+        }
+    }
+}
+
 /// The member events of the senders of `events`, for lazy-loading clients.
 pub async fn lazy_members(
     server: &Server,
