@@ -81,10 +81,14 @@ impl WriteTx<'_> {
     }
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_core.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_search.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_core.sql")),
+    (3, include_str!("../../migrations/postgres/0003_search.sql")),
+];
 
 impl Db {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
