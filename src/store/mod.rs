@@ -14,7 +14,9 @@
 pub mod accounts;
 pub mod events;
 pub mod rooms;
+pub mod search;
 pub mod user_data;
+pub mod user_directory;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
