@@ -6,5 +6,6 @@ pub mod directory;
 pub mod filter;
 pub mod profile;
 pub mod rooms;
+pub mod search;
 pub mod sync;
 pub mod uia;

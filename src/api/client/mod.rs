@@ -11,6 +11,7 @@ mod message;
 mod profile;
 mod push;
 mod room;
+mod search;
 mod session;
 mod state;
 mod sync;
@@ -31,6 +32,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = message::routes(router);
     let router = state::routes(router);
     let router = directory::routes(router);
+    let router = search::routes(router);
     sync::routes(router)
 }
 
