@@ -9,3 +9,4 @@ pub mod rooms;
 pub mod search;
 pub mod sync;
 pub mod uia;
+pub mod user_directory;

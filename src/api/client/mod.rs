@@ -15,6 +15,7 @@ mod search;
 mod session;
 mod state;
 mod sync;
+mod user_directory;
 
 use super::Routes;
 
@@ -33,6 +34,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = state::routes(router);
     let router = directory::routes(router);
     let router = search::routes(router);
+    let router = user_directory::routes(router);
     sync::routes(router)
 }
 
