@@ -11,6 +11,8 @@ pub mod push;
 pub mod receipts;
 pub mod report;
 pub mod rooms;
+pub mod search;
 pub mod sync;
 pub mod typing;
 pub mod uia;
+pub mod user_directory;

@@ -16,7 +16,9 @@ pub mod events;
 pub mod push;
 pub mod receipts;
 pub mod rooms;
+pub mod search;
 pub mod user_data;
+pub mod user_directory;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -89,6 +91,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_messenger.sql"),
     ),
+    (3, include_str!("../../migrations/sqlite/0003_search.sql")),
     (
         5,
         include_str!("../../migrations/sqlite/0005_login_tokens.sql"),
@@ -100,6 +103,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_messenger.sql"),
     ),
+    (3, include_str!("../../migrations/postgres/0003_search.sql")),
     (
         5,
         include_str!("../../migrations/postgres/0005_login_tokens.sql"),

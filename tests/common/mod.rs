@@ -292,7 +292,7 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// A new schema per test, so tests run in parallel on one database.
-async fn fresh_schema(url: &str) -> String {
+pub async fn fresh_schema(url: &str) -> String {
     use sqlx::Connection;
     let schema = format!("t_{}", uuid_like());
     let mut conn = sqlx::PgConnection::connect(url)

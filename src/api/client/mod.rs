@@ -15,10 +15,12 @@ mod push;
 mod receipts;
 mod report;
 mod room;
+mod search;
 mod session;
 mod state;
 mod sync;
 mod typing;
+mod user_directory;
 
 use super::Routes;
 
@@ -40,6 +42,8 @@ pub fn routes(router: Routes) -> Routes {
     let router = typing::routes(router);
     let router = presence::routes(router);
     let router = report::routes(router);
+    let router = search::routes(router);
+    let router = user_directory::routes(router);
     sync::routes(router)
 }
 
