@@ -870,7 +870,7 @@ fn values_clause(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-fn prefixed_event_columns(prefix: &str) -> String {
+pub(super) fn prefixed_event_columns(prefix: &str) -> String {
     EVENT_COLUMNS
         .split(", ")
         .map(|c| format!("{prefix}.{c}"))

@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod events;
+pub mod relations;
 pub mod rooms;
 pub mod user_data;
 
@@ -81,10 +82,20 @@ impl WriteTx<'_> {
     }
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_core.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_relations.sql"),
+    ),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_core.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_relations.sql"),
+    ),
+];
 
 impl Db {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
