@@ -16,7 +16,7 @@ use crate::{
     Error, Result, Server,
     api::{Routes, Ruma},
     service::rooms::{
-        messages,
+        messages, relations,
         timeline::{self, Template, Txn},
     },
 };
@@ -42,6 +42,15 @@ async fn send(
         scope: &scope,
         txn_id: b.txn_id.as_str(),
     };
+    relations::check_new(
+        &server,
+        &b.room_id,
+        &user.user_id,
+        &b.event_type.to_string(),
+        &content,
+        &txn,
+    )
+    .await?;
     let event_id = timeline::append(
         &server,
         &b.room_id,

@@ -10,10 +10,12 @@ mod membership;
 mod message;
 mod profile;
 mod push;
+mod relations;
 mod room;
 mod session;
 mod state;
 mod sync;
+mod threads;
 
 use super::Routes;
 
@@ -31,6 +33,8 @@ pub fn routes(router: Routes) -> Routes {
     let router = message::routes(router);
     let router = state::routes(router);
     let router = directory::routes(router);
+    let router = relations::routes(router);
+    let router = threads::routes(router);
     sync::routes(router)
 }
 
