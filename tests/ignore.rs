@@ -81,6 +81,22 @@ async fn ignored_users_are_hidden(s: TestServer) {
         std::slice::from_ref(&carol.user_id)
     );
 
+    // Nor do his reactions among an event's relations.
+    let liked = s.send_text(&carol, &room, "c2", "like me").await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/r1"),
+            &bob.token,
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": liked, "key": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let relations = format!("/_matrix/client/v1/rooms/{room}/relations/{liked}");
+    let (_, seen_by_alice) = s.get(&relations, &alice.token).await;
+    assert_eq!(seen_by_alice["chunk"], json!([]));
+    let (_, seen_by_carol) = s.get(&relations, &carol.token).await;
+    assert_eq!(seen_by_carol["chunk"].as_array().unwrap().len(), 1);
+
     // Invites from Bob never show.
     let other = s
         .create_room(&bob, json!({"invite": [alice.user_id]}))

@@ -320,6 +320,7 @@ pub async fn relations(
     let limit = page_limit(req.limit)?;
     let sight = Viewer::load(server, room_id, viewer.0).await?;
     visible_event(server, room_id, &sight, parent_id).await?;
+    let ignored = crate::service::ignore::ignored_by(server, viewer.0).await?;
     let from = req.from.map(SyncToken::parse).transpose()?.map(|t| t.pos);
     let to = req.to.map(SyncToken::parse).transpose()?.map(|t| t.pos);
     let mut cursor = match (from, req.dir) {
@@ -353,7 +354,7 @@ pub async fn relations(
                 Direction::Backward => event.stream_ordering - 1,
                 Direction::Forward => event.stream_ordering,
             };
-            if sight.can_see(&event) {
+            if sight.can_see(&event) && !ignored.contains(&event.sender) {
                 chunk.push(event);
                 if chunk.len() == limit {
                     more |= i + 1 < total;
