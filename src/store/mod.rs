@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod events;
 pub mod push;
 pub mod receipts;
+pub mod relations;
 pub mod rooms;
 pub mod search;
 pub mod user_data;
@@ -93,6 +94,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     ),
     (3, include_str!("../../migrations/sqlite/0003_search.sql")),
     (
+        4,
+        include_str!("../../migrations/sqlite/0004_relations.sql"),
+    ),
+    (
         5,
         include_str!("../../migrations/sqlite/0005_login_tokens.sql"),
     ),
@@ -104,6 +109,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0002_messenger.sql"),
     ),
     (3, include_str!("../../migrations/postgres/0003_search.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_relations.sql"),
+    ),
     (
         5,
         include_str!("../../migrations/postgres/0005_login_tokens.sql"),

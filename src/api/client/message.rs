@@ -22,7 +22,7 @@ use crate::{
         account_data, directory, presence,
         rooms::{
             messages::{self, PageRequest},
-            state,
+            relations, state,
             timeline::{self, Template, Txn},
         },
     },
@@ -122,6 +122,15 @@ async fn send(
         scope: &scope,
         txn_id: b.txn_id.as_str(),
     };
+    relations::check_new(
+        &server,
+        &b.room_id,
+        &user.user_id,
+        &b.event_type.to_string(),
+        &content,
+        &txn,
+    )
+    .await?;
     let event_id = timeline::append(
         &server,
         &b.room_id,

@@ -13,12 +13,14 @@ mod presence;
 mod profile;
 mod push;
 mod receipts;
+mod relations;
 mod report;
 mod room;
 mod search;
 mod session;
 mod state;
 mod sync;
+mod threads;
 mod typing;
 mod user_directory;
 
@@ -44,6 +46,8 @@ pub fn routes(router: Routes) -> Routes {
     let router = report::routes(router);
     let router = search::routes(router);
     let router = user_directory::routes(router);
+    let router = relations::routes(router);
+    let router = threads::routes(router);
     sync::routes(router)
 }
 

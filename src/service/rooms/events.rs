@@ -34,12 +34,28 @@ pub enum Format {
 }
 
 /// Formats events for `viewer`; redacted events are redacted with their room
-/// version's rules and carry `redacted_because`.
+/// version's rules and carry `redacted_because`. Events served to a viewer
+/// carry their bundled aggregations (`unsigned."m.relations"`).
 pub async fn format_events(
     server: &Server,
     events: &[StoredEvent],
     viewer: Option<(&UserId, &str)>,
     format: Format,
+) -> Result<Vec<ClientEvent>> {
+    let mut bundles = match viewer {
+        Some(viewer) => super::relations::bundles(server, events, viewer, format).await?,
+        None => HashMap::new(),
+    };
+    format_with(server, events, viewer, format, &mut bundles).await
+}
+
+/// [`format_events`] with the bundled aggregations already known, by event id.
+pub async fn format_with(
+    server: &Server,
+    events: &[StoredEvent],
+    viewer: Option<(&UserId, &str)>,
+    format: Format,
+    bundles: &mut HashMap<String, Box<RawValue>>,
 ) -> Result<Vec<ClientEvent>> {
     let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
     let redaction_ids: Vec<String> = events
@@ -69,11 +85,23 @@ pub async fn format_events(
             .redacted_by
             .as_ref()
             .and_then(|id| redactions.get(id))
-            .map(|r| format_one(r, &version, viewer, format, None))
+            .map(|r| format_one(r, &version, viewer, format, Unsigned::default()))
             .transpose()?;
-        out.push(format_one(event, &version, viewer, format, because)?);
+        let extra = Unsigned {
+            redacted_because: because,
+            relations: bundles.remove(&event.event_id),
+        };
+        out.push(format_one(event, &version, viewer, format, extra)?);
     }
     Ok(out)
+}
+
+/// The `unsigned` fields made of other events, spliced in already serialised.
+#[derive(Default)]
+pub struct Unsigned {
+    pub redacted_because: Option<ClientEvent>,
+    /// The bundled aggregations, `m.relations`.
+    pub relations: Option<Box<RawValue>>,
 }
 
 /// One event in the client format. The PDU is read only one level deep:
@@ -83,9 +111,9 @@ pub fn format_one(
     version: &RoomVersionId,
     viewer: Option<(&UserId, &str)>,
     format: Format,
-    redacted_because: Option<ClientEvent>,
+    extra: Unsigned,
 ) -> Result<ClientEvent> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = match &redacted_because {
+    let mut fields: BTreeMap<String, Box<RawValue>> = match &extra.redacted_because {
         None => serde_json::from_str(&event.pdu)?,
         Some(_) => {
             let rules = corvid_federation::rules_for(version)?;
@@ -121,16 +149,26 @@ pub fn format_one(
         unsigned.insert("transaction_id".into(), json!(txn_id));
     }
     let mut unsigned = to_raw_value(&unsigned)?;
-    if let Some(because) = redacted_because {
-        // Splice the redaction in as it is, without parsing it again.
-        let body = unsigned.get();
-        let sep = if body == "{}" { "" } else { "," };
-        unsigned = RawValue::from_string(format!(
-            "{}{sep}\"redacted_because\":{}}}",
-            &body[..body.len() - 1],
-            because.get()
-        ))?;
+    for (key, value) in [
+        ("redacted_because", extra.redacted_because),
+        ("m.relations", extra.relations),
+    ] {
+        if let Some(value) = value {
+            unsigned = splice(&unsigned, key, &value)?;
+        }
     }
     fields.insert("unsigned".into(), unsigned);
     Ok(to_raw_value(&fields)?)
+}
+
+/// Adds `key: value` to a serialised object without parsing either again.
+fn splice(object: &RawValue, key: &str, value: &RawValue) -> Result<Box<RawValue>> {
+    let body = object.get();
+    let sep = if body == "{}" { "" } else { "," };
+    Ok(RawValue::from_string(format!(
+        "{}{sep}{}:{}}}",
+        &body[..body.len() - 1],
+        serde_json::to_string(key)?,
+        value.get()
+    ))?)
 }

@@ -187,15 +187,17 @@ pub async fn event(
     device: &str,
     event_id: &EventId,
 ) -> Result<ClientEvent> {
-    let event = visible_event(server, room_id, user, event_id).await?;
+    let viewer = Viewer::load(server, room_id, user).await?;
+    let event = visible_event(server, room_id, &viewer, event_id).await?;
     let mut out = format_events(server, &[event], Some((user, device)), Format::Client).await?;
     Ok(out.remove(0))
 }
 
-async fn visible_event(
+/// An event of the room, or `M_NOT_FOUND` when there is none the viewer may see.
+pub(super) async fn visible_event(
     server: &Server,
     room_id: &RoomId,
-    user: &UserId,
+    viewer: &Viewer,
     event_id: &EventId,
 ) -> Result<StoredEvent> {
     let event = server
@@ -206,7 +208,6 @@ async fn visible_event(
     let Some(event) = event else {
         return Err(Error::not_found("Event not found"));
     };
-    let viewer = Viewer::load(server, room_id, user).await?;
     if !viewer.can_see(&event) {
         return Err(Error::not_found("Event not found"));
     }
@@ -232,7 +233,8 @@ pub async fn context(
     limit: usize,
     filter: &RoomEventFilter,
 ) -> Result<Context> {
-    let event = visible_event(server, room_id, user, event_id).await?;
+    let viewer = Viewer::load(server, room_id, user).await?;
+    let event = visible_event(server, room_id, &viewer, event_id).await?;
     let half = limit.min(MAX_LIMIT) / 2;
     let before_token = SyncToken::at(event.stream_ordering - 1).to_string();
     let after_token = SyncToken::at(event.stream_ordering).to_string();

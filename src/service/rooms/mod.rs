@@ -5,6 +5,7 @@ pub mod events;
 pub mod membership;
 pub mod messages;
 pub mod pdu;
+pub mod relations;
 pub mod state;
 pub mod timeline;
 pub mod visibility;
