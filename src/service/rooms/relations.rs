@@ -94,10 +94,19 @@ pub async fn bundles(
     }
     let rows = within_sight(server, rows, user).await?;
     let aggregations = aggregate(&rows, user.as_str());
+    let (edits, latest) = bundled_events(server, &aggregations, viewer, format).await?;
+    serialise(&aggregations, parents.into_iter(), &edits, &latest)
+}
 
-    // The bundled events: edits as they are, a thread's newest reply with
-    // its own aggregations (spec: "child events of the latest_event should
-    // themselves be aggregated").
+/// The events the bundles embed, formatted, by event id: the edits as they
+/// are, and each thread's newest reply with its own aggregations (spec:
+/// "child events of the latest_event should themselves be aggregated").
+async fn bundled_events(
+    server: &Server,
+    aggregations: &HashMap<String, Aggregation>,
+    viewer: ViewerId<'_>,
+    format: Format,
+) -> Result<(HashMap<String, ClientEvent>, HashMap<String, ClientEvent>)> {
     let latest_ids: HashSet<&str> = aggregations
         .values()
         .filter_map(|a| a.thread.as_ref().map(|t| t.latest.as_str()))
@@ -116,16 +125,13 @@ pub async fn bundles(
         .await?
         .into_iter()
         .partition(|e| latest_ids.contains(e.event_id.as_str()));
-    let no_threads = HashMap::new();
     let edits = formatted(server, edits, viewer, format, HashMap::new()).await?;
-    let latest_bundles = serialise(
-        &aggregations,
-        latest.iter().map(|e| e.event_id.as_str()),
-        &edits,
-        &no_threads,
-    )?;
+    // Replies in a thread start no thread of their own.
+    let no_threads = HashMap::new();
+    let ids = latest.iter().map(|e| e.event_id.as_str());
+    let latest_bundles = serialise(aggregations, ids, &edits, &no_threads)?;
     let latest = formatted(server, latest, viewer, format, latest_bundles).await?;
-    serialise(&aggregations, parents.into_iter(), &edits, &latest)
+    Ok((edits, latest))
 }
 
 /// `events` formatted, by event id.
