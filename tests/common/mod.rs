@@ -246,6 +246,121 @@ impl TestServer {
         res["event_id"].as_str().unwrap().to_owned()
     }
 
+    /// Sends an event of any type under a fresh transaction id; returns its id.
+    pub async fn send_event(&self, user: &User, room: &str, kind: &str, content: Value) -> String {
+        let txn = next_txn();
+        let (status, res) = self
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}"),
+                &user.token,
+                content,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "send {kind}: {res}");
+        res["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn redact(&self, user: &User, room: &str, event_id: &str) {
+        let txn = next_txn();
+        let (status, res) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/redact/{}/{txn}",
+                    urlencode(event_id)
+                ),
+                &user.token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "redact: {res}");
+    }
+
+    pub async fn event(&self, user: &User, room: &str, event_id: &str) -> Value {
+        let (status, res) = self
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/event/{}",
+                    urlencode(event_id)
+                ),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "event: {res}");
+        res
+    }
+
+    /// `GET /relations/{eventId}?{query}`, expected to succeed.
+    pub async fn relations(&self, user: &User, room: &str, event_id: &str, query: &str) -> Value {
+        let (status, res) = self
+            .get(
+                &format!(
+                    "/_matrix/client/v1/rooms/{room}/relations/{}?{query}",
+                    urlencode(event_id)
+                ),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "relations: {res}");
+        res
+    }
+
+    /// `GET /relations/{eventId}/{relType}?{query}`, expected to succeed.
+    pub async fn relations_of_type(
+        &self,
+        user: &User,
+        room: &str,
+        event_id: &str,
+        rel_type: &str,
+        query: &str,
+    ) -> Value {
+        let (status, res) = self
+            .get(
+                &format!(
+                    "/_matrix/client/v1/rooms/{room}/relations/{}/{rel_type}?{query}",
+                    urlencode(event_id)
+                ),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "relations: {res}");
+        res
+    }
+
+    /// `GET /relations/{eventId}/{relType}/{eventType}?{query}`, expected to succeed.
+    pub async fn relations_of_types(
+        &self,
+        user: &User,
+        room: &str,
+        event_id: &str,
+        types: (&str, &str),
+        query: &str,
+    ) -> Value {
+        let (rel_type, event_type) = types;
+        let (status, res) = self
+            .get(
+                &format!(
+                    "/_matrix/client/v1/rooms/{room}/relations/{}/{rel_type}/{event_type}?{query}",
+                    urlencode(event_id)
+                ),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "relations: {res}");
+        res
+    }
+
+    /// `GET /rooms/{roomId}/threads?{query}`, expected to succeed.
+    pub async fn threads(&self, user: &User, room: &str, query: &str) -> Value {
+        let (status, res) = self
+            .get(
+                &format!("/_matrix/client/v1/rooms/{room}/threads?{query}"),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "threads: {res}");
+        res
+    }
+
     pub async fn join(&self, user: &User, room: &str) -> (StatusCode, Value) {
         self.post(
             &format!("/_matrix/client/v3/join/{}", urlencode(room)),
@@ -289,6 +404,13 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A transaction id not used before in this process.
+fn next_txn() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("txn{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A new schema per test, so tests run in parallel on one database.
