@@ -24,6 +24,26 @@ fn require_tools(tools: &[&str]) -> bool {
     false
 }
 
+/// Runs `conformance/js/run.sh <corvid> <scenario>` and returns its stdout;
+/// panics with both outputs when it fails.
+fn run_js_scenario(scenario: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/run.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_corvid"))
+        .arg(scenario)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run conformance/js/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "js-sdk {scenario} scenario failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
+
 /// matrix-js-sdk (with Node 22 from npm): a DM, 200 messages each way, a
 /// server restart in the middle, exactly-once delivery and full history.
 #[test]
@@ -31,19 +51,22 @@ fn matrix_js_sdk_dm_scenario() {
     if !require_tools(&["npm", "node"]) {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/run.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg(env!("CARGO_BIN_EXE_corvid"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run conformance/js/run.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "js-sdk scenario failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    let stdout = run_js_scenario("dm");
     assert!(stdout.contains("0 lost, 0 duplicated"), "{stdout}");
+    println!("{stdout}");
+}
+
+/// matrix-js-sdk: what a messenger shows, seen through the SDK's model:
+/// typing, delivered then read receipts, an edit, a reaction, a thread,
+/// search with context, unread counts, and the latency of typing and
+/// receipts (printed).
+#[test]
+fn matrix_js_sdk_messenger_scenario() {
+    if !require_tools(&["npm", "node"]) {
+        return;
+    }
+    let stdout = run_js_scenario("messenger");
+    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("ephemeral latency typing p50="), "{stdout}");
     println!("{stdout}");
 }

@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # Real-client conformance scenario for Corvid, driven by matrix-js-sdk.
-# Usage: conformance/js/run.sh <path-to-corvid-binary>
+# Usage: conformance/js/run.sh <path-to-corvid-binary> [dm|messenger]
+#   dm (default): scenario.mjs, a DM with many messages and a server restart
+#   messenger:    messenger.mjs, typing, delivered/read receipts, edits, reactions,
+#                 threads, search, unread counts and ephemeral latency
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 <path-to-corvid-binary>" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    echo "usage: $0 <path-to-corvid-binary> [dm|messenger]" >&2
     exit 2
 fi
 bin="$1"
+case "${2:-dm}" in
+    dm) script="scenario.mjs" ;;
+    messenger) script="messenger.mjs" ;;
+    *)
+        echo "run.sh: unknown scenario '$2' (expected dm or messenger)" >&2
+        exit 2
+        ;;
+esac
 if [ ! -x "$bin" ]; then
     echo "run.sh: corvid binary '$bin' not found or not executable" >&2
     exit 2
@@ -79,7 +90,7 @@ TOML
 
 # The scenario starts the server (cwd = $workdir), restarts it midway and stops it at the end.
 set +e
-"$node22" "$here/scenario.mjs" "$bin" "$workdir" "$workdir/corvid.toml" "$port"
+"$node22" "$here/$script" "$bin" "$workdir" "$workdir/corvid.toml" "$port"
 rc=$?
 set -e
 exit $rc

@@ -1,283 +1,47 @@
-// Real-client conformance scenario for Corvid, driven by matrix-js-sdk.
+// Real-client conformance scenario for Corvid, driven by matrix-js-sdk: a DM with many
+// messages each way and a server restart in the middle (README.md, "The DM scenario").
 //
 // Usage (normally via run.sh):
 //   node scenario.mjs <corvid-binary> <workdir> <config-file> <port>
 //
 // The scenario starts the server itself (cwd = workdir, `serve --config <config-file>`),
 // restarts it midway and stops it at the end. Needs Node >= 22 (matrix-js-sdk 43).
+// The shared machinery (server, reporting, waits) is in lib.mjs.
 //
 // Environment:
 //   JS_CONFORMANCE_VERBOSE=1   let the SDK log to the console (normally silenced)
 //   JS_CONFORMANCE_MESSAGES=N  messages per direction (default 200; the restart happens after N/2)
 //   JS_CONFORMANCE_TIMEOUT_S=S global timeout (default 240)
 
-import { spawn } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-// ---------------------------------------------------------------------------
-// Output: our own lines go straight to stdout/stderr; the SDK's console output
-// is silenced (kept in a ring buffer that is printed on failure).
-// ---------------------------------------------------------------------------
-const out = (line) => process.stdout.write(line + "\n");
-const VERBOSE = process.env.JS_CONFORMANCE_VERBOSE === "1";
-const sdkLog = [];
-if (!VERBOSE) {
-    for (const level of ["log", "info", "debug", "warn", "error", "trace"]) {
-        console[level] = (...args) => {
-            const text = args
-                .map((a) => (a instanceof Error ? `${a.name}: ${a.message}` : typeof a === "string" ? a : safeJson(a)))
-                .join(" ");
-            sdkLog.push(`[${level}] ${text}`.slice(0, 500));
-            if (sdkLog.length > 200) sdkLog.shift();
-        };
-    }
-}
-function safeJson(v) {
-    try {
-        return JSON.stringify(v);
-    } catch {
-        return String(v);
-    }
-}
+import {
+    BASE_URL,
+    FatalError,
+    REQUEST_TIMEOUT_MS,
+    ResumableStore,
+    api,
+    describeError,
+    note,
+    out,
+    problem,
+    register,
+    run,
+    safeJson,
+    sdk,
+    setStep,
+    startServer,
+    stopServer,
+    waitForVersions,
+    waitUntil,
+    withTimeout,
+} from "./lib.mjs";
 
-// The SDK binds console methods when its logger is created, so import it only
-// after console has been stubbed.
-const sdk = await import("matrix-js-sdk");
-
-// ---------------------------------------------------------------------------
-// Arguments and constants
-// ---------------------------------------------------------------------------
-const [binary, workdir, configPath, portArg] = process.argv.slice(2);
-if (!binary || !workdir || !configPath || !portArg) {
-    process.stderr.write("usage: node scenario.mjs <corvid-binary> <workdir> <config-file> <port>\n");
-    process.exit(2);
-}
-const BASE_URL = `http://127.0.0.1:${Number(portArg)}`;
 const N = Number(process.env.JS_CONFORMANCE_MESSAGES ?? 200); // messages per direction
 const HALF = Math.floor(N / 2);
-const GLOBAL_TIMEOUT_MS = Number(process.env.JS_CONFORMANCE_TIMEOUT_S ?? 240) * 1000;
 const DELIVERY_TIMEOUT_MS = 60_000;
-const REQUEST_TIMEOUT_MS = 30_000;
-const SERVER_START_TIMEOUT_MS = 30_000;
-const SERVER_STOP_TIMEOUT_MS = 30_000;
 const PAGE_LIMIT = 50;
-const PASSWORD = "conformance-password-" + Math.random().toString(36).slice(2);
-const SERVER_LOG = path.join(workdir, "server.log");
-const PID_FILE = path.join(workdir, "server.pid");
-
-const problems = []; // assertion failures (the scenario continues and reports all of them)
-const notes = []; // informational remarks (do not fail the run)
-let step = "init";
 const participants = []; // every participant created, for the summary even after a failure midway
-const t0 = Date.now();
-
-function problem(msg) {
-    problems.push(msg);
-    out(`  FAIL: ${msg}`);
-}
-function note(msg) {
-    notes.push(msg);
-    out(`  note: ${msg}`);
-}
-function setStep(s) {
-    step = s;
-    out(`- ${s}`);
-}
-
-class FatalError extends Error {}
-
-async function withTimeout(promise, ms, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new FatalError(`${what}: no answer within ${ms} ms`)), ms);
-    });
-    try {
-        return await Promise.race([promise, timeout]);
-    } finally {
-        clearTimeout(timer);
-    }
-}
-
-async function waitUntil(cond, ms, what, intervalMs = 50) {
-    const deadline = Date.now() + ms;
-    for (;;) {
-        if (cond()) return;
-        if (Date.now() > deadline) throw new FatalError(`${what}: not reached within ${ms} ms`);
-        await sleep(intervalMs);
-    }
-}
-
-function describeError(e) {
-    if (!e) return String(e);
-    const parts = [];
-    if (e.httpStatus) parts.push(`HTTP ${e.httpStatus}`);
-    if (e.errcode) parts.push(e.errcode);
-    if (e.data && typeof e.data === "object") parts.push(safeJson(e.data));
-    parts.push(e.message ?? String(e));
-    return parts.join(" ");
-}
-
-// ---------------------------------------------------------------------------
-// Server process management
-// ---------------------------------------------------------------------------
-let server = null; // { proc, exited: Promise<{code, signal}>, exitInfo }
-
-/** The server reads CORVID_* variables as config overrides: drop them so that the config
- *  file written by run.sh is exactly what the server runs with. */
-function serverEnv() {
-    const env = { NO_COLOR: "1" };
-    for (const [k, v] of Object.entries(process.env)) {
-        if (!k.startsWith("CORVID_")) env[k] = v;
-    }
-    return env;
-}
-
-function startServer() {
-    if (finished) throw new FatalError("scenario already finished"); // e.g. after the global timeout
-    const logFd = fs.openSync(SERVER_LOG, "a");
-    fs.writeSync(logFd, `\n===== starting ${binary} serve --config ${configPath} at ${new Date().toISOString()} =====\n`);
-    const proc = spawn(binary, ["serve", "--config", configPath], {
-        cwd: workdir,
-        stdio: ["ignore", logFd, logFd],
-        env: serverEnv(),
-    });
-    fs.closeSync(logFd);
-    const s = { proc, exitInfo: null, spawnError: null };
-    s.exited = new Promise((resolve) => {
-        proc.on("exit", (code, signal) => {
-            s.exitInfo = { code, signal };
-            resolve(s.exitInfo);
-        });
-        proc.on("error", (err) => {
-            s.spawnError = err;
-            s.exitInfo = { code: null, signal: null, error: err };
-            resolve(s.exitInfo);
-        });
-    });
-    if (proc.pid) fs.writeFileSync(PID_FILE, String(proc.pid));
-    server = s;
-    return s;
-}
-
-async function waitForVersions() {
-    const deadline = Date.now() + SERVER_START_TIMEOUT_MS;
-    let lastErr = "";
-    for (;;) {
-        if (server.exitInfo) {
-            throw new FatalError(
-                `server exited during startup (${safeJson(server.exitInfo)}${server.spawnError ? ": " + server.spawnError.message : ""})`,
-            );
-        }
-        try {
-            const r = await fetch(`${BASE_URL}/_matrix/client/versions`, { signal: AbortSignal.timeout(2000) });
-            if (r.status === 200) {
-                const body = await r.json();
-                if (!Array.isArray(body.versions)) {
-                    problem(`GET /_matrix/client/versions: "versions" is not an array: ${safeJson(body)}`);
-                }
-                return body;
-            }
-            lastErr = `HTTP ${r.status}`;
-        } catch (e) {
-            lastErr = e.cause?.code ?? e.message;
-        }
-        if (Date.now() > deadline) {
-            throw new FatalError(
-                `GET ${BASE_URL}/_matrix/client/versions did not answer 200 within ${SERVER_START_TIMEOUT_MS} ms (last: ${lastErr})`,
-            );
-        }
-        await sleep(100);
-    }
-}
-
-async function stopServer({ strict = true } = {}) {
-    if (!server || server.exitInfo) return;
-    const s = server;
-    s.proc.kill("SIGTERM");
-    const info = await Promise.race([s.exited, sleep(SERVER_STOP_TIMEOUT_MS).then(() => null)]);
-    if (!info) {
-        s.proc.kill("SIGKILL");
-        await s.exited;
-        if (strict) problem(`server did not exit within ${SERVER_STOP_TIMEOUT_MS} ms after SIGTERM (killed with SIGKILL)`);
-        return;
-    }
-    if (strict && !(info.code === 0 && info.signal === null)) {
-        problem(`server did not shut down cleanly on SIGTERM: exit ${safeJson(info)} (expected exit code 0)`);
-    }
-}
-
-function tail(file, lines) {
-    try {
-        const text = fs.readFileSync(file, "utf8");
-        // eslint-disable-next-line no-control-regex
-        return text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").slice(-lines).join("\n");
-    } catch (e) {
-        return `(cannot read ${file}: ${e.message})`;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Matrix helpers
-// ---------------------------------------------------------------------------
-async function api(method, pathAndQuery, { token, body } = {}) {
-    const headers = {};
-    if (token) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const r = await fetch(BASE_URL + pathAndQuery, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-    const text = await r.text();
-    let json = null;
-    try {
-        json = JSON.parse(text);
-    } catch {
-        /* not JSON */
-    }
-    return { status: r.status, json, text };
-}
-
-async function register(username) {
-    const req = {
-        username,
-        password: PASSWORD,
-        auth: { type: "m.login.dummy" },
-        initial_device_display_name: "corvid js-sdk conformance",
-    };
-    let r = await api("POST", "/_matrix/client/v3/register", { body: req });
-    if (r.status === 401 && r.json?.session) {
-        // The server wants a user-interactive auth session first: complete the dummy stage in it.
-        note(`POST /register with auth m.login.dummy but no session answered 401; retrying within session`);
-        r = await api("POST", "/_matrix/client/v3/register", {
-            body: { ...req, auth: { type: "m.login.dummy", session: r.json.session } },
-        });
-    }
-    if (r.status !== 200 || !r.json) {
-        throw new FatalError(`POST /_matrix/client/v3/register (${username}): HTTP ${r.status} ${r.text.slice(0, 500)}`);
-    }
-    const { user_id, access_token, device_id } = r.json;
-    for (const [k, v] of Object.entries({ user_id, access_token, device_id })) {
-        if (typeof v !== "string" || !v) {
-            throw new FatalError(`POST /register (${username}): response lacks "${k}": ${r.text.slice(0, 500)}`);
-        }
-    }
-    if (user_id !== `@${username}:localhost`) {
-        problem(`POST /register: user_id is ${user_id}, expected @${username}:localhost`);
-    }
-    return { userId: user_id, accessToken: access_token, deviceId: device_id };
-}
-
-/** A MemoryStore that offers its current sync token as "saved", like a persistent
- *  store (IndexedDB in Element) does: a restarted client resumes /sync with `since`. */
-class ResumableStore extends sdk.MemoryStore {
-    getSavedSyncToken() {
-        return Promise.resolve(this.getSyncToken());
-    }
-}
 
 function newParticipant(name, creds) {
     const p = {
@@ -792,39 +556,6 @@ async function scenario() {
 // ---------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------
-let finished = false;
-
-async function finish(exitCode, reason) {
-    if (finished) return;
-    finished = true;
-    const ms = Date.now() - t0;
-    if (reason) problems.push(reason);
-    try {
-        await stopServer({ strict: exitCode === 0 && !reason });
-    } catch (e) {
-        problems.push(`stopping the server: ${e.message}`);
-    }
-    if (server?.exitInfo === null) server.proc.kill("SIGKILL");
-    const total = 2 * N;
-    const lost = lostCount();
-    const dup = dupCount();
-    out(`conformance js-sdk: ${total} messages, ${lost} lost, ${dup} duplicated, ${ms} ms`);
-    if (problems.length === 0) {
-        out("1 passed, 0 failed");
-        process.exit(0);
-    }
-    out(`FAILED (${problems.length} problem(s), last step: ${step}):`);
-    for (const p of problems) out(`  - ${p}`);
-    out(`--- last lines of ${SERVER_LOG} ---`);
-    out(tail(SERVER_LOG, 40));
-    if (sdkLog.length) {
-        out(`--- last SDK log lines ---`);
-        out(sdkLog.slice(-30).join("\n"));
-    }
-    out("0 passed, 1 failed");
-    process.exit(1);
-}
-
 function lostCount() {
     let received = 0;
     for (const p of participants) received += Math.min(N, p.receivedBodies.size);
@@ -836,31 +567,7 @@ function dupCount() {
     return d;
 }
 
-const globalTimer = setTimeout(() => {
-    void finish(1, `global timeout: the scenario did not finish within ${GLOBAL_TIMEOUT_MS / 1000} s (step: ${step})`);
-}, GLOBAL_TIMEOUT_MS);
-
-process.on("unhandledRejection", (e) => {
-    void finish(1, `unhandled rejection: ${describeError(e)}`);
+await run(scenario, {
+    stopClients: () => participants.forEach(stopParticipant),
+    summary: (ms) => `conformance js-sdk: ${2 * N} messages, ${lostCount()} lost, ${dupCount()} duplicated, ${ms} ms`,
 });
-for (const sig of ["SIGINT", "SIGTERM"]) {
-    process.on(sig, () => void finish(1, `interrupted by ${sig}`));
-}
-
-try {
-    await scenario();
-    clearTimeout(globalTimer);
-    for (const p of participants) stopParticipant(p);
-    await finish(problems.length ? 1 : 0);
-} catch (e) {
-    clearTimeout(globalTimer);
-    for (const p of participants) {
-        try {
-            stopParticipant(p);
-        } catch {
-            /* ignore */
-        }
-    }
-    const msg = e instanceof FatalError ? e.message : `unexpected error: ${e?.stack ?? e}`;
-    await finish(1, msg);
-}
