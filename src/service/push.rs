@@ -291,37 +291,20 @@ pub async fn unread_counts(
     upto: i64,
     by_thread: bool,
 ) -> Result<HashMap<String, RoomUnread>> {
-    let rows = server
-        .db
-        .unread_push_actions(user.as_str(), rooms, upto)
-        .await?;
-    let mut read: HashMap<(String, String), i64> = HashMap::new();
-    if !rows.is_empty() {
-        for (room, thread, pos) in server.db.read_positions_in(user.as_str(), rooms).await? {
-            read.insert((room, thread), pos);
-        }
-    }
     let mut out: HashMap<String, RoomUnread> = rooms
         .iter()
         .map(|r| (r.clone(), RoomUnread::default()))
         .collect();
-    for row in rows {
-        let thread_read = read
-            .get(&(row.room_id.clone(), row.thread_id.clone()))
-            .copied()
-            .unwrap_or(-1);
-        if row.stream_ordering <= thread_read {
-            continue;
-        }
-        let room = out.entry(row.room_id.clone()).or_default();
+    for row in server.db.unread_counts(user.as_str(), rooms, upto).await? {
+        let room = out.entry(row.room_id).or_default();
         let counts = if by_thread && row.thread_id != "main" {
             let root: OwnedEventId = row.thread_id.as_str().try_into().map_err(Error::internal)?;
             room.threads.entry(root).or_default()
         } else {
             &mut room.room
         };
-        counts.notifications += 1;
-        counts.highlights += u64::from(row.highlight != 0);
+        counts.notifications += row.notifications.max(0) as u64;
+        counts.highlights += row.highlights.max(0) as u64;
     }
     Ok(out)
 }

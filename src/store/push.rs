@@ -15,13 +15,13 @@ pub struct NewPushAction<'a> {
     pub ts: i64,
 }
 
-/// A notifying event not yet read past by an unthreaded receipt.
+/// Unread notifications of one thread (`main` or a root's event id) of a room.
 #[derive(Debug, sqlx::FromRow)]
-pub struct UnreadRow {
+pub struct UnreadCount {
     pub room_id: String,
     pub thread_id: String,
-    pub stream_ordering: i64,
-    pub highlight: i64,
+    pub notifications: i64,
+    pub highlights: i64,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -36,15 +36,12 @@ pub struct NotificationRow {
     pub read: i64,
 }
 
-/// The furthest read receipt (public or private) of the user in the row's
-/// room for `thread` (an SQL expression).
-fn read_upto(thread: &str) -> String {
-    format!(
-        "COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
-         WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.thread_id = {thread} \
-         AND r.receipt_type IN ('m.read', 'm.read.private')), -1)"
-    )
-}
+/// SQL: how far the user has read the thread of push action `a`: their
+/// furthest read receipt (public or private) in the room, unthreaded or in
+/// that thread.
+const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
+     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.thread_id IN ('', a.thread_id) \
+     AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
 
 impl WriteTx<'_> {
     /// Local members joined to a room, with their global display names
@@ -93,49 +90,27 @@ impl WriteTx<'_> {
 }
 
 impl Db {
-    /// The user's notifying events in `rooms` after their unthreaded read
-    /// receipt in each room, up to stream position `upto`.
-    pub async fn unread_push_actions(
+    /// The user's unread notifications in `rooms` up to stream position
+    /// `upto`, counted per room and thread: the notifying events after both
+    /// the user's unthreaded read receipt and their receipt in that thread.
+    pub async fn unread_counts(
         &self,
         user_id: &str,
         rooms: &[String],
         upto: i64,
-    ) -> Result<Vec<UnreadRow>> {
+    ) -> Result<Vec<UnreadCount>> {
         let mut rows = Vec::new();
         for chunk in rooms.chunks(500) {
             let sql = format!(
-                "SELECT a.room_id, a.thread_id, a.stream_ordering, a.highlight \
-                 FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering <= $2 \
-                 AND a.room_id IN ({}) AND a.stream_ordering > {}",
+                "SELECT a.room_id, a.thread_id, CAST(COUNT(*) AS BIGINT) AS notifications, \
+                 CAST(SUM(a.highlight) AS BIGINT) AS highlights FROM event_push_actions a \
+                 WHERE a.user_id = $1 AND a.stream_ordering <= $2 AND a.room_id IN ({}) \
+                 AND a.stream_ordering > {READ_UPTO} GROUP BY a.room_id, a.thread_id",
                 placeholders(3, chunk.len()),
-                read_upto("''")
             );
-            let mut q = sqlx::query_as::<_, UnreadRow>(&sql)
+            let mut q = sqlx::query_as::<_, UnreadCount>(&sql)
                 .bind(user_id)
                 .bind(upto);
-            for room in chunk {
-                q = q.bind(room);
-            }
-            rows.extend(q.fetch_all(self.pool()).await?);
-        }
-        Ok(rows)
-    }
-
-    /// The user's read positions per room and thread (`""`: unthreaded) in `rooms`.
-    pub async fn read_positions_in(
-        &self,
-        user_id: &str,
-        rooms: &[String],
-    ) -> Result<Vec<(String, String, i64)>> {
-        let mut rows = Vec::new();
-        for chunk in rooms.chunks(500) {
-            let sql = format!(
-                "SELECT room_id, thread_id, MAX(event_stream_ordering) FROM receipts \
-                 WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') \
-                 AND room_id IN ({}) GROUP BY room_id, thread_id",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql).bind(user_id);
             for room in chunk {
                 q = q.bind(room);
             }
@@ -155,11 +130,9 @@ impl Db {
     ) -> Result<Vec<NotificationRow>> {
         let sql = format!(
             "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.highlight, a.ts, \
-             CASE WHEN a.stream_ordering <= {} OR a.stream_ordering <= {} THEN 1 ELSE 0 END AS read \
+             CASE WHEN a.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END AS read \
              FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering < $2 \
-             AND a.highlight >= $3 ORDER BY a.stream_ordering DESC LIMIT $4",
-            read_upto("''"),
-            read_upto("a.thread_id")
+             AND a.highlight >= $3 ORDER BY a.stream_ordering DESC LIMIT $4"
         );
         Ok(sqlx::query_as(&sql)
             .bind(user_id)
