@@ -281,21 +281,19 @@ fn power_levels(
     Some(RoomPowerLevels::new(content.into(), rules, creators).into())
 }
 
-/// Unread counts of the user's `rooms` as of position `upto`: per room the
-/// whole room's (or, with `by_thread`, the main timeline's) counts, and per
-/// thread when `by_thread`.
+/// Unread counts of the user's `rooms`: per room the whole room's (or, with
+/// `by_thread`, the main timeline's) counts, and per thread when `by_thread`.
 pub async fn unread_counts(
     server: &Server,
     user: &UserId,
     rooms: &[String],
-    upto: i64,
     by_thread: bool,
 ) -> Result<HashMap<String, RoomUnread>> {
     let mut out: HashMap<String, RoomUnread> = rooms
         .iter()
         .map(|r| (r.clone(), RoomUnread::default()))
         .collect();
-    for row in server.db.unread_counts(user.as_str(), rooms, upto).await? {
+    for row in server.db.unread_counts(user.as_str(), rooms).await? {
         let room = out.entry(row.room_id).or_default();
         let counts = if by_thread && row.thread_id != "main" {
             let root: OwnedEventId = row.thread_id.as_str().try_into().map_err(Error::internal)?;

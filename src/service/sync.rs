@@ -227,7 +227,7 @@ async fn build(
             None => {}
         }
     }
-    add_unread_counts(server, user, req, &mut response, upto).await?;
+    add_unread_counts(server, user, req, &mut response).await?;
     Ok((response, deliveries))
 }
 
@@ -238,14 +238,13 @@ async fn add_unread_counts(
     user: &AuthedUser,
     req: &SyncRequest,
     response: &mut Response,
-    upto: i64,
 ) -> Result<()> {
     let rooms: Vec<String> = response.rooms.join.keys().map(|r| r.to_string()).collect();
     if rooms.is_empty() {
         return Ok(());
     }
     let by_thread = req.filter.room.timeline.unread_thread_notifications;
-    let mut counts = push::unread_counts(server, &user.user_id, &rooms, upto, by_thread).await?;
+    let mut counts = push::unread_counts(server, &user.user_id, &rooms, by_thread).await?;
     for (room_id, joined) in response.rooms.join.iter_mut() {
         let Some(unread) = counts.remove(room_id.as_str()) else {
             continue;

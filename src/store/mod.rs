@@ -101,6 +101,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_login_tokens.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_unread_counts.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -116,6 +120,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_login_tokens.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_unread_counts.sql"),
     ),
 ];
 

@@ -1,6 +1,8 @@
 //! Push actions: which events notify which local users (unread counts,
 //! `GET /notifications`).
 
+use std::collections::BTreeMap;
+
 use super::{Db, WriteTx, placeholders};
 use crate::Result;
 
@@ -85,32 +87,67 @@ impl WriteTx<'_> {
             }
             q.execute(&mut *self.tx).await?;
         }
+        let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
+        for r in rows {
+            let counts = added
+                .entry((r.user_id, r.room_id, r.thread_id))
+                .or_default();
+            counts.0 += 1;
+            counts.1 += i64::from(r.highlight);
+        }
+        for ((user, room, thread), (notifications, highlights)) in added {
+            sqlx::query(
+                "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
+                 notifications = unread_counts.notifications + excluded.notifications, \
+                 highlights = unread_counts.highlights + excluded.highlights",
+            )
+            .bind(user)
+            .bind(room)
+            .bind(thread)
+            .bind(notifications)
+            .bind(highlights)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Recounts the user's unread notifications in a room after their read
+    /// receipts moved: what lies after both the unthreaded receipt and the
+    /// receipt of each thread.
+    pub async fn recount_unread(&mut self, user_id: &str, room_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM unread_counts WHERE user_id = $1 AND room_id = $2")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&mut *self.tx)
+            .await?;
+        let sql = format!(
+            "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
+             SELECT a.user_id, a.room_id, a.thread_id, COUNT(*), SUM(a.highlight) \
+             FROM event_push_actions a WHERE a.user_id = $1 AND a.room_id = $2 \
+             AND a.stream_ordering > {READ_UPTO} GROUP BY a.user_id, a.room_id, a.thread_id"
+        );
+        sqlx::query(&sql)
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 }
 
 impl Db {
-    /// The user's unread notifications in `rooms` up to stream position
-    /// `upto`, counted per room and thread: the notifying events after both
-    /// the user's unthreaded read receipt and their receipt in that thread.
-    pub async fn unread_counts(
-        &self,
-        user_id: &str,
-        rooms: &[String],
-        upto: i64,
-    ) -> Result<Vec<UnreadCount>> {
+    /// The user's unread notification counts in `rooms`, per room and thread.
+    pub async fn unread_counts(&self, user_id: &str, rooms: &[String]) -> Result<Vec<UnreadCount>> {
         let mut rows = Vec::new();
         for chunk in rooms.chunks(500) {
             let sql = format!(
-                "SELECT a.room_id, a.thread_id, CAST(COUNT(*) AS BIGINT) AS notifications, \
-                 CAST(SUM(a.highlight) AS BIGINT) AS highlights FROM event_push_actions a \
-                 WHERE a.user_id = $1 AND a.stream_ordering <= $2 AND a.room_id IN ({}) \
-                 AND a.stream_ordering > {READ_UPTO} GROUP BY a.room_id, a.thread_id",
-                placeholders(3, chunk.len()),
+                "SELECT room_id, thread_id, notifications, highlights FROM unread_counts \
+                 WHERE user_id = $1 AND notifications > 0 AND room_id IN ({})",
+                placeholders(2, chunk.len()),
             );
-            let mut q = sqlx::query_as::<_, UnreadCount>(&sql)
-                .bind(user_id)
-                .bind(upto);
+            let mut q = sqlx::query_as::<_, UnreadCount>(&sql).bind(user_id);
             for room in chunk {
                 q = q.bind(room);
             }

@@ -1,7 +1,5 @@
 //! Receipts: the latest one of each type per user, room and thread.
 
-use std::collections::HashSet;
-
 use super::{Db, placeholders};
 use crate::Result;
 
@@ -66,6 +64,9 @@ impl Db {
             .bind(pos)
             .execute(&mut *w.tx)
             .await?;
+            if r.receipt_type == "m.read" || r.receipt_type == "m.read.private" {
+                w.recount_unread(&r.user_id, &r.room_id).await?;
+            }
             stored.push(r.clone());
         }
         w.commit().await?;
@@ -97,40 +98,5 @@ impl Db {
             rows.extend(q.fetch_all(self.pool()).await?);
         }
         Ok(rows)
-    }
-
-    /// Which of `rooms` have receipts changed after `since`.
-    pub async fn rooms_with_receipts_after(
-        &self,
-        rooms: &[String],
-        since: i64,
-    ) -> Result<HashSet<String>> {
-        let mut changed = HashSet::new();
-        for chunk in rooms.chunks(500) {
-            let sql = format!(
-                "SELECT DISTINCT room_id FROM receipts WHERE stream_ordering > $1 AND room_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(since);
-            for room in chunk {
-                q = q.bind(room);
-            }
-            changed.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(r,)| r));
-        }
-        Ok(changed)
-    }
-
-    /// The user's read position per thread in a room (the furthest of
-    /// `m.read` and `m.read.private`); thread `""` is the unthreaded one.
-    pub async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT thread_id, MAX(event_stream_ordering) FROM receipts \
-             WHERE user_id = $1 AND room_id = $2 AND receipt_type IN ('m.read', 'm.read.private') \
-             GROUP BY thread_id",
-        )
-        .bind(user_id)
-        .bind(room_id)
-        .fetch_all(self.pool())
-        .await?)
     }
 }
