@@ -17,7 +17,8 @@ on_both_backends!(
     bad_receipts_are_refused,
     delivered_receipts_tell_the_sender,
     delivered_receipts_respect_the_opt_out,
-    receipt_wakes_a_long_poll
+    receipt_wakes_a_long_poll,
+    others_delivered_receipts_ride_along
 );
 
 /// Alice's room with Bob joined, and a message from Bob in it.
@@ -369,4 +370,49 @@ async fn receipt_wakes_a_long_poll(s: TestServer) {
         "long-poll held for {elapsed:?}"
     );
     assert!(!receipts(&body, &room).is_empty(), "{body}");
+}
+
+/// Bob's delivered receipt on Alice's message wakes Alice, not Carol: Carol
+/// gets it with her next response instead of an extra one.
+async fn others_delivered_receipts_ride_along(s: TestServer) {
+    let (alice, bob, room, _) = room_with_message(&s).await;
+    let carol = s.register("carol").await;
+    s.join(&carol, &room).await;
+    let sent = s.send_text(&alice, &room, "a1", "to everyone").await;
+    let since = next_batch(&s.sync(&carol, None, 0).await);
+    s.sync(&bob, None, 0).await;
+    // The receipt is recorded off the sync path: wait until Alice has it.
+    let started = Instant::now();
+    loop {
+        let sync = s.sync(&alice, None, 0).await;
+        if receipts(&sync, &room)
+            .iter()
+            .any(|c| c[&sent]["org.corvid.delivered"][&bob.user_id].is_object())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no delivered receipt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let sync = s
+        .get(
+            &format!("/_matrix/client/v3/sync?timeout=1000&since={since}&set_presence=offline"),
+            &carol.token,
+        )
+        .await
+        .1;
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "woken early: {sync}"
+    );
+    assert!(
+        receipts(&sync, &room)
+            .iter()
+            .any(|c| c[&sent]["org.corvid.delivered"][&bob.user_id].is_object()),
+        "{sync}"
+    );
 }

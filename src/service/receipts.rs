@@ -182,6 +182,17 @@ pub fn thread_root(event: &StoredEvent) -> Option<String> {
         .flatten()
 }
 
+/// A room's `m.receipt` event for one sync.
+pub struct ReceiptEvent {
+    pub event: Raw<ruma::events::AnySyncEphemeralRoomEvent>,
+    /// Whether it should end a long-poll: anything but other users'
+    /// delivered receipts of events the syncing user did not send. Those
+    /// matter to the events' senders only and otherwise ride along with the
+    /// next response (in a busy group every member's delivered receipt
+    /// would wake every other member's sync).
+    pub wakes: bool,
+}
+
 /// The `m.receipt` ephemeral event of each of `rooms` with receipts changed
 /// in `(since, upto]` that `user` is shown.
 pub async fn ephemeral(
@@ -190,15 +201,19 @@ pub async fn ephemeral(
     rooms: &[String],
     since: Option<i64>,
     upto: i64,
-) -> Result<HashMap<String, Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
+) -> Result<HashMap<String, ReceiptEvent>> {
     let rows = server.db.receipts_between(rooms, since, upto).await?;
     let mut by_room: HashMap<String, BTreeMap<String, Value>> = HashMap::new();
+    let mut waking: HashSet<String> = HashSet::new();
     for row in rows {
         let own = row.user_id == user.as_str();
         // Private receipts are for their owner only; delivered receipts are
         // for everyone else (a user knows what reached their own devices).
         if (row.receipt_type == READ_PRIVATE && !own) || (row.receipt_type == DELIVERED && own) {
             continue;
+        }
+        if row.receipt_type != DELIVERED || row.event_sender.as_deref() == Some(user.as_str()) {
+            waking.insert(row.room_id.clone());
         }
         let content = by_room.entry(row.room_id.clone()).or_default();
         add_to_content(content, &row);
@@ -207,10 +222,9 @@ pub async fn ephemeral(
         .into_iter()
         .map(|(room, content)| {
             let event = json!({ "type": "m.receipt", "content": content });
-            Ok((
-                room,
-                Raw::from_json(serde_json::value::to_raw_value(&event)?),
-            ))
+            let event = Raw::from_json(serde_json::value::to_raw_value(&event)?);
+            let wakes = waking.contains(&room);
+            Ok((room, ReceiptEvent { event, wakes }))
         })
         .collect()
 }

@@ -110,10 +110,7 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
             typing: server.typing.position(),
             presence: server.presence.position().await?,
         };
-        let (response, deliveries) = build(server, user, &req, upto).await?;
-        let has_news = !response.rooms.is_empty()
-            || !response.account_data.is_empty()
-            || !response.presence.is_empty();
+        let (response, deliveries, has_news) = build(server, user, &req, upto).await?;
         let done = req.since.is_none()
             || req.full_state
             || has_news
@@ -139,7 +136,7 @@ async fn build(
     user: &AuthedUser,
     req: &SyncRequest,
     upto_all: SyncToken,
-) -> Result<(Response, Vec<Delivery>)> {
+) -> Result<(Response, Vec<Delivery>, bool)> {
     let upto = upto_all.pos;
     let since = req.since.map(|s| s.pos);
     let mut response = Response::new(upto_all.to_string());
@@ -209,9 +206,13 @@ async fn build(
     )
     .buffer_unordered(rooms_in_parallel(server));
     let mut deliveries = Vec::new();
+    // Whether the response says anything that should end a long-poll.
+    let mut news = !response.account_data.is_empty() || !response.presence.is_empty();
     while let Some(section) = sections.next().await {
-        match section? {
-            Some((room_id, Section::Join(room, delivery))) => {
+        let section = section?;
+        news |= section.as_ref().is_some_and(|(_, s)| s.is_news());
+        match section {
+            Some((room_id, Section::Join(room, delivery, _))) => {
                 deliveries.extend(delivery);
                 response.rooms.join.insert(room_id, *room);
             }
@@ -228,7 +229,7 @@ async fn build(
         }
     }
     add_unread_counts(server, user, req, &mut response).await?;
-    Ok((response, deliveries))
+    Ok((response, deliveries, news))
 }
 
 /// spec: "Receiving notifications" — the unread counts of the joined rooms
@@ -259,6 +260,13 @@ async fn add_unread_counts(
     Ok(())
 }
 
+/// A room's ephemeral events in one sync, and whether they end a long-poll.
+#[derive(Default)]
+struct RoomEphemeral {
+    events: Vec<Raw<AnySyncEphemeralRoomEvent>>,
+    wakes: bool,
+}
+
 /// The ephemeral events (receipts, typing) of the user's joined rooms that
 /// changed since the token: all of them for rooms new to the client.
 async fn ephemeral_events(
@@ -267,7 +275,7 @@ async fn ephemeral_events(
     req: &SyncRequest,
     memberships: &[(String, String, i64)],
     upto: SyncToken,
-) -> Result<HashMap<String, Vec<Raw<AnySyncEphemeralRoomEvent>>>> {
+) -> Result<HashMap<String, RoomEphemeral>> {
     let filter = &req.filter.room.ephemeral;
     let wanted = |t: &str| filter::type_wanted(filter.types.as_deref(), &filter.not_types, t);
     let since = req.since;
@@ -280,14 +288,16 @@ async fn ephemeral_events(
             }
         }
     }
-    let mut out: HashMap<String, Vec<Raw<AnySyncEphemeralRoomEvent>>> = HashMap::new();
+    let mut out: HashMap<String, RoomEphemeral> = HashMap::new();
     if wanted("m.receipt") {
         let user_id = &user.user_id;
         let mut receipts =
             receipts::ephemeral(server, user_id, &known, since.map(|s| s.pos), upto.pos).await?;
         receipts.extend(receipts::ephemeral(server, user_id, &fresh, None, upto.pos).await?);
-        for (room, event) in receipts {
-            out.entry(room).or_default().push(event);
+        for (room, receipt) in receipts {
+            let entry = out.entry(room).or_default();
+            entry.events.push(receipt.event);
+            entry.wakes |= receipt.wakes;
         }
     }
     if wanted("m.typing") {
@@ -303,7 +313,9 @@ async fn ephemeral_events(
         typing.extend(server.typing.changed_since(&ids(&fresh), None));
         for (room, users) in typing {
             let event = json!({ "type": "m.typing", "content": { "user_ids": users } });
-            out.entry(room.to_string()).or_default().push(raw(&event)?);
+            let entry = out.entry(room.to_string()).or_default();
+            entry.events.push(raw(&event)?);
+            entry.wakes = true;
         }
     }
     Ok(out)
@@ -326,15 +338,25 @@ struct RoomWork {
     /// Whether the room has events after `since`.
     changed: bool,
     account: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
-    ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
+    ephemeral: RoomEphemeral,
 }
 
 enum Section {
-    /// With what the sync delivers to the user, for a delivered receipt.
-    Join(Box<JoinedRoom>, Option<Delivery>),
+    /// With what the sync delivers to the user (for a delivered receipt),
+    /// and whether anything in it should end a long-poll.
+    Join(Box<JoinedRoom>, Option<Delivery>, bool),
     Invite(InvitedRoom),
     Knock(KnockedRoom),
     Leave(Box<LeftRoom>),
+}
+
+impl Section {
+    fn is_news(&self) -> bool {
+        match self {
+            Self::Join(_, _, news) => *news,
+            _ => true,
+        }
+    }
 }
 
 /// The room's section of the response, if it has anything to say.
@@ -363,7 +385,7 @@ async fn room_section(
                 || req.full_state
                 || changed
                 || !account.is_empty()
-                || !ephemeral.is_empty() =>
+                || !ephemeral.events.is_empty() =>
         {
             let mut joined = JoinedRoom::new();
             let from = if fresh { None } else { since };
@@ -380,9 +402,14 @@ async fn room_section(
             joined.state = State::Before(slice.state.into());
             joined.account_data = RoomAccountData::new();
             joined.account_data.events = account;
-            joined.ephemeral.events = ephemeral;
+            joined.ephemeral.events = ephemeral.events;
             let delivery = delivery(&user.user_id, &room_id, &slice.events);
-            Section::Join(Box::new(joined), delivery)
+            let news = fresh
+                || req.full_state
+                || !joined.timeline.events.is_empty()
+                || !joined.account_data.events.is_empty()
+                || ephemeral.wakes;
+            Section::Join(Box::new(joined), delivery, news)
         }
         "invite" if fresh && !invited_by_ignored(server, &room_id, &user.user_id).await? => {
             let mut invited = InvitedRoom::new();
@@ -529,10 +556,15 @@ async fn room_timeline_and_state(
     })
 }
 
-/// What a delivered receipt records: the newest event others sent in the
-/// timeline, if any.
+/// What a delivered receipt records: the newest message (non-state event)
+/// others sent in the timeline, if any.
 fn delivery(user: &UserId, room_id: &RoomId, events: &[StoredEvent]) -> Option<Delivery> {
-    let from_others = || events.iter().filter(|e| e.sender != user.as_str());
+    // Ticks are for messages: state changes (joins, renames…) get none.
+    let from_others = || {
+        events
+            .iter()
+            .filter(|e| e.sender != user.as_str() && e.state_key.is_none())
+    };
     let newest = from_others().next_back()?;
     let senders: HashSet<String> = from_others().map(|e| e.sender.clone()).collect();
     Some(Delivery {

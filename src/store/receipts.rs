@@ -24,6 +24,8 @@ pub struct ReceiptRow {
     pub thread_id: String,
     pub event_id: String,
     pub ts: i64,
+    /// The sender of the receipted event.
+    pub event_sender: Option<String>,
 }
 
 impl Db {
@@ -84,9 +86,10 @@ impl Db {
         let mut rows = Vec::new();
         for chunk in rooms.chunks(500) {
             let sql = format!(
-                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts \
-                 WHERE stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN ({}) \
-                 ORDER BY stream_ordering",
+                "SELECT r.room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts, \
+                 e.sender AS event_sender FROM receipts r LEFT JOIN events e ON e.event_id = r.event_id \
+                 WHERE r.stream_ordering > $1 AND r.stream_ordering <= $2 AND r.room_id IN ({}) \
+                 ORDER BY r.stream_ordering",
                 placeholders(3, chunk.len())
             );
             let mut q = sqlx::query_as::<_, ReceiptRow>(&sql)
