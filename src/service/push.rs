@@ -26,7 +26,11 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{account_data, receipts::thread_root};
+use super::{
+    account_data,
+    ignore::{self, IGNORED_USER_LIST},
+    receipts::thread_root,
+};
 use crate::{
     Error, Result, Server,
     service::rooms::timeline::Appended,
@@ -47,16 +51,50 @@ pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
         .db
         .account_data(user.as_str(), "", PUSH_RULES)
         .await?;
-    let rules = match stored {
-        Some(json) => {
-            let content: Value = serde_json::from_str(&json)?;
-            serde_json::from_value(content["global"].clone()).map_err(Error::internal)?
-        }
-        None => Ruleset::server_default(user),
-    };
-    let rules = Arc::new(rules);
+    let rules = Arc::new(parse_rules(user, stored.as_deref())?);
     server.push_rules.insert(user, rules.clone());
     Ok(rules)
+}
+
+/// Stored `m.push_rules` content, or the spec's defaults when there is none.
+fn parse_rules(user: &UserId, stored: Option<&str>) -> Result<Ruleset> {
+    match stored {
+        Some(json) => {
+            let content: Value = serde_json::from_str(json)?;
+            serde_json::from_value(content["global"].clone()).map_err(Error::internal)
+        }
+        None => Ok(Ruleset::server_default(user)),
+    }
+}
+
+/// Fills the rule and ignore-list caches for `users` from inside a write
+/// transaction, in one query for those not cached.
+async fn warm_caches(server: &Server, w: &mut WriteTx<'_>, users: &[OwnedUserId]) -> Result<()> {
+    let missing: Vec<&OwnedUserId> = users
+        .iter()
+        .filter(|u| server.push_rules.get(u).is_none() || server.ignored_users.get(u).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = missing.iter().map(|u| u.to_string()).collect();
+    let rows = w
+        .global_account_data_of(&ids, &[PUSH_RULES, IGNORED_USER_LIST])
+        .await?;
+    let stored = |user: &UserId, kind: &str| {
+        rows.iter()
+            .find(|(u, t, _)| u == user.as_str() && t == kind)
+            .map(|(_, _, c)| c.as_str())
+    };
+    for user in missing {
+        let rules = parse_rules(user, stored(user, PUSH_RULES))?;
+        server.push_rules.insert(user, Arc::new(rules));
+        let ignored = stored(user, IGNORED_USER_LIST)
+            .map(ignore::parse)
+            .unwrap_or_default();
+        server.ignored_users.insert(user, Arc::new(ignored));
+    }
+    Ok(())
 }
 
 /// Applies `change` to a copy of the user's rules and stores the result.
@@ -158,6 +196,12 @@ pub async fn stage_push_actions(
         )?);
         let thread = thread_root(&a.event).unwrap_or_else(|| "main".to_owned());
         let invitee = invited_local_user(server, &a.event);
+        let mut recipient_ids: Vec<OwnedUserId> =
+            context.members.iter().map(|(u, _)| u.clone()).collect();
+        recipient_ids.extend(invitee.clone());
+        // Read inside the transaction: it must not wait for a second pooled
+        // connection (on SQLite, the pool's others may be waiting for its lock).
+        warm_caches(server, w, &recipient_ids).await?;
         let recipients = context
             .members
             .iter()
@@ -165,7 +209,7 @@ pub async fn stage_push_actions(
             .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
         for (member, display_name) in recipients {
             if member.as_str() == a.event.sender
-                || super::ignore::ignored_by(server, &member)
+                || ignore::ignored_by(server, &member)
                     .await?
                     .contains(&a.event.sender)
             {
@@ -248,7 +292,16 @@ impl RoomContext {
             ("m.room.power_levels".to_owned(), String::new()),
         ];
         let state = w.current_state_for(room_id.as_str(), &keys).await?;
-        let version = super::rooms::require_room(server, room_id).await?;
+        let version = match server.room_versions.get(room_id) {
+            Some(v) => v,
+            None => w
+                .room_version(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Unknown room"))?
+                .as_str()
+                .try_into()
+                .map_err(Error::internal)?,
+        };
         let rules = corvid_federation::rules_for(&version)?;
         Ok(Self {
             member_count: UInt::new_saturating(members.len() as u64),

@@ -63,6 +63,44 @@ impl WriteTx<'_> {
         .await?)
     }
 
+    /// Global account data of these types for `users`, read inside the
+    /// transaction (a write transaction must not wait for a second pooled
+    /// connection: on SQLite the pool's others may be waiting for its lock).
+    pub async fn global_account_data_of(
+        &mut self,
+        users: &[String],
+        types: &[&str],
+    ) -> Result<Vec<(String, String, String)>> {
+        let mut rows = Vec::new();
+        for chunk in users.chunks(400) {
+            let sql = format!(
+                "SELECT user_id, data_type, content FROM account_data WHERE room_id = '' \
+                 AND data_type IN ({}) AND user_id IN ({})",
+                placeholders(1, types.len()),
+                placeholders(1 + types.len(), chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+            for t in types {
+                q = q.bind(*t);
+            }
+            for user in chunk {
+                q = q.bind(user);
+            }
+            rows.extend(q.fetch_all(&mut *self.tx).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The room's version, read inside the transaction.
+    pub async fn room_version(&mut self, room_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT room_version FROM rooms WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.map(|(v,)| v))
+    }
+
     pub async fn insert_push_actions(&mut self, rows: &[NewPushAction<'_>]) -> Result<()> {
         for chunk in rows.chunks(100) {
             let values = (0..chunk.len())
