@@ -76,16 +76,52 @@ impl RoomVersions {
 }
 
 /// Throttles "last seen" updates: a device's row is written at most once
-/// per interval, not on every request.
-#[derive(Default)]
+/// per interval, not on every request, and off the request's path: a task
+/// writes whatever has queued up in one transaction.
 pub struct DeviceActivity {
     recorded: Mutex<HashMap<(String, String), Instant>>,
+    queue: tokio::sync::mpsc::UnboundedSender<Seen>,
 }
+
+/// A device seen making a request: `(user, device, ip)`.
+type Seen = (String, String, Option<String>);
 
 impl DeviceActivity {
     const INTERVAL: Duration = Duration::from_secs(60);
 
-    pub fn should_record(&self, user_id: &str, device_id: &str) -> bool {
+    fn start(server: std::sync::Weak<Server>) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 500).await > 0 {
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                if let Err(e) = server.db.touch_devices(&batch).await {
+                    tracing::warn!(error = %e, "recording device activity failed");
+                }
+                batch.clear();
+            }
+        });
+        Self {
+            recorded: Mutex::default(),
+            queue,
+        }
+    }
+
+    /// Notes a request by the device; its row is updated soon after.
+    pub fn seen(&self, user_id: &str, device_id: &str, ip: Option<&str>) {
+        if self.should_record(user_id, device_id) {
+            let seen = (
+                user_id.to_owned(),
+                device_id.to_owned(),
+                ip.map(str::to_owned),
+            );
+            let _ = self.queue.send(seen);
+        }
+    }
+
+    fn should_record(&self, user_id: &str, device_id: &str) -> bool {
         let now = Instant::now();
         let mut recorded = self.recorded.lock().expect("device activity lock");
         if recorded.len() > 100_000 {
@@ -131,7 +167,7 @@ impl Server {
             signing_key,
             notifier: Notifier::default(),
             rate_limiter,
-            device_activity: DeviceActivity::default(),
+            device_activity: DeviceActivity::start(me.clone()),
             event_writer: EventWriter::start(me.clone()),
             room_versions: RoomVersions::default(),
             typing: Typing::default(),

@@ -36,15 +36,9 @@ pub async fn authenticate(
         // spec: an expired token that can be refreshed is a soft logout.
         return Err(Error::unknown_token(true));
     }
-    if server
+    server
         .device_activity
-        .should_record(&owner.user_id, &owner.device_id)
-    {
-        server
-            .db
-            .touch_device(&owner.user_id, &owner.device_id, client_ip)
-            .await?;
-    }
+        .seen(&owner.user_id, &owner.device_id, client_ip);
     Ok(AuthedUser {
         user_id: owner.user_id.try_into().map_err(Error::internal)?,
         device_id: owner.device_id.into(),

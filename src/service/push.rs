@@ -18,8 +18,8 @@ use ruma::{
     api::client::sync::sync_events::UnreadNotificationsCount,
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
     push::{
-        Action, AnyPushRule, InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx,
-        PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+        Action, AnyPushRule, FlattenedJson, InsertPushRuleError, NewPushRule,
+        PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
     },
     room_version_rules::AuthorizationRules,
     serde::Raw,
@@ -194,6 +194,8 @@ pub async fn stage_push_actions(
         let raw: Raw<Value> = Raw::from_json(serde_json::value::RawValue::from_string(
             a.event.pdu.clone(),
         )?);
+        // Flattened once per event, not once per recipient.
+        let flat = FlattenedJson::from_raw(&raw);
         let thread = thread_root(&a.event).unwrap_or_else(|| "main".to_owned());
         let invitee = invited_local_user(server, &a.event);
         let mut recipient_ids: Vec<OwnedUserId> =
@@ -223,7 +225,7 @@ pub async fn stage_push_actions(
                 display_name.clone(),
             );
             ctx.power_levels = context.power_levels.clone();
-            let actions = rules.get_actions(&raw, &ctx).await;
+            let actions = first_match(&rules, &flat, &ctx).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
@@ -266,6 +268,21 @@ fn invited_local_user(server: &Server, event: &StoredEvent) -> Option<OwnedUserI
     }
     let user = OwnedUserId::try_from(event.state_key.as_deref()?).ok()?;
     (user.server_name() == server.server_name()).then_some(user)
+}
+
+/// The actions of the first rule of `rules` that applies (the spec's
+/// evaluation order); none when none applies.
+async fn first_match<'r>(
+    rules: &'r Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> &'r [Action] {
+    for rule in rules {
+        if rule.applies(event, ctx).await {
+            return rule.actions();
+        }
+    }
+    &[]
 }
 
 /// What push rules need to know about a room, read once per transaction.

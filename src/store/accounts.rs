@@ -252,20 +252,20 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn touch_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        ip: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
-            .bind(crate::now_ms())
-            .bind(ip)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Records when and from where devices were last seen, `(user, device, ip)`.
+    pub async fn touch_devices(&self, seen: &[(String, String, Option<String>)]) -> Result<()> {
+        let mut w = self.write().await?;
+        let now = crate::now_ms();
+        for (user_id, device_id, ip) in seen {
+            sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .bind(now)
+                .bind(ip)
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.commit().await
     }
 
     pub async fn create_registration_token(
