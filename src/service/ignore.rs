@@ -32,7 +32,7 @@ pub fn changed(server: &Server, user: &UserId, content: &str) {
     server.ignored_users.insert(user, Arc::new(parse(content)));
 }
 
-pub(super) fn parse(content: &str) -> HashSet<String> {
+fn parse(content: &str) -> HashSet<String> {
     serde_json::from_str::<Value>(content)
         .ok()
         .and_then(|v| v.get("ignored_users")?.as_object().cloned())

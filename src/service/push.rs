@@ -26,16 +26,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    account_data,
-    ignore::{self, IGNORED_USER_LIST},
-    receipts::thread_root,
-};
-use crate::{
-    Error, Result, Server,
-    service::rooms::timeline::Appended,
-    store::{WriteTx, events::StoredEvent, push::NewPushAction},
-};
+use super::{account_data, ignore, rooms::timeline::Template};
+use crate::{Error, Result, Server, store::events::StoredEvent};
 
 const PUSH_RULES: &str = "m.push_rules";
 
@@ -65,36 +57,6 @@ fn parse_rules(user: &UserId, stored: Option<&str>) -> Result<Ruleset> {
         }
         None => Ok(Ruleset::server_default(user)),
     }
-}
-
-/// Fills the rule and ignore-list caches for `users` from inside a write
-/// transaction, in one query for those not cached.
-async fn warm_caches(server: &Server, w: &mut WriteTx<'_>, users: &[OwnedUserId]) -> Result<()> {
-    let missing: Vec<&OwnedUserId> = users
-        .iter()
-        .filter(|u| server.push_rules.get(u).is_none() || server.ignored_users.get(u).is_none())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = missing.iter().map(|u| u.to_string()).collect();
-    let rows = w
-        .global_account_data_of(&ids, &[PUSH_RULES, IGNORED_USER_LIST])
-        .await?;
-    let stored = |user: &UserId, kind: &str| {
-        rows.iter()
-            .find(|(u, t, _)| u == user.as_str() && t == kind)
-            .map(|(_, _, c)| c.as_str())
-    };
-    for user in missing {
-        let rules = parse_rules(user, stored(user, PUSH_RULES))?;
-        server.push_rules.insert(user, Arc::new(rules));
-        let ignored = stored(user, IGNORED_USER_LIST)
-            .map(ignore::parse)
-            .unwrap_or_default();
-        server.ignored_users.insert(user, Arc::new(ignored));
-    }
-    Ok(())
 }
 
 /// Applies `change` to a copy of the user's rules and stores the result.
@@ -175,99 +137,85 @@ pub async fn set_actions(
     .await
 }
 
-/// Evaluates the events appended in a write transaction against the rules
-/// of every local member of their rooms, and stages the notifications in
-/// the same transaction.
-pub async fn stage_push_actions(
-    server: &Server,
-    w: &mut WriteTx<'_>,
-    appended: &[Appended],
-) -> Result<()> {
-    let mut rooms: HashMap<OwnedRoomId, RoomContext> = HashMap::new();
-    let mut rows = Vec::new();
-    for a in appended {
-        if !rooms.contains_key(&a.room_id) {
-            let context = RoomContext::load(server, w, &a.room_id).await?;
-            rooms.insert(a.room_id.clone(), context);
-        }
-        let context = &rooms[&a.room_id];
-        let raw: Raw<Value> = Raw::from_json(serde_json::value::RawValue::from_string(
-            a.event.pdu.clone(),
-        )?);
-        // Flattened once per event, not once per recipient.
-        let flat = FlattenedJson::from_raw(&raw);
-        let thread = thread_root(&a.event).unwrap_or_else(|| "main".to_owned());
-        let invitee = invited_local_user(server, &a.event);
-        let mut recipient_ids: Vec<OwnedUserId> =
-            context.members.iter().map(|(u, _)| u.clone()).collect();
-        recipient_ids.extend(invitee.clone());
-        // Read inside the transaction: it must not wait for a second pooled
-        // connection (on SQLite, the pool's others may be waiting for its lock).
-        warm_caches(server, w, &recipient_ids).await?;
-        let recipients = context
-            .members
-            .iter()
-            .cloned()
-            .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
-        for (member, display_name) in recipients {
-            if member.as_str() == a.event.sender
-                || ignore::ignored_by(server, &member)
-                    .await?
-                    .contains(&a.event.sender)
-            {
-                continue;
-            }
-            let rules = ruleset(server, &member).await?;
-            let mut ctx = PushConditionRoomCtx::new(
-                a.room_id.clone(),
-                context.member_count,
-                member.clone(),
-                display_name.clone(),
-            );
-            ctx.power_levels = context.power_levels.clone();
-            let actions = first_match(&rules, &flat, &ctx).await;
-            if !actions.iter().any(Action::should_notify) {
-                continue;
-            }
-            let highlight = actions.iter().any(|a| a.is_highlight());
-            rows.push((
-                member.to_string(),
-                a,
-                thread.clone(),
-                serde_json::to_string(actions)?,
-                highlight,
-            ));
-        }
-    }
-    let ts = crate::now_ms();
-    let new: Vec<NewPushAction<'_>> = rows
-        .iter()
-        .map(|(user, a, thread, actions, highlight)| NewPushAction {
-            user_id: user,
-            stream_ordering: a.stream_ordering,
-            room_id: a.room_id.as_str(),
-            event_id: a.event_id.as_str(),
-            thread_id: thread,
-            actions,
-            highlight: *highlight,
-            ts,
-        })
-        .collect();
-    w.insert_push_actions(&new).await
+/// A notification an event about to be sent will cause.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub user_id: OwnedUserId,
+    pub thread_id: String,
+    pub actions: String,
+    pub highlight: bool,
 }
 
-/// The local user an invite is for: they are not a member yet, but the
-/// spec's `.m.rule.invite_for_me` notifies them.
-fn invited_local_user(server: &Server, event: &StoredEvent) -> Option<OwnedUserId> {
-    if event.event_type != "m.room.member" {
-        return None;
+/// Whom an event about to be sent notifies, and how: the rules of every
+/// local member of the room (and of an invitee) applied to it. Decided in
+/// the sender's task before the event enters the event writer, so rules for
+/// many events run in parallel and the one writer only stores the result
+/// in the event's transaction (an event and its notifications commit
+/// together). The membership read here may be a moment older than the one
+/// the event is appended on: a user joining at that instant can miss the
+/// notification of one event.
+pub async fn plan(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: &Template,
+) -> Result<Vec<Planned>> {
+    let context = RoomContext::load(server, room_id).await?;
+    let mut event = json!({
+        "type": template.event_type.to_string(),
+        "content": template.content,
+        "sender": sender,
+        "room_id": room_id,
+    });
+    if let Some(key) = &template.state_key {
+        event["state_key"] = json!(key);
     }
-    let pdu: Value = serde_json::from_str(&event.pdu).ok()?;
-    if pdu["content"]["membership"] != "invite" {
-        return None;
+    let raw: Raw<Value> = Raw::from_json(serde_json::value::to_raw_value(&event)?);
+    // Flattened once per event, not once per recipient.
+    let flat = FlattenedJson::from_raw(&raw);
+    let thread = thread_of(&template.content).unwrap_or_else(|| "main".to_owned());
+    let invitee = invited_local_user(server, template);
+    let recipients = context
+        .members
+        .iter()
+        .cloned()
+        .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
+    let mut planned = Vec::new();
+    for (member, display_name) in recipients {
+        if member == sender
+            || ignore::ignored_by(server, &member)
+                .await?
+                .contains(sender.as_str())
+        {
+            continue;
+        }
+        let rules = ruleset(server, &member).await?;
+        let mut ctx = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            context.member_count,
+            member.clone(),
+            display_name,
+        );
+        ctx.power_levels = context.power_levels.clone();
+        let actions = first_match(&rules, &flat, &ctx).await;
+        if actions.iter().any(Action::should_notify) {
+            planned.push(Planned {
+                user_id: member,
+                thread_id: thread.clone(),
+                actions: serde_json::to_string(actions)?,
+                highlight: actions.iter().any(|a| a.is_highlight()),
+            });
+        }
     }
-    let user = OwnedUserId::try_from(event.state_key.as_deref()?).ok()?;
-    (user.server_name() == server.server_name()).then_some(user)
+    Ok(planned)
+}
+
+/// The thread root a new event's content puts it in (spec: "Threading").
+fn thread_of(content: &Value) -> Option<String> {
+    let relation = content.get("m.relates_to")?;
+    (relation["rel_type"] == "m.thread")
+        .then(|| relation["event_id"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// The actions of the first rule of `rules` that applies (the spec's
@@ -285,7 +233,19 @@ async fn first_match<'r>(
     &[]
 }
 
-/// What push rules need to know about a room, read once per transaction.
+/// The local user an invite is for: they are not a member yet, but the
+/// spec's `.m.rule.invite_for_me` notifies them.
+fn invited_local_user(server: &Server, template: &Template) -> Option<OwnedUserId> {
+    if template.event_type.to_string() != "m.room.member"
+        || template.content["membership"] != "invite"
+    {
+        return None;
+    }
+    let user = OwnedUserId::try_from(template.state_key.as_deref()?).ok()?;
+    (user.server_name() == server.server_name()).then_some(user)
+}
+
+/// What push rules need to know about a room.
 struct RoomContext {
     members: Vec<(OwnedUserId, String)>,
     member_count: UInt,
@@ -293,8 +253,10 @@ struct RoomContext {
 }
 
 impl RoomContext {
-    async fn load(server: &Server, w: &mut WriteTx<'_>, room_id: &RoomId) -> Result<Self> {
-        let members: Vec<(OwnedUserId, String)> = w
+    async fn load(server: &Server, room_id: &RoomId) -> Result<Self> {
+        let version = super::rooms::require_room(server, room_id).await?;
+        let members: Vec<(OwnedUserId, String)> = server
+            .db
             .joined_members_with_names(room_id.as_str())
             .await?
             .into_iter()
@@ -304,21 +266,15 @@ impl RoomContext {
                 Some((user, name))
             })
             .collect();
-        let keys = [
-            ("m.room.create".to_owned(), String::new()),
-            ("m.room.power_levels".to_owned(), String::new()),
-        ];
-        let state = w.current_state_for(room_id.as_str(), &keys).await?;
-        let version = match server.room_versions.get(room_id) {
-            Some(v) => v,
-            None => w
-                .room_version(room_id.as_str())
-                .await?
-                .ok_or_else(|| Error::not_found("Unknown room"))?
-                .as_str()
-                .try_into()
-                .map_err(Error::internal)?,
-        };
+        let mut state = Vec::new();
+        for kind in ["m.room.create", "m.room.power_levels"] {
+            state.extend(
+                server
+                    .db
+                    .current_state_event(room_id.as_str(), kind, "")
+                    .await?,
+            );
+        }
         let rules = corvid_federation::rules_for(&version)?;
         Ok(Self {
             member_count: UInt::new_saturating(members.len() as u64),

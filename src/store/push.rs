@@ -46,61 +46,6 @@ const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM rece
      AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
 
 impl WriteTx<'_> {
-    /// Local members joined to a room, with their global display names
-    /// (what push rules match mentions against).
-    pub async fn joined_members_with_names(
-        &mut self,
-        room_id: &str,
-    ) -> Result<Vec<(String, Option<String>)>> {
-        self.flush().await?;
-        Ok(sqlx::query_as(
-            "SELECT m.user_id, u.displayname FROM memberships m \
-             JOIN users u ON u.user_id = m.user_id \
-             WHERE m.room_id = $1 AND m.membership = 'join'",
-        )
-        .bind(room_id)
-        .fetch_all(&mut *self.tx)
-        .await?)
-    }
-
-    /// Global account data of these types for `users`, read inside the
-    /// transaction (a write transaction must not wait for a second pooled
-    /// connection: on SQLite the pool's others may be waiting for its lock).
-    pub async fn global_account_data_of(
-        &mut self,
-        users: &[String],
-        types: &[&str],
-    ) -> Result<Vec<(String, String, String)>> {
-        let mut rows = Vec::new();
-        for chunk in users.chunks(400) {
-            let sql = format!(
-                "SELECT user_id, data_type, content FROM account_data WHERE room_id = '' \
-                 AND data_type IN ({}) AND user_id IN ({})",
-                placeholders(1, types.len()),
-                placeholders(1 + types.len(), chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-            for t in types {
-                q = q.bind(*t);
-            }
-            for user in chunk {
-                q = q.bind(user);
-            }
-            rows.extend(q.fetch_all(&mut *self.tx).await?);
-        }
-        Ok(rows)
-    }
-
-    /// The room's version, read inside the transaction.
-    pub async fn room_version(&mut self, room_id: &str) -> Result<Option<String>> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT room_version FROM rooms WHERE room_id = $1")
-                .bind(room_id)
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        Ok(row.map(|(v,)| v))
-    }
-
     pub async fn insert_push_actions(&mut self, rows: &[NewPushAction<'_>]) -> Result<()> {
         for chunk in rows.chunks(100) {
             let values = (0..chunk.len())
@@ -133,20 +78,28 @@ impl WriteTx<'_> {
             counts.0 += 1;
             counts.1 += i64::from(r.highlight);
         }
-        for ((user, room, thread), (notifications, highlights)) in added {
-            sqlx::query(
+        let added: Vec<_> = added.into_iter().collect();
+        for chunk in added.chunks(100) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 5 * i, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
+                 VALUES {values} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
                  notifications = unread_counts.notifications + excluded.notifications, \
-                 highlights = unread_counts.highlights + excluded.highlights",
-            )
-            .bind(user)
-            .bind(room)
-            .bind(thread)
-            .bind(notifications)
-            .bind(highlights)
-            .execute(&mut *self.tx)
-            .await?;
+                 highlights = unread_counts.highlights + excluded.highlights"
+            );
+            let mut q = sqlx::query(&sql);
+            for ((user, room, thread), (notifications, highlights)) in chunk {
+                q = q
+                    .bind(*user)
+                    .bind(*room)
+                    .bind(*thread)
+                    .bind(*notifications)
+                    .bind(*highlights);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -176,6 +129,22 @@ impl WriteTx<'_> {
 }
 
 impl Db {
+    /// Local members joined to a room, with their global display names
+    /// (what push rules match mentions against).
+    pub async fn joined_members_with_names(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT m.user_id, u.displayname FROM memberships m \
+             JOIN users u ON u.user_id = m.user_id \
+             WHERE m.room_id = $1 AND m.membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// The user's unread notification counts in `rooms`, per room and thread.
     pub async fn unread_counts(&self, user_id: &str, rooms: &[String]) -> Result<Vec<UnreadCount>> {
         let mut rows = Vec::new();

@@ -92,9 +92,10 @@ pub async fn append(
         scope: t.scope.to_owned(),
         txn_id: t.txn_id.to_owned(),
     });
+    let push = crate::service::push::plan(server, room_id, sender, &template).await?;
     server
         .event_writer
-        .append(room_id.to_owned(), sender.to_owned(), template, txn)
+        .append(room_id.to_owned(), sender.to_owned(), template, txn, push)
         .await
 }
 

@@ -17,7 +17,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::timeline::{self, Appended, Template, Txn};
-use crate::{Error, Result, Server};
+use crate::{Error, Result, Server, service::push::Planned, store::push::NewPushAction};
 
 const MAX_BATCH: usize = 64;
 const QUEUE: usize = 4096;
@@ -45,6 +45,8 @@ struct Job {
     sender: OwnedUserId,
     template: Template,
     txn: Option<OwnedTxn>,
+    /// The notifications the event causes, decided before it was queued.
+    push: Vec<Planned>,
     reply: oneshot::Sender<Result<OwnedEventId>>,
 }
 
@@ -66,6 +68,7 @@ impl EventWriter {
         sender: OwnedUserId,
         template: Template,
         txn: Option<OwnedTxn>,
+        push: Vec<Planned>,
     ) -> Result<OwnedEventId> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -73,6 +76,7 @@ impl EventWriter {
             sender,
             template,
             txn,
+            push,
             reply,
         };
         self.jobs
@@ -143,6 +147,7 @@ async fn append_all(
         .filter_map(|j| Some((j.sender.as_str(), j.txn.as_ref()?.borrow())))
         .collect();
     let mut seen = w.txn_events(&keyed).await?;
+    let mut notifications = Vec::new();
     for job in jobs {
         let txn = job.txn.as_ref().map(OwnedTxn::borrow);
         // Sent before this batch, or earlier in it.
@@ -168,6 +173,11 @@ async fn append_all(
         {
             Ok(a) => {
                 results.push(Ok(a.event_id.clone()));
+                notifications.extend(
+                    job.push
+                        .iter()
+                        .map(|p| (a.stream_ordering, a.event_id.clone(), a.room_id.clone(), p)),
+                );
                 appended.push(a);
             }
             // A failed statement aborts the whole transaction.
@@ -175,7 +185,21 @@ async fn append_all(
             Err(e) => results.push(Err(e)),
         }
     }
-    crate::service::push::stage_push_actions(server, &mut w, &appended).await?;
+    let ts = crate::now_ms();
+    let rows: Vec<NewPushAction<'_>> = notifications
+        .iter()
+        .map(|(stream_ordering, event_id, room_id, p)| NewPushAction {
+            user_id: p.user_id.as_str(),
+            stream_ordering: *stream_ordering,
+            room_id: room_id.as_str(),
+            event_id: event_id.as_str(),
+            thread_id: &p.thread_id,
+            actions: &p.actions,
+            highlight: p.highlight,
+            ts,
+        })
+        .collect();
+    w.insert_push_actions(&rows).await?;
     w.commit().await?;
     Ok((results, appended))
 }
