@@ -193,6 +193,13 @@ def main():
             line += " No data (the workload failed): " + "; ".join(nd) + "."
         p(line)
     p("")
+    # Why targets are missed and what was tried: kept by hand next to this
+    # script, copied in as it is.
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "findings.md")
+    if os.path.exists(findings):
+        with open(findings) as f:
+            p(f.read().rstrip())
+        p("")
 
     # Where the CPU went in each server's session.
     p("## CPU time per server session")
