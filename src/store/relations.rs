@@ -70,6 +70,17 @@ impl Db {
     pub async fn bundle_rows(&self, parents: &[&str], user: &str) -> Result<Vec<BundleRow>> {
         let mut rows = Vec::new();
         for chunk in parents.chunks(IDS_PER_STATEMENT) {
+            // Most events have no relations: find the few that do with one
+            // index lookup before the full query.
+            let related = self.with_relations(chunk).await?;
+            let chunk: Vec<&str> = chunk
+                .iter()
+                .copied()
+                .filter(|id| related.contains(*id))
+                .collect();
+            if chunk.is_empty() {
+                continue;
+            }
             let ids = placeholders(2, chunk.len());
             let sql = format!(
                 "WITH parents(event_id) AS ( \
@@ -93,12 +104,30 @@ impl Db {
                  WHERE t.root_id IN ({ids}) AND p.event_id = t.root_id AND l.event_id = t.latest_event_id"
             );
             let mut q = sqlx::query_as::<_, BundleRow>(&sql).bind(user);
-            for id in chunk {
+            for id in &chunk {
                 q = q.bind(*id);
             }
             rows.extend(q.fetch_all(self.pool()).await?);
         }
         Ok(rows)
+    }
+
+    /// Those of `ids` that some event relates to in a way that is bundled.
+    async fn with_relations(&self, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let sql = format!(
+            "SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({}) \
+             AND rel_type IN ('m.replace', 'm.reference', 'm.thread')",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect())
     }
 
     /// `(reply count, newest reply)` of a thread counting only replies at or
