@@ -325,25 +325,7 @@ async fn scale_out_shares_presence_and_wake_ups(first: TestServer) {
     let since = next_batch(&sync_quietly(&second, &bob, None, 0).await);
 
     // A long-poll on the second process wakes for a message sent on the first.
-    let poll = {
-        let (base, token, since) = (second.base.clone(), bob.token.clone(), since.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let url = format!(
-                "{base}/_matrix/client/v3/sync?timeout=20000&since={since}&set_presence=offline"
-            );
-            let body: Value = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = second.long_poll(&bob, &since);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = first
         .send_text(&alice, &room, "a1", "across processes")

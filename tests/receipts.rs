@@ -343,25 +343,7 @@ async fn delivered_receipts_respect_the_opt_out(s: TestServer) {
 async fn receipt_wakes_a_long_poll(s: TestServer) {
     let (alice, bob, room, event) = room_with_message(&s).await;
     let since = next_batch(&s.sync(&bob, None, 0).await);
-    let poll = {
-        let (base, token) = (s.base.clone(), bob.token.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let url = format!(
-                "{base}/_matrix/client/v3/sync?timeout=20000&since={since}&set_presence=offline"
-            );
-            let body: Value = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = s.long_poll(&bob, &since);
     tokio::time::sleep(Duration::from_millis(300)).await;
     post_receipt(&s, &alice, &room, "m.read", &event, json!({})).await;
     let (elapsed, body) = poll.await.unwrap();

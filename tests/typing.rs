@@ -132,25 +132,7 @@ async fn typing_needs_membership_and_ownership(s: TestServer) {
 async fn typing_wakes_a_long_poll(s: TestServer) {
     let (alice, bob, room) = two_in_a_room(&s).await;
     let since = next_batch(&s.sync(&bob, None, 0).await);
-    let poll = {
-        let (base, token) = (s.base.clone(), bob.token.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let url = format!(
-                "{base}/_matrix/client/v3/sync?timeout=20000&since={since}&set_presence=offline"
-            );
-            let body: Value = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = s.long_poll(&bob, &since);
     tokio::time::sleep(Duration::from_millis(300)).await;
     set_typing(&s, &alice, &room, json!({"typing": true, "timeout": 10000})).await;
     let (elapsed, body) = poll.await.unwrap();

@@ -381,6 +381,28 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Starts a long-polling `/sync` (20 s, not marking the user online) in
+    /// the background; it yields how long it was held and the response.
+    pub fn long_poll(
+        &self,
+        user: &User,
+        since: &str,
+    ) -> tokio::task::JoinHandle<(Duration, Value)> {
+        let url = format!(
+            "{}/_matrix/client/v3/sync?timeout=20000&since={since}&set_presence=offline",
+            self.base
+        );
+        let (http, token) = (self.http.clone(), user.token.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            let body: Value = response.json().await.unwrap();
+            (started.elapsed(), body)
+        })
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
