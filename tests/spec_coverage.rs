@@ -512,7 +512,7 @@ fn tests_by_endpoint(spec: &Spec) -> BTreeMap<String, BTreeSet<String>> {
                 }
             }
         }
-        for (function, r) in requests {
+        for (function, r) in through_local_helpers(&source, requests) {
             for e in endpoints_of(spec, &r) {
                 out.entry(e.id())
                     .or_default()
@@ -521,6 +521,34 @@ fn tests_by_endpoint(spec: &Spec) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     out
+}
+
+/// A request sent from a helper function of the test file itself counts
+/// for the functions that call the helper (followed a few levels up).
+fn through_local_helpers(
+    source: &Source,
+    requests: Vec<(String, Request)>,
+) -> Vec<(String, Request)> {
+    let mut resolved = Vec::new();
+    let mut pending = requests;
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for (function, r) in pending {
+            let callers = source.plain_calls_of(&function);
+            if callers.is_empty() {
+                resolved.push((function, r));
+            } else {
+                next.extend(
+                    callers
+                        .into_iter()
+                        .map(|at| (source.enclosing_fn(at), r.clone())),
+                );
+            }
+        }
+        pending = next;
+    }
+    resolved.extend(pending);
+    resolved
 }
 
 fn endpoints_of<'s>(spec: &'s Spec, r: &Request) -> Vec<&'s Endpoint> {
@@ -703,6 +731,21 @@ impl<'a> Source<'a> {
         self.code
             .match_indices(&needle)
             .filter(|(i, _)| count_args(&self.code[i + needle.len()..]) == arity)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Positions of plain calls `name(` of a free function (not `fn name(`,
+    /// not a method `.name(`, not a longer identifier ending in `name`).
+    fn plain_calls_of(&self, name: &str) -> Vec<usize> {
+        let needle = format!("{name}(");
+        self.code
+            .match_indices(&needle)
+            .filter(|(i, _)| {
+                let before = self.code[..*i].chars().next_back();
+                !before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | ':'))
+                    && !self.code[..*i].ends_with("fn ")
+            })
             .map(|(i, _)| i)
             .collect()
     }

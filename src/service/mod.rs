@@ -3,6 +3,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod directory;
+pub mod e2ee;
 pub mod filter;
 pub mod ignore;
 pub mod presence;
@@ -13,6 +14,7 @@ pub mod report;
 pub mod rooms;
 pub mod search;
 pub mod sync;
+pub mod to_device;
 pub mod typing;
 pub mod uia;
 pub mod user_directory;

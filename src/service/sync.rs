@@ -1,12 +1,15 @@
 //! `/sync`: spec client-server API, "Syncing".
 //!
-//! A token `s<N>_<T>_<P>` means "everything up to position N of the main
-//! stream (events, account data, receipts), serial T of typing and position
-//! P of presence has been delivered". Main stream positions are global and
-//! persisted, so a token stays valid across restarts, and an incremental
-//! sync returns exactly the items in `(since, now]`: each once. Typing and
-//! presence positions are not persisted; they start from the clock (see
-//! `typing` and `presence`), so they too keep growing across restarts.
+//! A token `s<N>_<T>_<P>_<D>` means "everything up to position N of the
+//! main stream (events, account data, receipts, device lists), serial T of
+//! typing, position P of presence and position D of the device's to-device
+//! queue has been delivered". D trails N only while a device has more
+//! to-device messages than one response carries; tokens without it mean
+//! D = N. Main stream positions are global and persisted, so a token stays
+//! valid across restarts, and an incremental sync returns exactly the items
+//! in `(since, now]`: each once. Typing and presence positions are not
+//! persisted; they start from the clock (see `typing` and `presence`), so
+//! they too keep growing across restarts.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,9 +34,11 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{
+    e2ee::{device_lists, keys},
     filter, ignore, presence, push,
     receipts::{self, Delivery},
     rooms::events::{Format, format_events},
+    to_device,
 };
 use crate::{
     Error, Result, Server,
@@ -47,6 +52,8 @@ pub struct SyncToken {
     pub pos: i64,
     pub typing: i64,
     pub presence: i64,
+    /// Position of the last to-device message delivered.
+    pub to_device: i64,
 }
 
 impl SyncToken {
@@ -56,6 +63,7 @@ impl SyncToken {
             pos,
             typing: 0,
             presence: 0,
+            to_device: pos,
         }
     }
 
@@ -69,20 +77,39 @@ impl SyncToken {
                 .filter(|n| *n >= 0)
                 .ok_or_else(invalid),
         };
+        let pos = next(true)?;
+        let typing = next(false)?;
+        let presence = next(false)?;
+        let to_device = match parts.next() {
+            None => pos,
+            Some(part) => part
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (0..=pos).contains(n))
+                .ok_or_else(invalid)?,
+        };
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
         Ok(Self {
-            pos: next(true)?,
-            typing: next(false)?,
-            presence: next(false)?,
+            pos,
+            typing,
+            presence,
+            to_device,
         })
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.typing == 0 && self.presence == 0 {
-            write!(f, "s{}", self.pos)
-        } else {
-            write!(f, "s{}_{}_{}", self.pos, self.typing, self.presence)
+        match (self.typing, self.presence, self.to_device == self.pos) {
+            (0, 0, true) => write!(f, "s{}", self.pos),
+            (_, _, true) => write!(f, "s{}_{}_{}", self.pos, self.typing, self.presence),
+            _ => write!(
+                f,
+                "s{}_{}_{}_{}",
+                self.pos, self.typing, self.presence, self.to_device
+            ),
         }
     }
 }
@@ -105,10 +132,12 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
     let mut wake = server.notifier.subscribe(user.user_id.as_str());
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     loop {
+        let pos = server.db.stream_position().await?;
         let upto = SyncToken {
-            pos: server.db.stream_position().await?,
+            pos,
             typing: server.typing.position(),
             presence: server.presence.position().await?,
+            to_device: pos,
         };
         let (response, deliveries, has_news) = build(server, user, &req, upto).await?;
         let done = req.since.is_none()
@@ -229,7 +258,56 @@ async fn build(
         }
     }
     add_unread_counts(server, user, req, &mut response).await?;
+    news |= add_encryption(server, user, req, upto_all, &mut response).await?;
     Ok((response, deliveries, news))
+}
+
+/// spec: "End-to-End Encryption" and "Send-to-Device messaging" in sync:
+/// the device's to-device messages (acknowledging those of the token), the
+/// device-list changes and the device's key counts. Returns whether any of
+/// it should end a long-poll.
+async fn add_encryption(
+    server: &Server,
+    user: &AuthedUser,
+    req: &SyncRequest,
+    upto: SyncToken,
+    response: &mut Response,
+) -> Result<bool> {
+    let (me, device) = (&user.user_id, &user.device_id);
+    let delivered = match req.since {
+        Some(since) => {
+            to_device::acknowledge(server, me, device, since.to_device).await?;
+            since.to_device
+        }
+        None => 0,
+    };
+    let (messages, last) = to_device::pending(
+        server,
+        me,
+        device,
+        delivered,
+        upto.pos,
+        to_device::MAX_PER_SYNC,
+    )
+    .await?;
+    if messages.len() == to_device::MAX_PER_SYNC {
+        let next = SyncToken {
+            to_device: last.unwrap_or(upto.pos),
+            ..upto
+        };
+        response.next_batch = next.to_string();
+    }
+    response.to_device.events = messages;
+    if let Some(since) = req.since {
+        let changes = device_lists::changes(server, me, since.pos, upto.pos).await?;
+        response.device_lists.changed = changes.changed;
+        response.device_lists.left = changes.left;
+    }
+    response.device_one_time_keys_count =
+        keys::one_time_key_counts(server, me, device.as_str()).await?;
+    response.device_unused_fallback_key_types =
+        Some(keys::unused_fallback_key_types(server, me, device.as_str()).await?);
+    Ok(!response.to_device.is_empty() || !response.device_lists.is_empty())
 }
 
 /// spec: "Receiving notifications" — the unread counts of the joined rooms
@@ -801,12 +879,30 @@ mod tests {
                 pos: 42,
                 typing: 7,
                 presence: 1,
+                to_device: 42,
+            },
+            SyncToken {
+                pos: 42,
+                typing: 0,
+                presence: 0,
+                to_device: 40,
             },
         ] {
             assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
         }
         assert_eq!(SyncToken::parse("s42").unwrap(), SyncToken::at(42));
-        for bad in ["", "42", "s", "s-1", "sx", "t42", "s1_x", "s1_2_-3"] {
+        for bad in [
+            "",
+            "42",
+            "s",
+            "s-1",
+            "sx",
+            "t42",
+            "s1_x",
+            "s1_2_-3",
+            "s5_0_0_6",
+            "s5_0_0_1_1",
+        ] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }
     }

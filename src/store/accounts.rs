@@ -103,11 +103,13 @@ impl Db {
             .bind(user_id)
             .execute(&mut *w.tx)
             .await?;
-        for table in ["access_tokens", "refresh_tokens", "devices"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+        let devices: Vec<(String,)> =
+            sqlx::query_as("SELECT device_id FROM devices WHERE user_id = $1")
                 .bind(user_id)
-                .execute(&mut *w.tx)
+                .fetch_all(&mut *w.tx)
                 .await?;
+        for (device_id,) in devices {
+            delete_device(&mut w, user_id, &device_id).await?;
         }
         w.commit().await
     }
@@ -202,16 +204,12 @@ impl Db {
         w.commit().await
     }
 
-    /// Removes devices and everything that authenticates as them.
+    /// Removes devices, everything that authenticates as them, and their
+    /// encryption keys; the device-list stream records each removal.
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<()> {
         let mut w = self.write().await?;
         for device_id in device_ids {
-            delete_device_tokens(&mut w, user_id, device_id).await?;
-            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .execute(&mut *w.tx)
-                .await?;
+            delete_device(&mut w, user_id, device_id).await?;
         }
         w.commit().await
     }
@@ -235,21 +233,29 @@ impl Db {
         .await?)
     }
 
+    /// Renames a device (its name is part of what `/keys/query` shows, so
+    /// the change goes on the device-list stream); `false` when unknown.
     pub async fn rename_device(
         &self,
         user_id: &str,
         device_id: &str,
         name: Option<&str>,
     ) -> Result<bool> {
+        let mut w = self.write().await?;
         let done = sqlx::query(
             "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
         )
         .bind(user_id)
         .bind(device_id)
         .bind(name)
-        .execute(self.pool())
+        .execute(&mut *w.tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        w.record_device_change(user_id, device_id, false).await?;
+        w.commit().await?;
+        Ok(true)
     }
 
     /// Records when and from where devices were last seen, `(user, device, ip)`.
@@ -402,6 +408,22 @@ impl Db {
 pub enum ProfileField {
     Displayname,
     AvatarUrl,
+}
+
+pub(super) async fn delete_device(
+    w: &mut WriteTx<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> Result<()> {
+    delete_device_tokens(w, user_id, device_id).await?;
+    sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut *w.tx)
+        .await?;
+    w.delete_device_keys(user_id, device_id).await?;
+    w.record_device_change(user_id, device_id, true).await?;
+    Ok(())
 }
 
 async fn delete_device_tokens(w: &mut WriteTx<'_>, user_id: &str, device_id: &str) -> Result<()> {

@@ -12,12 +12,15 @@
 //! upgrades); on PostgreSQL the counter row lock orders the commits.
 
 pub mod accounts;
+pub mod backup;
 pub mod events;
+pub mod keys;
 pub mod push;
 pub mod receipts;
 pub mod relations;
 pub mod rooms;
 pub mod search;
+pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
 
@@ -105,6 +108,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_unread_counts.sql"),
     ),
+    (7, include_str!("../../migrations/sqlite/0007_e2ee.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -125,6 +129,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_unread_counts.sql"),
     ),
+    (7, include_str!("../../migrations/postgres/0007_e2ee.sql")),
 ];
 
 impl Db {

@@ -2,11 +2,14 @@
 
 mod account;
 mod account_data;
+mod backup;
+mod dehydrated_device;
 mod devices;
 mod directory;
 mod discovery;
 pub use discovery::SPEC_VERSIONS;
 mod filter;
+mod keys;
 mod membership;
 mod message;
 mod presence;
@@ -21,6 +24,7 @@ mod session;
 mod state;
 mod sync;
 mod threads;
+mod to_device;
 mod typing;
 mod user_directory;
 
@@ -48,6 +52,10 @@ pub fn routes(router: Routes) -> Routes {
     let router = user_directory::routes(router);
     let router = relations::routes(router);
     let router = threads::routes(router);
+    let router = keys::routes(router);
+    let router = to_device::routes(router);
+    let router = backup::routes(router);
+    let router = dehydrated_device::routes(router);
     sync::routes(router)
 }
 

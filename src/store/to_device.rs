@@ -1,0 +1,119 @@
+//! To-device messages: queued per device at main-stream positions, read by
+//! the device's sync, deleted when a later sync shows the device got them.
+
+use super::{Db, events::TxnKey};
+use crate::Result;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ToDeviceRow {
+    pub stream_ordering: i64,
+    pub sender: String,
+    pub event_type: String,
+    pub content: String,
+}
+
+/// One message for one device.
+pub struct Outgoing<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub content: &'a str,
+}
+
+impl Db {
+    /// Queues messages under the sender's transaction id; `false` when that
+    /// transaction was already queued (the request is a retry).
+    pub async fn queue_to_device(
+        &self,
+        sender: &str,
+        txn: &TxnKey<'_>,
+        event_type: &str,
+        messages: &[Outgoing<'_>],
+    ) -> Result<bool> {
+        let mut w = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, '') \
+             ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING",
+        )
+        .bind(sender)
+        .bind(txn.device_id)
+        .bind(txn.scope)
+        .bind(txn.txn_id)
+        .execute(&mut *w.tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        w.reserve_stream_positions(messages.len() as i64).await?;
+        for message in messages {
+            let pos = w.next_stream_position().await?;
+            sqlx::query(
+                "INSERT INTO to_device_messages (user_id, device_id, stream_ordering, sender, event_type, content) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(message.user_id)
+            .bind(message.device_id)
+            .bind(pos)
+            .bind(sender)
+            .bind(event_type)
+            .bind(message.content)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        w.commit().await?;
+        Ok(true)
+    }
+
+    /// Up to `limit` messages for a device in `(after, upto]`, oldest first.
+    pub async fn to_device_messages(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceRow>> {
+        Ok(sqlx::query_as(
+            "SELECT stream_ordering, sender, event_type, content FROM to_device_messages \
+             WHERE user_id = $1 AND device_id = $2 AND stream_ordering > $3 AND stream_ordering <= $4 \
+             ORDER BY stream_ordering LIMIT $5",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(after)
+        .bind(upto)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Forgets the messages a device has acknowledged (those up to `upto`);
+    /// one indexed read when there are none, as on most syncs.
+    pub async fn delete_to_device_messages(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        upto: i64,
+    ) -> Result<()> {
+        let oldest: Option<(i64,)> = sqlx::query_as(
+            "SELECT stream_ordering FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+             ORDER BY stream_ordering LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(self.pool())
+        .await?;
+        if oldest.is_none_or(|(pos,)| pos > upto) {
+            return Ok(());
+        }
+        let mut w = self.write().await?;
+        sqlx::query(
+            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(upto)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await
+    }
+}
