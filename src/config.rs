@@ -36,6 +36,26 @@ pub struct Config {
     pub delivery_receipts: bool,
     /// Shared presence and cross-process wake-ups; in-process when absent.
     pub redis: Option<Redis>,
+    pub media: Media,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// Largest file accepted by an upload, in bytes.
+    pub max_upload_size: u64,
+    /// Total bytes one user may have uploaded; unlimited when absent.
+    pub user_quota: Option<u64>,
+    /// How long an id from `POST /media/v1/create` waits for its content.
+    pub pending_upload_expiry_ms: u64,
+    /// Ids a user may have waiting for content at once.
+    pub max_pending_uploads: u32,
+    /// spec: the deprecated unauthenticated downloads are frozen; they serve
+    /// only media uploaded (or cached) before this time, in ms since the
+    /// epoch. The default, 0, serves nothing there.
+    pub unauthenticated_before_ms: i64,
+    /// Images larger than this many pixels are not thumbnailed.
+    pub max_thumbnail_pixels: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +136,14 @@ impl Default for Config {
             },
             delivery_receipts: true,
             redis: None,
+            media: Media {
+                max_upload_size: 100 * 1024 * 1024,
+                user_quota: None,
+                pending_upload_expiry_ms: 24 * 60 * 60 * 1000,
+                max_pending_uploads: 10,
+                unauthenticated_before_ms: 0,
+                max_thumbnail_pixels: 32 * 1024 * 1024,
+            },
         }
     }
 }
@@ -192,6 +220,12 @@ impl Config {
             enabled = (d.presence.enabled)
             idle_after_ms = (d.presence.idle_after_ms as i64)
             offline_after_ms = (d.presence.offline_after_ms as i64)
+            [media]
+            max_upload_size = (d.media.max_upload_size as i64)
+            pending_upload_expiry_ms = (d.media.pending_upload_expiry_ms as i64)
+            max_pending_uploads = (d.media.max_pending_uploads as i64)
+            unauthenticated_before_ms = (d.media.unauthenticated_before_ms)
+            max_thumbnail_pixels = (d.media.max_thumbnail_pixels as i64)
         }
         .into()
     }
@@ -201,6 +235,10 @@ impl Config {
         if self.database_url.is_empty() {
             self.database_url = format!("sqlite://{}/corvid.db", self.data_dir.display());
         }
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
     }
 
     pub fn signing_key_path(&self) -> PathBuf {

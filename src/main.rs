@@ -3,7 +3,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use corvid::{Config, Server, service::accounts, store::Db};
+use corvid::{
+    Config, Server,
+    service::{accounts, media},
+    store::Db,
+};
 use corvid_federation::ServerSigningKey;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +36,30 @@ enum Command {
     RegistrationToken {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage the media repository.
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Delete cached remote media (and with --local, local uploads too)
+    /// stored before a date, files included.
+    Purge {
+        /// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` (UTC) or milliseconds since the epoch.
+        #[arg(long, value_parser = parse_cutoff)]
+        before: i64,
+        #[arg(long)]
+        local: bool,
+    },
+    /// Stop serving a media id (`mxc://server/id`); --undo serves it again.
+    Quarantine {
+        uri: String,
+        #[arg(long)]
+        undo: bool,
     },
 }
 
@@ -141,6 +169,85 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("{token}");
             Ok(())
         }
+        Command::Media { command } => {
+            let server = Server::new(
+                config.clone(),
+                db,
+                ServerSigningKey::load_or_generate(&config.signing_key_path())?,
+            );
+            match command {
+                MediaCommand::Purge { before, local } => {
+                    let purged = media::purge(&server, before, local).await?;
+                    println!("purged {purged} media");
+                }
+                MediaCommand::Quarantine { uri, undo } => {
+                    media::set_quarantined(&server, &uri, !undo).await?;
+                    let state = if undo { "released" } else { "quarantined" };
+                    println!("{state} {uri}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A UTC date or time, or milliseconds since the epoch.
+fn parse_cutoff(value: &str) -> Result<i64, String> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("`{value}` is not YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or milliseconds");
+    let (date, time) = match value.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (value, None),
+    };
+    let numbers = |s: &str, sep: char| -> Result<Vec<i64>, String> {
+        s.split(sep)
+            .map(|p| p.parse::<i64>().map_err(|_| bad()))
+            .collect()
+    };
+    let [year, month, day] = numbers(date, '-')?[..] else {
+        return Err(bad());
+    };
+    let [hour, minute, second] = match time {
+        Some(t) => numbers(t, ':')?[..].try_into().map_err(|_| bad())?,
+        None => [0, 0, 0],
+    };
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..61).contains(&second);
+    if !valid {
+        return Err(bad());
+    }
+    let days = days_from_civil(year, month, day);
+    Ok(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cutoff;
+
+    #[test]
+    fn cutoffs_parse_as_utc() {
+        assert_eq!(parse_cutoff("1970-01-01"), Ok(0));
+        assert_eq!(parse_cutoff("2000-03-01"), Ok(951_868_800_000));
+        assert_eq!(parse_cutoff("2026-12-04T13:16:38Z"), Ok(1_796_390_198_000));
+        assert_eq!(parse_cutoff("1234"), Ok(1234));
+        assert!(parse_cutoff("2026-13-01").is_err());
+        assert!(parse_cutoff("yesterday").is_err());
     }
 }
 

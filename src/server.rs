@@ -27,6 +27,7 @@ pub struct Server {
     pub deliveries: DeliveryRecorder,
     pub push_rules: crate::service::push::RuleCache,
     pub ignored_users: crate::service::ignore::IgnoreCache,
+    pub media: crate::service::media::Media,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -161,7 +162,9 @@ impl Server {
                 .zip(prefix.clone())
                 .map(|(r, p)| (r.conn.clone(), p)),
         );
+        let media = crate::service::media::Media::new(config.media_dir());
         let server = Arc::new_cyclic(|me| Self {
+            media,
             config,
             db,
             signing_key,

@@ -15,7 +15,7 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequest, FromRequestParts as _, RawPathParams, Request, State},
     response::{IntoResponse, Response},
-    routing::{MethodFilter, on},
+    routing::{MethodFilter, MethodRouter, on},
 };
 use bytes::BytesMut;
 use http::{Method, StatusCode, header};
@@ -102,22 +102,10 @@ where
                 .max(path_args.len()),
             String::new(),
         );
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-
+        let client_ip = client_ip(&parts);
         let user = authenticate::<T::Authentication>(server, &parts, client_ip.as_deref()).await?;
         if T::RATE_LIMITED {
-            let key = user
-                .as_ref()
-                .map(|u| u.user_id.to_string())
-                .or(client_ip)
-                .unwrap_or_default();
-            server
-                .rate_limiter
-                .check(&key)
-                .map_err(|wait| Error::limit_exceeded(wait.as_millis() as u64 + 1))?;
+            rate_limit(server, user.as_ref(), client_ip)?;
         }
 
         let limit = server.config.max_request_size;
@@ -130,6 +118,39 @@ where
             T::try_from_http_request(http_req, &path_refs).map_err(|e| parse_error(e, &bytes))?;
         Ok(Self { body, user })
     }
+}
+
+/// Authentication and rate limiting for the few handlers that stream their
+/// body (media uploads) instead of reading it whole through [`Ruma`].
+pub(crate) async fn authenticated_user(
+    server: &Server,
+    parts: &http::request::Parts,
+) -> Result<AuthedUser> {
+    let ip = client_ip(parts);
+    let user = authenticate::<AccessToken>(server, parts, ip.as_deref())
+        .await?
+        .ok_or_else(Error::missing_token)?;
+    rate_limit(server, Some(&user), ip)?;
+    Ok(user)
+}
+
+fn client_ip(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// Per user when authenticated, per IP otherwise.
+fn rate_limit(server: &Server, user: Option<&AuthedUser>, ip: Option<String>) -> Result<()> {
+    let key = user
+        .map(|u| u.user_id.to_string())
+        .or(ip)
+        .unwrap_or_default();
+    server
+        .rate_limiter
+        .check(&key)
+        .map_err(|wait| Error::limit_exceeded(wait.as_millis() as u64 + 1))
 }
 
 async fn authenticate<A: TokenPolicy>(
@@ -243,7 +264,37 @@ impl Routes {
         })
     }
 
-    fn mount<T, R, F, Fut>(mut self, handler: F) -> Self
+    /// Like [`Routes::ruma`], for endpoints whose response is not JSON
+    /// (media bytes, streamed from disk); the handler also gets the
+    /// request's headers (`Range`), which ruma's request types drop.
+    pub fn ruma_raw<T, R, F, Fut>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        R: IntoResponse + Send + 'static,
+        F: Fn(Arc<Server>, Ruma<T>, http::HeaderMap) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        let filter =
+            MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        self.on_paths_of::<T>(|| {
+            let handler = handler.clone();
+            on(
+                filter,
+                move |State(server): State<Arc<Server>>, headers: http::HeaderMap, req: Ruma<T>| {
+                    handler(server, req, headers)
+                },
+            )
+        })
+    }
+
+    /// Mounts a hand-written handler on every path of endpoint `T`, for
+    /// the uploads, which stream their body instead of parsing it with ruma.
+    pub fn streaming<T: IncomingRequest>(self, route: MethodRouter<Arc<Server>>) -> Self {
+        self.on_paths_of::<T>(|| route.clone())
+    }
+
+    fn mount<T, R, F, Fut>(self, handler: F) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
@@ -253,6 +304,19 @@ impl Routes {
     {
         let filter =
             MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        self.on_paths_of::<T>(|| {
+            let handler = handler.clone();
+            on(
+                filter,
+                move |State(server): State<Arc<Server>>, req: Ruma<T>| handler(server, req),
+            )
+        })
+    }
+
+    fn on_paths_of<T: IncomingRequest>(
+        mut self,
+        route: impl Fn() -> MethodRouter<Arc<Server>>,
+    ) -> Self {
         for path in T::PATH_BUILDER.all_paths() {
             self.table.push((T::METHOD, path.to_owned()));
             let mut paths = vec![path.to_owned()];
@@ -263,14 +327,7 @@ impl Routes {
                 paths.push(prefix.to_owned());
             }
             for path in paths {
-                let handler = handler.clone();
-                self.router = self.router.route(
-                    &path,
-                    on(
-                        filter,
-                        move |State(server): State<Arc<Server>>, req: Ruma<T>| handler(server, req),
-                    ),
-                );
+                self.router = self.router.route(&path, route());
             }
         }
         self
@@ -311,6 +368,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         })
+        .layer(axum::middleware::from_fn(client::media_safe_headers))
         .layer(cors())
         .with_state(server)
 }

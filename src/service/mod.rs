@@ -6,6 +6,7 @@ pub mod directory;
 pub mod e2ee;
 pub mod filter;
 pub mod ignore;
+pub mod media;
 pub mod presence;
 pub mod profile;
 pub mod push;

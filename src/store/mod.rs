@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod backup;
 pub mod events;
 pub mod keys;
+pub mod media;
 pub mod push;
 pub mod receipts;
 pub mod relations;
@@ -109,6 +110,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0006_unread_counts.sql"),
     ),
     (7, include_str!("../../migrations/sqlite/0007_e2ee.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_media.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -130,6 +132,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0006_unread_counts.sql"),
     ),
     (7, include_str!("../../migrations/postgres/0007_e2ee.sql")),
+    (8, include_str!("../../migrations/postgres/0008_media.sql")),
 ];
 
 impl Db {

@@ -10,6 +10,8 @@ mod discovery;
 pub use discovery::SPEC_VERSIONS;
 mod filter;
 mod keys;
+mod media;
+pub use media::safe_headers as media_safe_headers;
 mod membership;
 mod message;
 mod presence;
@@ -56,6 +58,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = to_device::routes(router);
     let router = backup::routes(router);
     let router = dehydrated_device::routes(router);
+    let router = media::routes(router);
     sync::routes(router)
 }
 
