@@ -236,21 +236,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_cutoff;
-
-    #[test]
-    fn cutoffs_parse_as_utc() {
-        assert_eq!(parse_cutoff("1970-01-01"), Ok(0));
-        assert_eq!(parse_cutoff("2000-03-01"), Ok(951_868_800_000));
-        assert_eq!(parse_cutoff("2026-12-04T13:16:38Z"), Ok(1_796_390_198_000));
-        assert_eq!(parse_cutoff("1234"), Ok(1234));
-        assert!(parse_cutoff("2026-13-01").is_err());
-        assert!(parse_cutoff("yesterday").is_err());
-    }
-}
-
 async fn serve(config: Config, db: Db) -> Result<(), Box<dyn std::error::Error>> {
     db.close().await;
     let addr = config.listen.client;
@@ -279,4 +264,19 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cutoff;
+
+    #[test]
+    fn cutoffs_parse_as_utc() {
+        assert_eq!(parse_cutoff("1970-01-01"), Ok(0));
+        assert_eq!(parse_cutoff("2000-03-01"), Ok(951_868_800_000));
+        assert_eq!(parse_cutoff("2026-12-04T13:16:38Z"), Ok(1_796_390_198_000));
+        assert_eq!(parse_cutoff("1234"), Ok(1234));
+        assert!(parse_cutoff("2026-13-01").is_err());
+        assert!(parse_cutoff("yesterday").is_err());
+    }
 }
