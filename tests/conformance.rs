@@ -70,3 +70,17 @@ fn matrix_js_sdk_messenger_scenario() {
     assert!(stdout.contains("ephemeral latency typing p50="), "{stdout}");
     println!("{stdout}");
 }
+
+/// matrix-js-sdk: alice uploads a photo and sends it as `m.image`; bob's
+/// client downloads it and two thumbnails through the authenticated media
+/// endpoints (URLs from the SDK's `mxcUrlToHttp`).
+#[test]
+fn matrix_js_sdk_media_scenario() {
+    if !require_tools(&["npm", "node"]) {
+        return;
+    }
+    let stdout = run_js_scenario("media");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("identical to the upload"), "{stdout}");
+    println!("{stdout}");
+}
