@@ -258,6 +258,70 @@ impl Client {
             .await
     }
 
+    /// `POST /_matrix/media/v3/upload` of a streamed body; returns the mxc URI.
+    pub async fn upload_stream(
+        &self,
+        user: &User,
+        body: reqwest::Body,
+        size: u64,
+    ) -> ApiResult<String> {
+        let url = format!("{}/_matrix/media/v3/upload", self.base);
+        let err = |status: Option<u16>, text: String| ApiError {
+            method: "POST".into(),
+            url: url.clone(),
+            request_body: Some(format!("<{size} bytes>")),
+            status,
+            response_body: text,
+        };
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&user.token)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .timeout(Duration::from_secs(3600))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| err(None, e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| err(Some(status), e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match value["content_uri"].as_str() {
+            Some(uri) if status == 200 => Ok(uri.to_owned()),
+            _ => Err(err(Some(status), text)),
+        }
+    }
+
+    /// `GET /_matrix/client/v1/media/download/…`, the body left to stream.
+    pub async fn download(&self, user: &User, mxc: &str) -> ApiResult<reqwest::Response> {
+        let path = mxc.strip_prefix("mxc://").unwrap_or(mxc);
+        let url = format!("{}/_matrix/client/v1/media/download/{path}", self.base);
+        let err = |status: Option<u16>, text: String| ApiError {
+            method: "GET".into(),
+            url: url.clone(),
+            request_body: None,
+            status,
+            response_body: text,
+        };
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&user.token)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| err(None, e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Err(err(Some(status), resp.text().await.unwrap_or_default()));
+        }
+        Ok(resp)
+    }
+
     /// One page of `/messages`, backwards.
     pub async fn messages_back(
         &self,

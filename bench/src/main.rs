@@ -67,6 +67,8 @@ enum Workload {
     Join(workloads::join::Args),
     /// /messages back-pagination rate over a room with many messages.
     Messages(workloads::messages::Args),
+    /// One large file uploaded and downloaded: MiB/s each way, server RSS.
+    Media(workloads::media::Args),
 }
 
 impl Workload {
@@ -77,6 +79,7 @@ impl Workload {
             Workload::InitialSync(_) => "initial-sync",
             Workload::Join(_) => "join",
             Workload::Messages(_) => "messages",
+            Workload::Media(_) => "media",
         }
     }
 
@@ -87,6 +90,7 @@ impl Workload {
             Workload::InitialSync(a) => workloads::initial_sync::run(ctx, a, report).await,
             Workload::Join(a) => workloads::join::run(ctx, a, report).await,
             Workload::Messages(a) => workloads::messages::run(ctx, a, report).await,
+            Workload::Media(a) => workloads::media::run(ctx, a, report).await,
         }
     }
 }
@@ -108,7 +112,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ctx = Ctx::new(Client::new(&base), cli.setup_concurrency);
+    let mut ctx = Ctx::new(Client::new(&base), cli.setup_concurrency);
+    ctx.pid = cli.pid;
     let name = cli.workload.name();
     eprintln!(
         "corvid-bench {name} against {} [{}], run {}",

@@ -15,6 +15,8 @@ pub struct Ctx {
     pub password: String,
     /// In-flight requests during set-up (not measured).
     pub setup_concurrency: usize,
+    /// The server's pid (`--pid`), for workloads that read its memory themselves.
+    pub pid: Option<u32>,
 }
 
 impl Ctx {
@@ -24,6 +26,7 @@ impl Ctx {
             run_id: random_suffix(8),
             password: format!("pw-{}", random_suffix(16)),
             setup_concurrency: setup_concurrency.max(1),
+            pid: None,
         }
     }
 

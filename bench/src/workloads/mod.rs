@@ -4,5 +4,6 @@
 pub mod initial_sync;
 pub mod join;
 pub mod latency;
+pub mod media;
 pub mod messages;
 pub mod send;
