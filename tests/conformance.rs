@@ -84,3 +84,18 @@ fn matrix_js_sdk_media_scenario() {
     assert!(stdout.contains("identical to the upload"), "{stdout}");
     println!("{stdout}");
 }
+
+/// matrix-js-sdk with its Rust crypto: cross-signing for alice and bob, an
+/// encrypted DM decrypted both ways, bob's second device restoring old keys
+/// from the key backup and verified by cross-signing, and no plaintext in
+/// the database.
+#[test]
+fn matrix_js_sdk_e2ee_scenario() {
+    if !require_tools(&["npm", "node"]) {
+        return;
+    }
+    let stdout = run_js_scenario("e2ee");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("keys from backup version"), "{stdout}");
+    println!("{stdout}");
+}

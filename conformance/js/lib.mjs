@@ -58,7 +58,8 @@ export const GLOBAL_TIMEOUT_MS = Number(process.env.JS_CONFORMANCE_TIMEOUT_S ?? 
 export const REQUEST_TIMEOUT_MS = 30_000;
 const SERVER_START_TIMEOUT_MS = 30_000;
 const SERVER_STOP_TIMEOUT_MS = 30_000;
-const PASSWORD = "conformance-password-" + Math.random().toString(36).slice(2);
+export const PASSWORD = "conformance-password-" + Math.random().toString(36).slice(2);
+export const WORKDIR = workdir;
 export const SERVER_LOG = path.join(workdir, "server.log");
 const PID_FILE = path.join(workdir, "server.pid");
 

@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Real-client conformance scenario for Corvid, driven by matrix-js-sdk.
-# Usage: conformance/js/run.sh <path-to-corvid-binary> [dm|messenger]
+# Usage: conformance/js/run.sh <path-to-corvid-binary> [dm|messenger|media|e2ee]
 #   dm (default): scenario.mjs, a DM with many messages and a server restart
 #   messenger:    messenger.mjs, typing, delivered/read receipts, edits, reactions,
 #                 threads, search, unread counts and ephemeral latency
 #   media:        media.mjs, an m.image uploaded, downloaded and thumbnailed
+#   e2ee:         e2ee.mjs, an encrypted DM with Rust crypto, cross-signing, key backup
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    echo "usage: $0 <path-to-corvid-binary> [dm|messenger|media]" >&2
+    echo "usage: $0 <path-to-corvid-binary> [dm|messenger|media|e2ee]" >&2
     exit 2
 fi
 bin="$1"
 case "${2:-dm}" in
     dm) script="scenario.mjs" ;;
     messenger) script="messenger.mjs" ;;
+    e2ee) script="e2ee.mjs" ;;
     media) script="media.mjs" ;;
     *)
-        echo "run.sh: unknown scenario '$2' (expected dm, messenger or media)" >&2
+        echo "run.sh: unknown scenario '$2' (expected dm, messenger, media or e2ee)" >&2
         exit 2
         ;;
 esac
