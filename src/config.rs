@@ -332,6 +332,24 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_config_loads() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README.md has a ```toml example");
+        let dir = tempfile_dir("readme");
+        let path = dir.join("corvid.toml");
+        std::fs::write(&path, example).unwrap();
+        let c = Config::load(Some(&path)).unwrap_or_else(|e| panic!("README example: {e}"));
+        assert_eq!(c.server_name.as_str(), "example.org");
+        assert!(c.delivery_receipts);
+        assert_eq!(c.media.max_upload_size, 104_857_600);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn env_values_are_typed_and_nested() {
         let mut t = toml::Table::new();
         apply_env(&mut t, "RATE_LIMIT__PER_SECOND", "2.5").unwrap();
