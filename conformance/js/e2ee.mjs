@@ -30,6 +30,7 @@ import {
     startServer,
     stopServer,
     waitForVersions,
+    waitUntil,
     withTimeout,
 } from "./lib.mjs";
 
@@ -46,15 +47,7 @@ async function call(promise, what) {
     }
 }
 
-/** Like lib.mjs's waitUntil, for conditions that need to await (the crypto API is async). */
-async function observe(cond, what, ms = OBSERVE_TIMEOUT_MS) {
-    const deadline = Date.now() + ms;
-    for (;;) {
-        if (await cond()) return;
-        if (Date.now() > deadline) throw new FatalError(`${what}: not reached within ${ms} ms`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-}
+const observe = (cond, what, ms = OBSERVE_TIMEOUT_MS) => waitUntil(cond, ms, what, 100);
 
 /** observe(), and on failure the server's /keys/query answer for `userId` as `observer` sees it. */
 async function observeOrExplain(cond, what, observer, userId) {

@@ -100,10 +100,11 @@ export async function withTimeout(promise, ms, what) {
     }
 }
 
+/** Polls `cond` (sync or async) until it is truthy, or fails after `ms`. */
 export async function waitUntil(cond, ms, what, intervalMs = 50) {
     const deadline = Date.now() + ms;
     for (;;) {
-        if (cond()) return;
+        if (await cond()) return;
         if (Date.now() > deadline) throw new FatalError(`${what}: not reached within ${ms} ms`);
         await sleep(intervalMs);
     }
