@@ -1,13 +1,18 @@
-//! Federation primitives for Corvid.
+//! Federation for Corvid: the protocol pieces that do not need the database.
 //!
-//! Everything here is pure protocol: the server's ed25519 signing key, and the
-//! steps that turn an event template into a PDU (content hash, signature,
-//! event id per room version). The homeserver uses the same code for local
-//! events as federation will use for remote ones, so a room that never leaves
-//! this server is still a correct Matrix event graph.
+//! - [`keys`]: the server's ed25519 signing key;
+//! - [`pdu`]: event template → PDU (content hash, signature, event id per
+//!   room version), used for local and remote events alike;
+//! - [`discovery`]: server name → address, `Host` header and TLS name;
+//! - [`tls`]: rustls configuration for listeners and outbound connections;
+//! - [`client`]: signed outbound requests with ruma's endpoint types.
 
+pub mod client;
+pub mod discovery;
 pub mod keys;
 pub mod pdu;
+pub mod tls;
 
+pub use client::{ClientError, FederationClient};
 pub use keys::{KeyError, ServerSigningKey};
 pub use pdu::{PduError, event_id_for, room_id_for_create, rules_for, sign_pdu};
