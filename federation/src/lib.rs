@@ -6,10 +6,12 @@
 //! - [`discovery`]: server name → address, `Host` header and TLS name;
 //! - [`tls`]: rustls configuration for listeners and outbound connections;
 //! - [`client`]: signed outbound requests with ruma's endpoint types.
+//! - [`media`]: the `multipart/mixed` bodies of federation media.
 
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod media;
 pub mod pdu;
 pub mod tls;
 
