@@ -67,7 +67,7 @@ async fn setup() -> Fixture {
     let db = Db::connect(&config.database_url).await.expect("connect");
     db.migrate().await.expect("migrate");
     let key = ServerSigningKey::load_or_generate(&config.signing_key_path()).expect("key");
-    let server = Server::new(config, db, key);
+    let server = Server::new(config, db, key).expect("server");
 
     let user_id = |name: &str| -> OwnedUserId {
         format!("@{name}:{}", server.server_name())

@@ -37,6 +37,52 @@ pub struct Config {
     /// Shared presence and cross-process wake-ups; in-process when absent.
     pub redis: Option<Redis>,
     pub media: Media,
+    pub federation: Federation,
+    /// TLS for the listeners named in `tls.listeners`.
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// PEM files of CA certificates trusted for outbound TLS, besides the system's.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Notaries asked for the keys of a server that cannot be reached.
+    pub trusted_key_servers: Vec<OwnedServerName>,
+    /// How long other servers may cache our keys (`valid_until_ts`), in ms.
+    pub key_validity_ms: u64,
+    /// Keys this server used to sign with, published as `old_verify_keys`:
+    /// key id (`ed25519:abc`) → public key and when it stopped being used.
+    pub old_verify_keys: std::collections::BTreeMap<String, OldVerifyKey>,
+    /// Accept any certificate from other servers. Only for a development
+    /// set-up on one machine; never in production.
+    pub insecure_skip_tls_verify_for_local_development: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldVerifyKey {
+    /// Unpadded base64 ed25519 public key.
+    pub key: String,
+    pub expired_ts: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// Which listeners serve TLS.
+    pub listeners: Vec<ListenerKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    Client,
+    Federation,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,7 +142,11 @@ pub enum Registration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
+    /// The client and media APIs, and the federation API too when
+    /// `federation` is not set (one port for small set-ups).
     pub client: SocketAddr,
+    /// A listener of its own for the federation and key APIs.
+    pub federation: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +171,7 @@ impl Default for Config {
             registration_shared_secret: None,
             listen: Listen {
                 client: "127.0.0.1:8008".parse().expect("valid address"),
+                federation: None,
             },
             rate_limit: RateLimit {
                 enabled: true,
@@ -144,6 +195,14 @@ impl Default for Config {
                 unauthenticated_before_ms: 0,
                 max_thumbnail_pixels: 32 * 1024 * 1024,
             },
+            federation: Federation {
+                extra_ca_files: Vec::new(),
+                trusted_key_servers: vec!["matrix.org".try_into().expect("valid server name")],
+                key_validity_ms: 24 * 60 * 60 * 1000,
+                old_verify_keys: Default::default(),
+                insecure_skip_tls_verify_for_local_development: false,
+            },
+            tls: None,
         }
     }
 }
@@ -226,6 +285,12 @@ impl Config {
             max_pending_uploads = (d.media.max_pending_uploads as i64)
             unauthenticated_before_ms = (d.media.unauthenticated_before_ms)
             max_thumbnail_pixels = (d.media.max_thumbnail_pixels as i64)
+            [federation]
+            extra_ca_files = []
+            trusted_key_servers = ["matrix.org"]
+            key_validity_ms = (d.federation.key_validity_ms as i64)
+            old_verify_keys = {}
+            insecure_skip_tls_verify_for_local_development = false
         }
         .into()
     }

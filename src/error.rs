@@ -58,6 +58,10 @@ impl Error {
     pub fn unrecognized(status: StatusCode) -> Self {
         Self::new(status, "M_UNRECOGNIZED", "Unrecognized request")
     }
+    /// spec: federation requests whose X-Matrix signature is missing or wrong.
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", m)
+    }
     pub fn missing_token() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

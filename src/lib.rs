@@ -20,6 +20,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod listen;
 pub mod notify;
 pub mod ratelimit;
 pub mod server;
@@ -38,33 +39,67 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Connects, migrates and serves `config` on `listener` until `shutdown`
+/// Connects, migrates and serves `config` on `listeners` until `shutdown`
 /// resolves; what `corvid serve` and the integration tests both run.
 pub async fn run_server(
     config: Config,
-    listener: tokio::net::TcpListener,
+    listeners: listen::Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let tls = match &config.tls {
+        Some(tls) => Some((
+            std::sync::Arc::new(corvid_federation::tls::server_config(
+                &tls.certificate,
+                &tls.private_key,
+            )?),
+            tls.listeners.clone(),
+        )),
+        None => None,
+    };
+    let tls_for = |kind: config::ListenerKind| {
+        tls.as_ref()
+            .filter(|(_, on)| on.contains(&kind))
+            .map(|(config, _)| config.clone())
+    };
     let db = store::Db::connect(&config.database_url).await?;
     db.migrate().await?;
     db.start_checkpoints();
     let key = corvid_federation::ServerSigningKey::load_or_generate(&config.signing_key_path())?;
     let redis = server::RedisLink::connect(&config).await?;
-    let server = Server::with_redis(config, db.clone(), key, redis);
+    let server = Server::with_redis(config, db.clone(), key, redis)?;
     tokio::spawn(service::typing::expire_forever(server.clone()));
     tokio::spawn(service::presence::sweep_forever(server.clone()));
-    let app =
-        api::router(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Long-polls answer at once when shutdown starts, so in-flight requests
     // finish quickly instead of holding the shutdown for their timeout.
-    let shutdown = async move {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let notifier_owner = server.clone();
+    tokio::spawn(async move {
         shutdown.await;
-        server.notifier.shut_down();
+        notifier_owner.notifier.shut_down();
+        let _ = stop.send(true);
+    });
+    let client_apis = match listeners.federation {
+        Some(_) => api::Apis::Client,
+        None => api::Apis::All,
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let mut serving = vec![tokio::spawn(listen::serve(
+        listeners.client,
+        api::router(server.clone(), client_apis),
+        tls_for(config::ListenerKind::Client),
+        stopped.clone(),
+    ))];
+    if let Some(federation) = listeners.federation {
+        serving.push(tokio::spawn(listen::serve(
+            federation,
+            api::router(server.clone(), api::Apis::Federation),
+            tls_for(config::ListenerKind::Federation),
+            stopped,
+        )));
+    }
+    for task in serving {
+        task.await??;
+    }
     db.close().await;
     Ok(())
 }

@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 config.clone(),
                 db,
                 ServerSigningKey::load_or_generate(&config.signing_key_path())?,
-            );
+            )?;
             let user_id = accounts::validate_localpart(&server, &localpart)?;
             accounts::create_user(&server, &user_id, Some(&password), admin).await?;
             println!("created {user_id}");
@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 config.clone(),
                 db,
                 ServerSigningKey::load_or_generate(&config.signing_key_path())?,
-            );
+            )?;
             match command {
                 MediaCommand::Purge { before, local } => {
                     let purged = media::purge(&server, before, local).await?;
@@ -238,12 +238,16 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 async fn serve(config: Config, db: Db) -> Result<(), Box<dyn std::error::Error>> {
     db.close().await;
-    let addr = config.listen.client;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(server_name = %config.server_name, %addr, registration = ?config.registration, "corvid listening");
-    corvid::run_server(config, listener, shutdown_signal())
+    let listeners = corvid::listen::Listeners::bind(&config.listen).await?;
+    tracing::info!(
+        server_name = %config.server_name,
+        client = %config.listen.client,
+        federation = ?config.listen.federation,
+        tls = ?config.tls.as_ref().map(|t| &t.listeners),
+        registration = ?config.registration,
+        "corvid listening"
+    );
+    corvid::run_server(config, listeners, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("corvid stopped");

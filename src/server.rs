@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corvid_federation::ServerSigningKey;
+use corvid_federation::{FederationClient, ServerSigningKey, tls::TlsError};
 
 use crate::service::{
     presence::Presence, receipts::DeliveryRecorder, rooms::writer::EventWriter, typing::Typing,
@@ -16,7 +16,12 @@ use crate::{Config, notify::Notifier, ratelimit::RateLimiter, store::Db};
 pub struct Server {
     pub config: Config,
     pub db: Db,
-    pub signing_key: ServerSigningKey,
+    pub signing_key: Arc<ServerSigningKey>,
+    /// Signed requests to other servers.
+    pub federation: FederationClient,
+    /// Other servers' keys: when each was last fetched, so a server
+    /// without the key asked for is not asked again at once.
+    pub key_fetches: crate::service::federation::server_keys::FetchThrottle,
     pub notifier: Notifier,
     pub rate_limiter: RateLimiter,
     pub device_activity: DeviceActivity,
@@ -141,7 +146,12 @@ impl DeviceActivity {
 
 impl Server {
     /// Must be called inside a tokio runtime: it starts the event writer.
-    pub fn new(config: Config, db: Db, signing_key: ServerSigningKey) -> Arc<Self> {
+    /// Fails when the outbound TLS configuration (CA files) cannot be loaded.
+    pub fn new(
+        config: Config,
+        db: Db,
+        signing_key: ServerSigningKey,
+    ) -> Result<Arc<Self>, TlsError> {
         Self::with_redis(config, db, signing_key, None)
     }
 
@@ -152,7 +162,13 @@ impl Server {
         db: Db,
         signing_key: ServerSigningKey,
         redis: Option<RedisLink>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, TlsError> {
+        let signing_key = Arc::new(signing_key);
+        let federation = FederationClient::new(
+            config.server_name.clone(),
+            signing_key.clone(),
+            crate::service::federation::outbound_tls(&config.federation)?,
+        );
         let rate_limiter = RateLimiter::new(config.rate_limit.clone());
         let prefix = config.redis.as_ref().map(|r| r.key_prefix.clone());
         let presence = Presence::new(
@@ -168,6 +184,8 @@ impl Server {
             config,
             db,
             signing_key,
+            federation,
+            key_fetches: Default::default(),
             notifier: Notifier::default(),
             rate_limiter,
             device_activity: DeviceActivity::start(me.clone()),
@@ -182,7 +200,7 @@ impl Server {
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);
         }
-        server
+        Ok(server)
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod federation;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -20,7 +21,7 @@ use axum::{
 use bytes::BytesMut;
 use http::{Method, StatusCode, header};
 use ruma::{
-    OwnedDeviceId, OwnedUserId,
+    OwnedDeviceId, OwnedServerName, OwnedUserId,
     api::{
         IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
         auth_scheme::{
@@ -28,6 +29,7 @@ use ruma::{
             NoAccessToken, NoAuthentication,
         },
         error::{DeserializationError, FromHttpRequestError},
+        federation::authentication::ServerSignatures,
         path_builder::PathBuilder,
     },
 };
@@ -39,6 +41,8 @@ use crate::{Error, Result, Server, service::accounts};
 pub struct Ruma<T> {
     pub body: T,
     pub user: Option<AuthedUser>,
+    /// The verified origin of a federation request.
+    pub origin: Option<OwnedServerName>,
 }
 
 impl<T> Ruma<T> {
@@ -47,6 +51,13 @@ impl<T> Ruma<T> {
         self.user
             .as_ref()
             .expect("endpoint requires an access token")
+    }
+
+    /// The origin server of an endpoint that requires an X-Matrix signature.
+    pub fn origin(&self) -> &ruma::ServerName {
+        self.origin
+            .as_deref()
+            .expect("endpoint requires a server signature")
     }
 }
 
@@ -61,6 +72,8 @@ pub struct AuthedUser {
 pub trait TokenPolicy {
     const REQUIRED: bool;
     const ACCEPTED: bool;
+    /// Federation endpoints: the request must carry a valid X-Matrix signature.
+    const SERVER_SIGNED: bool = false;
 }
 
 macro_rules! token_policy {
@@ -70,6 +83,12 @@ macro_rules! token_policy {
             const ACCEPTED: bool = $accepted;
         })*
     };
+}
+
+impl TokenPolicy for ServerSignatures {
+    const REQUIRED: bool = false;
+    const ACCEPTED: bool = false;
+    const SERVER_SIGNED: bool = true;
 }
 
 token_policy! {
@@ -113,10 +132,15 @@ where
             .await
             .map_err(|_| Error::too_large(format!("Request body is larger than {limit} bytes")))?;
         let http_req = http::Request::from_parts(parts, bytes.as_ref());
+        let origin = if T::Authentication::SERVER_SIGNED {
+            Some(crate::service::federation::request_auth::authenticate(server, &http_req).await?)
+        } else {
+            None
+        };
         let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body =
             T::try_from_http_request(http_req, &path_refs).map_err(|e| parse_error(e, &bytes))?;
-        Ok(Self { body, user })
+        Ok(Self { body, user, origin })
     }
 }
 
@@ -347,22 +371,39 @@ impl Routes {
     }
 }
 
-fn all_routes() -> Routes {
-    let routes = client::routes(Routes::new());
-    admin::routes(routes)
+/// Which APIs a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apis {
+    /// Client, media and admin.
+    Client,
+    /// Federation and keys.
+    Federation,
+    /// Everything, on one port.
+    All,
+}
+
+fn routes_for(apis: Apis) -> Routes {
+    let mut routes = Routes::new();
+    if apis != Apis::Federation {
+        routes = admin::routes(client::routes(routes));
+    }
+    if apis != Apis::Client {
+        routes = federation::routes(routes);
+    }
+    routes
 }
 
 /// `(method, path)` of every route served, paths as the spec writes them.
 pub fn route_table() -> Vec<(Method, String)> {
-    let mut table = all_routes().table;
+    let mut table = routes_for(Apis::All).table;
     table.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
     table.dedup();
     table
 }
 
-/// The whole HTTP application.
-pub fn router(server: Arc<Server>) -> Router {
-    all_routes()
+/// The HTTP application of a listener.
+pub fn router(server: Arc<Server>, apis: Apis) -> Router {
+    routes_for(apis)
         .router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {

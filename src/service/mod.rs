@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod directory;
 pub mod e2ee;
+pub mod federation;
 pub mod filter;
 pub mod ignore;
 pub mod media;

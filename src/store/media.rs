@@ -77,6 +77,25 @@ impl Db {
         Ok(())
     }
 
+    /// Caches another server's media; a row cached meanwhile by another
+    /// request stays as it is.
+    pub async fn insert_remote_media(&self, row: &MediaRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO media (server_name, media_id, content_type, filename, sha256, size, created_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (server_name, media_id) DO NOTHING",
+        )
+        .bind(&row.server_name)
+        .bind(&row.media_id)
+        .bind(&row.content_type)
+        .bind(&row.filename)
+        .bind(&row.sha256)
+        .bind(row.size)
+        .bind(row.created_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Reserves an id whose content comes later (`POST /media/v1/create`).
     pub async fn insert_pending_media(
         &self,

@@ -21,6 +21,7 @@ pub mod receipts;
 pub mod relations;
 pub mod rooms;
 pub mod search;
+pub mod server_keys;
 pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
@@ -111,6 +112,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     ),
     (7, include_str!("../../migrations/sqlite/0007_e2ee.sql")),
     (8, include_str!("../../migrations/sqlite/0008_media.sql")),
+    (
+        9,
+        include_str!("../../migrations/sqlite/0009_server_keys.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -133,6 +138,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     ),
     (7, include_str!("../../migrations/postgres/0007_e2ee.sql")),
     (8, include_str!("../../migrations/postgres/0008_media.sql")),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_server_keys.sql"),
+    ),
 ];
 
 impl Db {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod schema;
+pub mod tls;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -39,6 +40,8 @@ pub fn use_redis(config: &mut Config, url: &str) {
 
 pub struct TestServer {
     pub base: String,
+    /// `https://…` of the federation listener, when it has one of its own.
+    pub federation_base: Option<String>,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -81,14 +84,21 @@ impl TestServer {
         config.database_url = database_url;
         config.rate_limit.enabled = false;
         config.registration_shared_secret = Some("test-shared-secret".into());
+        // Tests never leave loopback: no notary unless a test names one.
+        config.federation.trusted_key_servers.clear();
         tweak(&mut config);
+        let http = match config.tls {
+            Some(_) => tls::TestCa::get().http_client(),
+            None => reqwest::Client::new(),
+        };
         let mut server = Self {
             base: String::new(),
+            federation_base: None,
             config,
             stop: None,
             thread: None,
             _dir: Some(dir),
-            http: reqwest::Client::new(),
+            http,
         };
         server.boot().await;
         Some(server)
@@ -99,11 +109,12 @@ impl TestServer {
     pub async fn sibling(&self) -> Self {
         let mut sibling = Self {
             base: String::new(),
+            federation_base: None,
             config: self.config.clone(),
             stop: None,
             thread: None,
             _dir: None,
-            http: reqwest::Client::new(),
+            http: self.http.clone(),
         };
         sibling.boot().await;
         sibling
@@ -113,17 +124,86 @@ impl TestServer {
         self.config.data_dir.clone()
     }
 
+    /// A server that federates: its own TLS federation listener (a
+    /// certificate from the test CA, which it also trusts for outbound
+    /// requests) and a server name with that listener's port, `localhost:PORT`
+    /// or `127.0.0.1:PORT` (discovery steps 2 and 1).
+    pub async fn start_federating(
+        backend: Backend,
+        host: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
+        let port = free_port().await;
+        let ca = tls::TestCa::get();
+        Self::start_with(backend, |config| {
+            config.server_name = format!("{host}:{port}").try_into().expect("server name");
+            config.listen.federation = Some(format!("127.0.0.1:{port}").parse().unwrap());
+            config.tls = Some(corvid::config::Tls {
+                certificate: ca.certificate(),
+                private_key: ca.private_key(),
+                listeners: vec![corvid::config::ListenerKind::Federation],
+            });
+            config.federation.extra_ca_files = vec![ca.ca_file()];
+            tweak(config);
+        })
+        .await
+    }
+
+    /// The HTTP client that trusts the test CA when the server uses TLS.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Graceful shutdown, waiting until the server has stopped.
+    pub async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join().expect("server thread"))
+                .await
+                .unwrap();
+        }
+    }
+
+    pub fn server_name(&self) -> &str {
+        self.config.server_name.as_str()
+    }
+
+    fn client_scheme(&self) -> &'static str {
+        let tls_on_client = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.listeners.contains(&corvid::config::ListenerKind::Client));
+        if tls_on_client { "https" } else { "http" }
+    }
+
     async fn boot(&mut self) {
-        let listener = match self.base.strip_prefix("http://") {
-            Some(addr) => tokio::net::TcpListener::bind(addr)
+        let listener = match self.base.split_once("://") {
+            Some((_, addr)) => tokio::net::TcpListener::bind(addr)
                 .await
                 .expect("rebind port"),
             None => tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind"),
         };
-        self.base = format!("http://{}", listener.local_addr().unwrap());
+        self.base = format!(
+            "{}://{}",
+            self.client_scheme(),
+            listener.local_addr().unwrap()
+        );
         self.config.listen.client = listener.local_addr().unwrap();
+        let federation = match self.config.listen.federation {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind federation port");
+                self.federation_base = Some(format!("https://{addr}"));
+                Some(listener.into_std().expect("std listener"))
+            }
+            None => None,
+        };
         let (tx, rx) = oneshot::channel();
         let config = self.config.clone();
         let listener = listener.into_std().expect("std listener");
@@ -137,7 +217,12 @@ impl TestServer {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                corvid::run_server(config, listener, async {
+                let listeners = corvid::listen::Listeners {
+                    client: listener,
+                    federation: federation
+                        .map(|l| tokio::net::TcpListener::from_std(l).expect("listener")),
+                };
+                corvid::run_server(config, listeners, async {
                     let _ = rx.await;
                 })
                 .await
@@ -145,19 +230,23 @@ impl TestServer {
             });
         }));
         self.stop = Some(tx);
+        let mut probes = vec![format!("{}/_matrix/client/versions", self.base)];
+        probes.extend(
+            (self.federation_base.iter()).map(|base| format!("{base}/_matrix/key/v2/server")),
+        );
+        for probe in probes {
+            self.wait_until_served(&probe).await;
+        }
+    }
+
+    async fn wait_until_served(&self, url: &str) {
         for _ in 0..100 {
-            if self
-                .http
-                .get(format!("{}/_matrix/client/versions", self.base))
-                .send()
-                .await
-                .is_ok()
-            {
+            if self.http.get(url).send().await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("server did not come up");
+        panic!("server did not come up: {url}");
     }
 
     /// Graceful shutdown and start again on the same port and database.
@@ -485,4 +574,25 @@ macro_rules! on_both_backends {
             })*
         }
     };
+}
+
+/// Whether PostgreSQL tests run here (in CI they must: see `TestServer::start`).
+pub fn postgres_configured() -> bool {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(_) => true,
+        Err(_) if std::env::var_os("CI").is_some() => panic!("{POSTGRES_ENV} must be set in CI"),
+        Err(_) => {
+            eprintln!("skipping PostgreSQL run: set {POSTGRES_ENV} to enable it");
+            false
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago (for a server name that
+/// must carry the port before the server starts).
+pub async fn free_port() -> u16 {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    probe.local_addr().unwrap().port()
 }

@@ -39,7 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::{
     Error, Result, Server,
     api::{Routes, Ruma, RumaResponse, authenticated_user},
-    service::media::{self, Access, Servable, ThumbnailRequest, UploadMeta, thumbnail::Method},
+    service::media::{self, Access, Servable, ThumbnailRequest, UploadMeta},
 };
 
 #[allow(deprecated)]
@@ -176,21 +176,7 @@ impl Download<'_> {
         animated: Option<bool>,
         headers: &HeaderMap,
     ) -> Result<Response> {
-        let request = ThumbnailRequest {
-            width: dimension(width)?,
-            height: dimension(height)?,
-            method: match method {
-                Some(RumaMethod::Crop) => Method::Crop,
-                Some(RumaMethod::Scale) | None => Method::Scale,
-                Some(other) => {
-                    return Err(Error::invalid_param(format!(
-                        "Unknown thumbnail method {}",
-                        other.as_str()
-                    )));
-                }
-            },
-            animated: animated.unwrap_or(false),
-        };
+        let request = ThumbnailRequest::from_params(width, height, method, animated)?;
         let servable = media::thumbnail(
             self.server,
             self.server_name,
@@ -202,13 +188,6 @@ impl Download<'_> {
         .await?;
         serve(self.server, servable, None, headers).await
     }
-}
-
-fn dimension(value: ruma::UInt) -> Result<u32> {
-    u32::try_from(u64::from(value))
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| Error::invalid_param("Thumbnail dimensions must be positive integers"))
 }
 
 async fn download(
@@ -346,7 +325,7 @@ const INLINE_TYPES: &[&str] = &[
     "audio/x-flac",
 ];
 
-fn disposition(content_type: &str, filename: Option<&str>) -> ContentDisposition {
+pub(crate) fn disposition(content_type: &str, filename: Option<&str>) -> ContentDisposition {
     let essence = content_type
         .split(';')
         .next()
@@ -487,6 +466,7 @@ fn is_media_path(path: &str) -> bool {
     path.starts_with("/_matrix/media/")
         || path.starts_with("/_matrix/client/v1/media/")
         || path.starts_with("/_matrix/client/unstable/org.matrix.msc3916/media/")
+        || path.starts_with("/_matrix/federation/v1/media/")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub use discovery::SPEC_VERSIONS;
 mod filter;
 mod keys;
 mod media;
+pub(crate) use media::disposition as media_disposition;
 pub use media::safe_headers as media_safe_headers;
 mod membership;
 mod message;

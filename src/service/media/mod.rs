@@ -1,8 +1,9 @@
 //! The content repository (spec: client-server API, "Content repository"):
 //! uploads (direct, or to an id reserved by `/create`), downloads, and
-//! thumbnails; local media only until federation fetches remote media.
+//! thumbnails; other servers' media fetched over federation and cached.
 
 pub mod blobs;
+pub mod remote;
 pub mod thumbnail;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -240,8 +241,12 @@ where
 /// media from before their freeze.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// A local user, through `/_matrix/client/v1/media`: remote media is
+    /// fetched on a miss.
     Authenticated,
     Legacy,
+    /// Another server: only what we host, never what we cached from others.
+    Federation,
 }
 
 /// The media row with content, waiting up to `timeout` for an id from
@@ -262,11 +267,14 @@ async fn find(
     loop {
         // Registered before the read, so an upload finishing in between still wakes us.
         let woken = server.media.uploaded.notified();
-        let row = server
-            .db
-            .media(server_name.as_str(), media_id)
-            .await?
-            .ok_or_else(not_found)?;
+        let remote = server_name != server.server_name();
+        let row = match server.db.media(server_name.as_str(), media_id).await? {
+            Some(row) if !(remote && access == Access::Federation) => row,
+            None if remote && access == Access::Authenticated => {
+                remote::fetch(server, server_name, media_id, timeout).await?
+            }
+            _ => return Err(not_found()),
+        };
         if row.quarantined != 0 {
             return Err(not_found());
         }
@@ -327,6 +335,42 @@ pub struct ThumbnailRequest {
     pub height: u32,
     pub method: Method,
     pub animated: bool,
+}
+
+impl ThumbnailRequest {
+    /// From the query parameters, which the client and federation
+    /// endpoints share.
+    pub fn from_params(
+        width: ruma::UInt,
+        height: ruma::UInt,
+        method: Option<&ruma::media::Method>,
+        animated: Option<bool>,
+    ) -> Result<Self> {
+        let dimension = |value: ruma::UInt| {
+            u32::try_from(u64::from(value))
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| {
+                    Error::invalid_param("Thumbnail dimensions must be positive integers")
+                })
+        };
+        let method = match method {
+            Some(ruma::media::Method::Crop) => Method::Crop,
+            Some(ruma::media::Method::Scale) | None => Method::Scale,
+            Some(other) => {
+                return Err(Error::invalid_param(format!(
+                    "Unknown thumbnail method {}",
+                    other.as_str()
+                )));
+            }
+        };
+        Ok(Self {
+            width: dimension(width)?,
+            height: dimension(height)?,
+            method,
+            animated: animated.unwrap_or(false),
+        })
+    }
 }
 
 /// A thumbnail of the media, from the stored ones when one is good enough,

@@ -1,0 +1,534 @@
+//! Federation between real Corvid servers on loopback, over TLS with
+//! certificates from a test CA: published and notarised keys, X-Matrix
+//! verification of inbound requests (and the refusals), remote media
+//! fetched over federation and served from the cache, and the client and
+//! federation APIs on one port.
+
+mod common;
+
+use std::io::Cursor;
+
+use common::{Backend, TestServer};
+use image::{ImageFormat, RgbImage};
+use rand::RngCore;
+use reqwest::{Method, StatusCode, header};
+use ruma::{
+    CanonicalJsonObject,
+    api::federation::authentication::{XMatrix, XMatrixSigningInput},
+    serde::Base64,
+    signatures::PublicKeyMap,
+};
+use serde_json::{Value, json};
+
+macro_rules! federated_on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if crate::common::postgres_configured() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            })*
+        }
+    };
+}
+
+federated_on_both_backends!(
+    keys_are_self_signed_and_notaries_countersign,
+    signed_requests_are_verified_and_bad_ones_refused,
+    remote_media_is_fetched_over_federation_and_cached,
+    one_listener_serves_client_and_federation,
+);
+
+/// Two servers: one named by IP literal, one by `localhost` (discovery
+/// steps 1 and 2), each trusting the test CA.
+async fn pair(backend: Backend) -> (TestServer, TestServer) {
+    let a = TestServer::start_federating(backend, "127.0.0.1", |_| {})
+        .await
+        .unwrap();
+    let b = TestServer::start_federating(backend, "localhost", |_| {})
+        .await
+        .unwrap();
+    (a, b)
+}
+
+fn federation_url(s: &TestServer, path: &str) -> String {
+    format!(
+        "{}{path}",
+        s.federation_base.as_ref().expect("federation listener")
+    )
+}
+
+async fn json_of(res: reqwest::Response, method: &Method, path: &str) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let value: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON from {path}: {text}"));
+    common::schema::check(method, path, status, &value);
+    (status, value)
+}
+
+/// An unauthenticated request to the federation listener (the key API).
+async fn unsigned(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = s.http().request(method.clone(), federation_url(s, path));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    json_of(req.send().await.unwrap(), &method, path).await
+}
+
+/// The signing key of `s`, read from its data directory, as a test that
+/// plays that server needs it.
+fn signing_key(s: &TestServer) -> corvid_federation::ServerSigningKey {
+    let path = s
+        .data_dir()
+        .join(format!("{}.signing.key", s.server_name()));
+    corvid_federation::ServerSigningKey::load_or_generate(&path).unwrap()
+}
+
+/// The `Authorization` header `origin` would send for this request to `destination`.
+fn x_matrix(
+    key: &corvid_federation::ServerSigningKey,
+    origin: &str,
+    destination: &str,
+    method: &Method,
+    path: &str,
+    body: Option<&Value>,
+) -> String {
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method.as_str())
+        .uri(path)
+        .body(bytes)
+        .unwrap();
+    let input = XMatrixSigningInput::new(
+        origin.try_into().unwrap(),
+        destination.try_into().unwrap(),
+        key.key_pair(),
+    );
+    let signed = XMatrix::sign_http_request(&request, input).unwrap();
+    http::HeaderValue::from(&signed)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A request to `to` signed as `from` (whose keys `to` fetches from `from`).
+async fn signed(
+    from: &TestServer,
+    to: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let auth = x_matrix(
+        &signing_key(from),
+        from.server_name(),
+        to.server_name(),
+        &method,
+        path,
+        body.as_ref(),
+    );
+    let mut req = to
+        .http()
+        .request(method, federation_url(to, path))
+        .header(header::AUTHORIZATION, auth);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap()
+}
+
+fn canonical(value: &Value) -> CanonicalJsonObject {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+/// Checks `object`'s signature by `entity` with `entity`'s `verify_keys`.
+fn assert_signed_by(object: &Value, entity: &str, verify_keys: &Value) {
+    let keys = verify_keys
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, k)| {
+            let key = Base64::parse(k["key"].as_str().unwrap()).unwrap();
+            (id.clone(), key)
+        })
+        .collect();
+    let mut only = canonical(object);
+    let signatures = json!({entity: object["signatures"][entity]});
+    only.insert(
+        "signatures".into(),
+        serde_json::from_value(signatures).unwrap(),
+    );
+    let map = PublicKeyMap::from([(entity.to_owned(), keys)]);
+    ruma::signatures::verify_json(&map, &only)
+        .unwrap_or_else(|e| panic!("signature by {entity} on {object}: {e}"));
+}
+
+async fn keys_are_self_signed_and_notaries_countersign(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let (status, own) = unsigned(&a, Method::GET, "/_matrix/key/v2/server", None).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["server_name"], a.server_name());
+    assert!(own["valid_until_ts"].as_i64().unwrap() > corvid::now_ms());
+    assert!(own["old_verify_keys"].is_object());
+    assert_signed_by(&own, a.server_name(), &own["verify_keys"]);
+
+    // b fetches a's keys over TLS and relays them, signed by both.
+    let query = json!({"server_keys": {a.server_name(): {}}});
+    let (status, relayed) = unsigned(&b, Method::POST, "/_matrix/key/v2/query", Some(query)).await;
+    assert_eq!(status, StatusCode::OK, "{relayed}");
+    let keys = relayed["server_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{relayed}");
+    let (_, b_own) = unsigned(&b, Method::GET, "/_matrix/key/v2/server", None).await;
+    assert_eq!(keys[0]["verify_keys"], own["verify_keys"]);
+    assert_signed_by(&keys[0], a.server_name(), &own["verify_keys"]);
+    assert_signed_by(&keys[0], b.server_name(), &b_own["verify_keys"]);
+
+    // The GET form, served from b's cache.
+    let path = format!("/_matrix/key/v2/query/{}", a.server_name());
+    let (status, cached) = unsigned(&b, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{cached}");
+    assert_eq!(cached["server_keys"][0]["verify_keys"], own["verify_keys"]);
+
+    // A server nobody can reach: no keys, not an error.
+    let query = json!({"server_keys": {"127.0.0.1:1": {}}});
+    let (status, none) = unsigned(&b, Method::POST, "/_matrix/key/v2/query", Some(query)).await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["server_keys"], json!([]));
+}
+
+async fn signed_requests_are_verified_and_bad_ones_refused(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let version = "/_matrix/federation/v1/version";
+    let (status, body) = json_of(
+        signed(&b, &a, Method::GET, version, None).await,
+        &Method::GET,
+        version,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["server"]["name"], "Corvid");
+
+    // An endpoint that requires a signature: b's verifies once a has
+    // fetched b's keys from b (the media is unknown, so 404 past the check).
+    let path = "/_matrix/federation/v1/media/download/unknown";
+    let refused = |(status, body): (StatusCode, Value)| {
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("M_UNAUTHORIZED")),
+            "{body}"
+        );
+    };
+    let (status, body) = json_of(
+        signed(&b, &a, Method::GET, path, None).await,
+        &Method::GET,
+        path,
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+
+    // No Authorization header.
+    refused(unsigned(&a, Method::GET, path, None).await);
+
+    let send_with = |auth: String| async {
+        let res = a
+            .http()
+            .get(federation_url(&a, path))
+            .header(header::AUTHORIZATION, auth)
+            .send()
+            .await
+            .unwrap();
+        json_of(res, &Method::GET, path).await
+    };
+    let b_key = signing_key(&b);
+    let (b_name, a_name) = (b.server_name(), a.server_name());
+    // Signed for another destination.
+    let auth = x_matrix(
+        &b_key,
+        b_name,
+        "elsewhere.example",
+        &Method::GET,
+        path,
+        None,
+    );
+    refused(send_with(auth).await);
+    // Signed for one URI, sent to another.
+    let other = "/_matrix/federation/v1/media/download/other";
+    refused(send_with(x_matrix(&b_key, b_name, a_name, &Method::GET, other, None)).await);
+    // A forged origin: a key that is not b's, claiming to be b.
+    let dir = tempfile::tempdir().unwrap();
+    let stranger =
+        corvid_federation::ServerSigningKey::load_or_generate(&dir.path().join("k")).unwrap();
+    refused(
+        send_with(x_matrix(
+            &stranger,
+            b_name,
+            a_name,
+            &Method::GET,
+            path,
+            None,
+        ))
+        .await,
+    );
+    // An origin that cannot be reached for its keys.
+    refused(
+        send_with(x_matrix(
+            &stranger,
+            "127.0.0.1:1",
+            a_name,
+            &Method::GET,
+            path,
+            None,
+        ))
+        .await,
+    );
+    // A header that is not X-Matrix at all.
+    refused(send_with("Bearer abc".into()).await);
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 128]));
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Uploads to `s` as `user`; the `mxc://` id's media id.
+async fn upload(s: &TestServer, user: &common::User, bytes: Vec<u8>, content_type: &str) -> String {
+    let res = s
+        .http()
+        .post(format!("{}/_matrix/media/v3/upload?filename=f.bin", s.base))
+        .bearer_auth(&user.token)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let uri = body["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    uri.rsplit('/').next().unwrap().to_owned()
+}
+
+/// The file part of a federation media response, read as it streams.
+async fn read_multipart(res: reqwest::Response) -> (corvid_federation::media::FilePart, Vec<u8>) {
+    let content_type = res.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let boundary = corvid_federation::media::boundary(&content_type).unwrap();
+    let mut reader =
+        corvid_federation::media::MultipartReader::new(Box::pin(res.bytes_stream()), &boundary);
+    let part = reader.read_head().await.unwrap();
+    let mut got = Vec::new();
+    let mut stream = Box::pin(reader.into_file());
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    (part, got)
+}
+
+async fn remote_media_is_fetched_over_federation_and_cached(backend: Backend) {
+    let (mut a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let file = random_bytes(3 * 1024 * 1024 + 17);
+    let media_id = upload(&a, &alice, file.clone(), "application/octet-stream").await;
+    let picture = upload(&a, &alice, png(640, 480), "image/png").await;
+
+    // a serves its own media to b as multipart/mixed.
+    let path = format!("/_matrix/federation/v1/media/download/{media_id}");
+    let res = signed(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (part, got) = read_multipart(res).await;
+    assert_eq!(
+        part.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(got == file, "federation download is byte-exact");
+    let missing = signed(
+        &b,
+        &a,
+        Method::GET,
+        "/_matrix/federation/v1/media/download/nope",
+        None,
+    )
+    .await;
+    let (status, body) = json_of(
+        missing,
+        &Method::GET,
+        "/_matrix/federation/v1/media/download/nope",
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+
+    // A thumbnail over federation: the same framing, an image inside.
+    let path =
+        format!("/_matrix/federation/v1/media/thumbnail/{picture}?width=64&height=64&method=crop");
+    let res = signed(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (part, bytes) = read_multipart(res).await;
+    assert!(part.content_type.unwrap().starts_with("image/"));
+    let image = image::load_from_memory(&bytes).unwrap();
+    // spec: at least the size asked for (a pre-generated 96×96 crop may serve).
+    assert_eq!(image.width(), image.height());
+    assert!((64..=96).contains(&image.width()), "{}", image.width());
+
+    // bob on b asks b for a's media: b fetches it over federation.
+    let a_name = a.server_name().to_owned();
+    let download = |media: &str| {
+        format!(
+            "{}/_matrix/client/v1/media/download/{}/{media}",
+            b.base, a_name
+        )
+    };
+    let res = b
+        .http()
+        .get(download(&media_id))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()[header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
+    assert!(
+        res.bytes().await.unwrap() == file,
+        "remote download is byte-exact"
+    );
+    // A thumbnail of remote media, made from the cached original.
+    let thumb = format!(
+        "{}/_matrix/client/v1/media/thumbnail/{}/{picture}?width=96&height=96&method=scale",
+        b.base,
+        a.server_name()
+    );
+    let res = b
+        .http()
+        .get(&thumb)
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let image = image::load_from_memory(&res.bytes().await.unwrap()).unwrap();
+    assert!(image.width() <= 96 && image.height() <= 96 && image.width() > 0);
+    // Unknown remote media is a 404 for the client.
+    let res = b
+        .http()
+        .get(download("nope"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(
+        res,
+        &Method::GET,
+        &format!("/_matrix/client/v1/media/download/{}/nope", a.server_name()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+
+    // With a down, b still serves what it cached; what it never had is a 502.
+    a.shut_down().await;
+    let res = b
+        .http()
+        .get(download(&media_id))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.bytes().await.unwrap() == file,
+        "cached copy is byte-exact"
+    );
+    let res = b
+        .http()
+        .get(download("neverseen"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    let path = format!(
+        "/_matrix/client/v1/media/download/{}/neverseen",
+        a.server_name()
+    );
+    let (status, body) = json_of(res, &Method::GET, &path).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+}
+
+async fn one_listener_serves_client_and_federation(backend: Backend) {
+    // TLS on the one listener that serves everything.
+    let ca = common::tls::TestCa::get();
+    let Some(s) = TestServer::start_with(backend, |config| {
+        config.tls = Some(corvid::config::Tls {
+            certificate: ca.certificate(),
+            private_key: ca.private_key(),
+            listeners: vec![corvid::config::ListenerKind::Client],
+        });
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(s.base.starts_with("https://"));
+    let (status, _) = s
+        .request(Method::GET, "/_matrix/client/versions", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, keys) = s
+        .request(Method::GET, "/_matrix/key/v2/server", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys["server_name"], s.server_name());
+
+    // With a federation listener of its own, the client port serves no federation.
+    let (a, _b) = pair(backend).await;
+    let (status, body) = a
+        .request(Method::GET, "/_matrix/key/v2/server", None, None)
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_UNRECOGNIZED"))
+    );
+    let res = a
+        .http()
+        .get(federation_url(&a, "/_matrix/client/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
