@@ -44,6 +44,7 @@ federated_on_both_backends!(
     signed_requests_are_verified_and_bad_ones_refused,
     remote_media_is_fetched_over_federation_and_cached,
     one_listener_serves_client_and_federation,
+    profiles_and_aliases_are_asked_of_their_server,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -531,4 +532,87 @@ async fn one_listener_serves_client_and_federation(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let alice_id = &alice.user_id;
+    let path = format!("/_matrix/client/v3/profile/{alice_id}/displayname");
+    let (status, _) = a
+        .put(&path, &alice.token, json!({"displayname": "Alice A"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // bob's server asks alice's.
+    let (status, profile) = b
+        .get(
+            &format!("/_matrix/client/v3/profile/{alice_id}"),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{profile}");
+    assert_eq!(profile["displayname"], "Alice A");
+    let (status, name) = b.get(&path, &bob.token).await;
+    assert_eq!(
+        (status, &name["displayname"]),
+        (StatusCode::OK, &json!("Alice A"))
+    );
+    let nobody = format!("/_matrix/client/v3/profile/@nobody:{}", a.server_name());
+    let (status, body) = b.get(&nobody, &bob.token).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+
+    // The federation endpoint answers only for its own users, one field when asked.
+    let query = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}&field=displayname",
+        common::urlencode(alice_id)
+    );
+    let (status, body) = json_of(
+        signed(&b, &a, Method::GET, &query, None).await,
+        &Method::GET,
+        &query,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"displayname": "Alice A"}))
+    );
+    let query = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        common::urlencode(&bob.user_id)
+    );
+    let (status, _) = json_of(
+        signed(&b, &a, Method::GET, &query, None).await,
+        &Method::GET,
+        &query,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Aliases resolve on the alias's server.
+    let room = a
+        .create_room(&alice, json!({"room_alias_name": "chat"}))
+        .await;
+    let alias = format!("#chat:{}", a.server_name());
+    let lookup = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        common::urlencode(&alias)
+    );
+    let (status, found) = b.get(&lookup, &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["room_id"], room);
+    assert_eq!(found["servers"], json!([a.server_name()]));
+    let missing = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        common::urlencode(&format!("#nope:{}", a.server_name()))
+    );
+    let (status, body) = b.get(&missing, &bob.token).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
 }

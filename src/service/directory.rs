@@ -1,7 +1,9 @@
 //! Room aliases and the public room directory: spec client-server API,
 //! "Room aliases" and "Listing rooms".
 
-use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
+use ruma::{
+    OwnedRoomId, RoomAliasId, RoomId, UserId, api::federation::query::get_room_information,
+};
 use serde_json::Value;
 
 use crate::{Error, Result, Server};
@@ -30,7 +32,28 @@ pub async fn create_alias(
     Ok(())
 }
 
-pub async fn resolve_alias(server: &Server, alias: &RoomAliasId) -> Result<OwnedRoomId> {
+/// The room an alias names, and servers to join it through; another
+/// server's alias is asked of that server.
+pub async fn resolve_alias(
+    server: &Server,
+    alias: &RoomAliasId,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let origin = alias.server_name();
+    if origin != server.server_name() {
+        let request = get_room_information::v1::Request::new(alias.to_owned());
+        let response = server
+            .federation
+            .send(origin, request)
+            .await
+            .map_err(|e| super::federation::remote_error(origin, "Alias lookup", &e))?;
+        return Ok((response.room_id, response.servers));
+    }
+    let room_id = local_alias(server, alias).await?;
+    Ok((room_id, vec![server.server_name().to_owned()]))
+}
+
+/// The room a local alias names.
+pub async fn local_alias(server: &Server, alias: &RoomAliasId) -> Result<OwnedRoomId> {
     let room = server
         .db
         .alias_room(alias.as_str())

@@ -1,7 +1,7 @@
 //! Profiles: spec client-server API, "Profiles". A change is copied into the
 //! user's member event in every room they are joined to.
 
-use ruma::{UserId, events::TimelineEventType};
+use ruma::{UserId, api::federation::query::get_profile_information, events::TimelineEventType};
 use serde_json::json;
 
 use super::rooms::timeline::{self, Template};
@@ -12,7 +12,11 @@ pub struct Profile {
     pub avatar_url: Option<String>,
 }
 
+/// A user's profile; another server's user is looked up on their server.
 pub async fn get(server: &Server, user: &UserId) -> Result<Profile> {
+    if user.server_name() != server.server_name() {
+        return get_remote(server, user).await;
+    }
     let row = server
         .db
         .user(user.as_str())
@@ -22,6 +26,26 @@ pub async fn get(server: &Server, user: &UserId) -> Result<Profile> {
     Ok(Profile {
         displayname: row.displayname,
         avatar_url: row.avatar_url,
+    })
+}
+
+async fn get_remote(server: &Server, user: &UserId) -> Result<Profile> {
+    let origin = user.server_name();
+    let request = get_profile_information::v1::Request::new(user.to_owned());
+    let response = server
+        .federation
+        .send(origin, request)
+        .await
+        .map_err(|e| super::federation::remote_error(origin, "Profile lookup", &e))?;
+    let text = |key: &str| {
+        response
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    Ok(Profile {
+        displayname: text("displayname"),
+        avatar_url: text("avatar_url"),
     })
 }
 

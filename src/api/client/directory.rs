@@ -51,11 +51,8 @@ async fn get_alias(
     server: Arc<Server>,
     req: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
-    let room_id = directory::resolve_alias(&server, &req.body.room_alias).await?;
-    Ok(get_alias::v3::Response::new(
-        room_id,
-        vec![server.config.server_name.clone()],
-    ))
+    let (room_id, servers) = directory::resolve_alias(&server, &req.body.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room_id, servers))
 }
 
 async fn remove_alias(

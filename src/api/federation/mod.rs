@@ -5,11 +5,13 @@
 mod discovery;
 mod keys;
 mod media;
+mod query;
 
 use super::Routes;
 
 pub fn routes(router: Routes) -> Routes {
     let router = discovery::routes(router);
     let router = keys::routes(router);
-    media::routes(router)
+    let router = media::routes(router);
+    query::routes(router)
 }

@@ -7,7 +7,28 @@
 pub mod request_auth;
 pub mod server_keys;
 
-use corvid_federation::tls::{self, OutboundTls, TlsError};
+use corvid_federation::{
+    ClientError,
+    tls::{self, OutboundTls, TlsError},
+};
+use http::StatusCode;
+use ruma::ServerName;
+
+use crate::Error;
+
+/// A failed request to another server, as the local client sees it: the
+/// remote's 404 stays a 404, anything else is a 502.
+pub fn remote_error(origin: &ServerName, what: &str, e: &ClientError) -> Error {
+    tracing::info!(%origin, error = %e, "{what} over federation failed");
+    match e.status() {
+        Some(StatusCode::NOT_FOUND) => Error::not_found(format!("{what}: not found on {origin}")),
+        _ => Error::new(
+            StatusCode::BAD_GATEWAY,
+            "M_UNKNOWN",
+            format!("{what}: {origin} could not be asked"),
+        ),
+    }
+}
 
 /// The TLS outbound requests use, from `[federation]`.
 pub fn outbound_tls(config: &crate::config::Federation) -> Result<rustls::ClientConfig, TlsError> {

@@ -123,15 +123,7 @@ pub async fn fetch(
 }
 
 fn unavailable(origin: &ServerName, e: &ClientError) -> Error {
-    tracing::info!(%origin, error = %e, "fetching remote media failed");
-    match e.status() {
-        Some(StatusCode::NOT_FOUND) => Error::not_found("Media not found"),
-        _ => Error::new(
-            StatusCode::BAD_GATEWAY,
-            "M_UNKNOWN",
-            format!("{origin} could not be reached for the media"),
-        ),
-    }
+    crate::service::federation::remote_error(origin, "Fetching media", e)
 }
 
 fn bad_response(origin: &ServerName, e: multipart::MultipartError) -> Error {
