@@ -606,6 +606,17 @@ async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{found}");
     assert_eq!(found["room_id"], room);
     assert_eq!(found["servers"], json!([a.server_name()]));
+    let query = format!(
+        "/_matrix/federation/v1/query/directory?room_alias={}",
+        common::urlencode(&alias)
+    );
+    let (status, body) = json_of(
+        signed(&b, &a, Method::GET, &query, None).await,
+        &Method::GET,
+        &query,
+    )
+    .await;
+    assert_eq!((status, &body["room_id"]), (StatusCode::OK, &json!(room)));
     let missing = format!(
         "/_matrix/client/v3/directory/room/{}",
         common::urlencode(&format!("#nope:{}", a.server_name()))
