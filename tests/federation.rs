@@ -45,6 +45,7 @@ federated_on_both_backends!(
     remote_media_is_fetched_over_federation_and_cached,
     one_listener_serves_client_and_federation,
     profiles_and_aliases_are_asked_of_their_server,
+    keys_of_other_servers_users_are_queried_and_claimed,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -625,5 +626,138 @@ async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
     assert_eq!(
         (status, body["errcode"].as_str()),
         (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+}
+
+/// alice's device on `a`, with signed identity keys and two one-time keys uploaded.
+async fn upload_device_keys(a: &TestServer, alice: &common::User) -> String {
+    let (_, whoami) = a
+        .get("/_matrix/client/v3/account/whoami", &alice.token)
+        .await;
+    let device_id = whoami["device_id"].as_str().unwrap().to_owned();
+    let der = ruma::signatures::Ed25519KeyPair::generate();
+    let key = ruma::signatures::Ed25519KeyPair::from_der(&der, device_id.clone()).unwrap();
+    let public =
+        Base64::<ruma::serde::base64::Standard, _>::new(key.public_key().to_vec()).encode();
+    let sign = |value: Value| {
+        let mut object = canonical(&value);
+        ruma::signatures::sign_json(&alice.user_id, &key, &mut object).unwrap();
+        serde_json::to_value(object).unwrap()
+    };
+    let device_keys = sign(json!({
+        "user_id": alice.user_id,
+        "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device_id}"): "curve-public",
+            format!("ed25519:{device_id}"): public,
+        },
+    }));
+    let one_time_keys = json!({
+        "signed_curve25519:AAAA1": sign(json!({"key": "otk1"})),
+        "signed_curve25519:AAAA2": sign(json!({"key": "otk2"})),
+    });
+    let body = json!({"device_keys": device_keys, "one_time_keys": one_time_keys});
+    let (status, res) = a
+        .post("/_matrix/client/v3/keys/upload", &alice.token, body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    device_id
+}
+
+async fn keys_of_other_servers_users_are_queried_and_claimed(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let device_id = upload_device_keys(&a, &alice).await;
+
+    // bob's /keys/query reaches a; an unreachable server is a failure entry.
+    let body = json!({"device_keys": {alice.user_id.clone(): [], "@x:127.0.0.1:1": []}});
+    let (status, keys) = b
+        .post("/_matrix/client/v3/keys/query", &bob.token, body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    let device = &keys["device_keys"][&alice.user_id][&device_id];
+    assert_eq!(device["device_id"], device_id.as_str(), "{keys}");
+    assert!(
+        keys["failures"]["127.0.0.1:1"]["status"].is_number(),
+        "{keys}"
+    );
+    assert!(keys["failures"].get(a.server_name()).is_none(), "{keys}");
+
+    // Claims go to a too, each one-time key handed out once.
+    let claim =
+        json!({"one_time_keys": {alice.user_id.clone(): {device_id.clone(): "signed_curve25519"}}});
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let (status, res) = b
+            .post("/_matrix/client/v3/keys/claim", &bob.token, claim.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{res}");
+        if let Some(keys) = res["one_time_keys"][&alice.user_id][&device_id].as_object() {
+            claimed.extend(keys.keys().cloned());
+        }
+    }
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ["signed_curve25519:AAAA1", "signed_curve25519:AAAA2"]
+    );
+
+    // The federation endpoints themselves.
+    let devices = format!(
+        "/_matrix/federation/v1/user/devices/{}",
+        common::urlencode(&alice.user_id)
+    );
+    let (status, list) = json_of(
+        signed(&b, &a, Method::GET, &devices, None).await,
+        &Method::GET,
+        &devices,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["user_id"], alice.user_id.as_str());
+    assert_eq!(
+        list["devices"][0]["device_id"],
+        device_id.as_str(),
+        "{list}"
+    );
+    assert!(list["stream_id"].as_u64().unwrap() > 0);
+    let elsewhere = format!(
+        "/_matrix/federation/v1/user/devices/{}",
+        common::urlencode(&bob.user_id)
+    );
+    let (status, _) = json_of(
+        signed(&b, &a, Method::GET, &elsewhere, None).await,
+        &Method::GET,
+        &elsewhere,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let path = "/_matrix/federation/v1/user/keys/query";
+    let body = json!({"device_keys": {alice.user_id.clone(): []}});
+    let (status, res) = json_of(
+        signed(&b, &a, Method::POST, path, Some(body)).await,
+        &Method::POST,
+        path,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert!(
+        res["device_keys"][&alice.user_id][&device_id].is_object(),
+        "{res}"
+    );
+    let path = "/_matrix/federation/v1/user/keys/claim";
+    let (status, res) = json_of(
+        signed(&b, &a, Method::POST, path, Some(claim)).await,
+        &Method::POST,
+        path,
+    )
+    .await;
+    assert_eq!(
+        (status, &res["one_time_keys"]),
+        (StatusCode::OK, &json!({})),
+        "{res}"
     );
 }
