@@ -46,6 +46,7 @@ federated_on_both_backends!(
     one_listener_serves_client_and_federation,
     profiles_and_aliases_are_asked_of_their_server,
     keys_of_other_servers_users_are_queried_and_claimed,
+    public_rooms_of_another_server,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -760,4 +761,88 @@ async fn keys_of_other_servers_users_are_queried_and_claimed(backend: Backend) {
         (StatusCode::OK, &json!({})),
         "{res}"
     );
+}
+
+async fn public_rooms_of_another_server(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"visibility": "public", "name": "Lobby", "preset": "public_chat"}),
+        )
+        .await;
+    a.create_room(&alice, json!({"name": "Private"})).await;
+
+    let listing = format!(
+        "/_matrix/client/v3/publicRooms?server={}",
+        common::urlencode(a.server_name())
+    );
+    let (status, body) = b.get(&listing, &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rooms: Vec<&Value> = body["chunk"].as_array().unwrap().iter().collect();
+    assert_eq!(rooms.len(), 1, "{body}");
+    assert_eq!(
+        (&rooms[0]["room_id"], &rooms[0]["name"]),
+        (&json!(room), &json!("Lobby"))
+    );
+
+    let filtered = format!(
+        "/_matrix/client/v3/publicRooms?server={}",
+        common::urlencode(a.server_name())
+    );
+    let (status, found) = b
+        .post(
+            &filtered,
+            &bob.token,
+            json!({"filter": {"generic_search_term": "lob"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, found["chunk"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1)),
+        "{found}"
+    );
+    let (_, none) = b
+        .post(
+            &filtered,
+            &bob.token,
+            json!({"filter": {"generic_search_term": "zzz"}}),
+        )
+        .await;
+    assert_eq!(none["chunk"], json!([]));
+
+    // The federation endpoints, GET and POST.
+    let path = "/_matrix/federation/v1/publicRooms";
+    let (status, body) = json_of(
+        signed(&b, &a, Method::GET, path, None).await,
+        &Method::GET,
+        path,
+    )
+    .await;
+    assert_eq!(
+        (status, body["chunk"][0]["room_id"].as_str()),
+        (StatusCode::OK, Some(room.as_str()))
+    );
+    let query = json!({"limit": 5, "filter": {"generic_search_term": "lobby"}});
+    let (status, body) = json_of(
+        signed(&b, &a, Method::POST, path, Some(query)).await,
+        &Method::POST,
+        path,
+    )
+    .await;
+    assert_eq!(
+        (status, body["chunk"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    // A server that cannot be reached: 502 for the client.
+    let (status, body) = b
+        .get(
+            "/_matrix/client/v3/publicRooms?server=127.0.0.1:1",
+            &bob.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
 }

@@ -2,7 +2,10 @@
 //! "Room aliases" and "Listing rooms".
 
 use ruma::{
-    OwnedRoomId, RoomAliasId, RoomId, UserId, api::federation::query::get_room_information,
+    OwnedRoomId, RoomAliasId, RoomId, ServerName, UInt, UserId,
+    api::federation::query::get_room_information,
+    directory::{PublicRoomsChunk, PublicRoomsChunkInit},
+    room::JoinRuleKind,
 };
 use serde_json::Value;
 
@@ -291,4 +294,85 @@ pub async fn public_rooms(
     }
     let total = rooms.len();
     Ok((rooms.into_iter().skip(since).take(limit).collect(), total))
+}
+
+const DEFAULT_PAGE: usize = 100;
+
+fn page_bounds(since: Option<&str>, limit: Option<UInt>) -> Result<(usize, usize)> {
+    let since = match since {
+        Some(s) => s
+            .strip_prefix('o')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::invalid_param("Invalid since token"))?,
+        None => 0,
+    };
+    let limit = limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, 500);
+    Ok((since, limit))
+}
+
+fn chunk(room: PublicRoom) -> Result<PublicRoomsChunk> {
+    let mut c: PublicRoomsChunk = PublicRoomsChunkInit {
+        num_joined_members: UInt::new_saturating(room.joined as u64),
+        room_id: room.room_id.try_into().map_err(Error::internal)?,
+        world_readable: room.world_readable,
+        guest_can_join: room.guest_can_join,
+    }
+    .into();
+    c.name = room.name;
+    c.topic = room.topic;
+    c.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
+    c.avatar_url = room.avatar_url.map(Into::into);
+    c.join_rule = room
+        .join_rule
+        .map(|j| JoinRuleKind::from(j.as_str()))
+        .unwrap_or(JoinRuleKind::Public);
+    c.room_type = room.room_type.map(|t| t.as_str().into());
+    Ok(c)
+}
+
+pub struct Listing {
+    pub chunk: Vec<PublicRoomsChunk>,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+    pub total: UInt,
+}
+
+/// One page of the public room directory, as the client and federation
+/// endpoints both list it.
+pub async fn public_room_listing(
+    server: &Server,
+    search: Option<&str>,
+    since: Option<&str>,
+    limit: Option<UInt>,
+) -> Result<Listing> {
+    let (since, limit) = page_bounds(since, limit)?;
+    let (rooms, total) = public_rooms(server, search, since, limit).await?;
+    Ok(Listing {
+        chunk: rooms.into_iter().map(chunk).collect::<Result<_>>()?,
+        next: (since + limit < total).then(|| format!("o{}", since + limit)),
+        prev: (since > 0).then(|| format!("o{}", since.saturating_sub(limit))),
+        total: UInt::new_saturating(total as u64),
+    })
+}
+
+/// The public rooms another server lists (a client's `?server=`).
+pub async fn ask_for_public_rooms<R>(
+    server: &Server,
+    origin: &ServerName,
+    request: R,
+) -> Result<R::IncomingResponse>
+where
+    R: ruma::api::OutgoingRequest<
+            Authentication = ruma::api::federation::authentication::ServerSignatures,
+            PathBuilder = ruma::api::path_builder::SinglePath,
+        >,
+{
+    server
+        .federation
+        .send(origin, request)
+        .await
+        .map_err(|e| super::federation::remote_error(origin, "Listing public rooms", &e))
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedRoomAliasId, UInt,
+    OwnedRoomAliasId,
     api::client::{
         alias::{create_alias, delete_alias, get_alias},
         directory::{
@@ -11,14 +11,13 @@ use ruma::{
         },
         room::{Visibility, aliases},
     },
-    directory::{PublicRoomsChunk, PublicRoomsChunkInit},
-    room::JoinRuleKind,
+    api::federation::directory as federation_directory,
 };
 
 use crate::{
-    Error, Result, Server,
+    Result, Server,
     api::{Routes, Ruma},
-    service::directory::{self, PublicRoom},
+    service::directory,
 };
 
 pub fn routes(router: Routes) -> Routes {
@@ -94,71 +93,23 @@ async fn set_visibility(
     Ok(set_room_visibility::v3::Response::new())
 }
 
-const DEFAULT_PAGE: usize = 100;
-
-fn page_bounds(since: Option<&str>, limit: Option<UInt>) -> Result<(usize, usize)> {
-    let since = match since {
-        Some(s) => s
-            .strip_prefix('o')
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| Error::invalid_param("Invalid since token"))?,
-        None => 0,
-    };
-    let limit = limit
-        .map(|l| u64::from(l) as usize)
-        .unwrap_or(DEFAULT_PAGE)
-        .clamp(1, 500);
-    Ok((since, limit))
-}
-
-fn chunk(room: PublicRoom) -> Result<PublicRoomsChunk> {
-    let mut c: PublicRoomsChunk = PublicRoomsChunkInit {
-        num_joined_members: UInt::new_saturating(room.joined as u64),
-        room_id: room.room_id.try_into().map_err(Error::internal)?,
-        world_readable: room.world_readable,
-        guest_can_join: room.guest_can_join,
-    }
-    .into();
-    c.name = room.name;
-    c.topic = room.topic;
-    c.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
-    c.avatar_url = room.avatar_url.map(Into::into);
-    c.join_rule = room
-        .join_rule
-        .map(|j| JoinRuleKind::from(j.as_str()))
-        .unwrap_or(JoinRuleKind::Public);
-    c.room_type = room.room_type.map(|t| t.as_str().into());
-    Ok(c)
-}
-
-struct Listing {
-    chunk: Vec<PublicRoomsChunk>,
-    next: Option<String>,
-    prev: Option<String>,
-    total: UInt,
-}
-
-async fn list(
-    server: &Server,
-    search: Option<&str>,
-    since: Option<&str>,
-    limit: Option<UInt>,
-) -> Result<Listing> {
-    let (since, limit) = page_bounds(since, limit)?;
-    let (rooms, total) = directory::public_rooms(server, search, since, limit).await?;
-    Ok(Listing {
-        chunk: rooms.into_iter().map(chunk).collect::<Result<_>>()?,
-        next: (since + limit < total).then(|| format!("o{}", since + limit)),
-        prev: (since > 0).then(|| format!("o{}", since.saturating_sub(limit))),
-        total: UInt::new_saturating(total as u64),
-    })
-}
-
 async fn public_rooms(
     server: Arc<Server>,
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
-    let l = list(&server, None, req.body.since.as_deref(), req.body.limit).await?;
+    let b = &req.body;
+    if let Some(origin) = b.server.as_deref().filter(|s| *s != server.server_name()) {
+        let mut request = federation_directory::get_public_rooms::v1::Request::new();
+        request.limit = b.limit;
+        request.since = b.since.clone();
+        let remote = directory::ask_for_public_rooms(&server, origin, request).await?;
+        let mut response = get_public_rooms::v3::Response::new(remote.chunk);
+        response.next_batch = remote.next_batch;
+        response.prev_batch = remote.prev_batch;
+        response.total_room_count_estimate = remote.total_room_count_estimate;
+        return Ok(response);
+    }
+    let l = directory::public_room_listing(&server, None, b.since.as_deref(), b.limit).await?;
     let mut response = get_public_rooms::v3::Response::new(l.chunk);
     response.next_batch = l.next;
     response.prev_batch = l.prev;
@@ -171,7 +122,20 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let b = &req.body;
-    let l = list(
+    if let Some(origin) = b.server.as_deref().filter(|s| *s != server.server_name()) {
+        let mut request = federation_directory::get_public_rooms_filtered::v1::Request::new();
+        request.limit = b.limit;
+        request.since = b.since.clone();
+        request.filter = b.filter.clone();
+        let remote = directory::ask_for_public_rooms(&server, origin, request).await?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = remote.chunk;
+        response.next_batch = remote.next_batch;
+        response.prev_batch = remote.prev_batch;
+        response.total_room_count_estimate = remote.total_room_count_estimate;
+        return Ok(response);
+    }
+    let l = directory::public_room_listing(
         &server,
         b.filter.generic_search_term.as_deref(),
         b.since.as_deref(),

@@ -3,6 +3,7 @@
 //! before its handler runs; the key endpoints need no authentication.
 
 mod devices;
+mod directory;
 mod discovery;
 mod e2ee;
 mod keys;
@@ -13,6 +14,7 @@ use super::Routes;
 
 pub fn routes(router: Routes) -> Routes {
     let router = devices::routes(router);
+    let router = directory::routes(router);
     let router = discovery::routes(router);
     let router = e2ee::routes(router);
     let router = keys::routes(router);
