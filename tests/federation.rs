@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Cursor;
 
-use common::{Backend, TestServer};
+use common::{Backend, TestServer, json_of};
 use image::{ImageFormat, RgbImage};
 use rand::RngCore;
 use reqwest::{Method, StatusCode, header};
@@ -66,15 +66,6 @@ fn federation_url(s: &TestServer, path: &str) -> String {
         "{}{path}",
         s.federation_base.as_ref().expect("federation listener")
     )
-}
-
-async fn json_of(res: reqwest::Response, method: &Method, path: &str) -> (StatusCode, Value) {
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let value: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON from {path}: {text}"));
-    common::schema::check(method, path, status, &value);
-    (status, value)
 }
 
 /// An unauthenticated request to the federation listener (the key API).
@@ -155,6 +146,18 @@ async fn signed(
     req.send().await.unwrap()
 }
 
+/// [`signed`], with the JSON answer validated against the spec.
+async fn signed_json(
+    from: &TestServer,
+    to: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let res = signed(from, to, method.clone(), path, body).await;
+    json_of(res, &method, path).await
+}
+
 fn canonical(value: &Value) -> CanonicalJsonObject {
     serde_json::from_value(value.clone()).unwrap()
 }
@@ -217,12 +220,7 @@ async fn keys_are_self_signed_and_notaries_countersign(backend: Backend) {
 async fn signed_requests_are_verified_and_bad_ones_refused(backend: Backend) {
     let (a, b) = pair(backend).await;
     let version = "/_matrix/federation/v1/version";
-    let (status, body) = json_of(
-        signed(&b, &a, Method::GET, version, None).await,
-        &Method::GET,
-        version,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::GET, version, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["server"]["name"], "Corvid");
 
@@ -236,12 +234,7 @@ async fn signed_requests_are_verified_and_bad_ones_refused(backend: Backend) {
             "{body}"
         );
     };
-    let (status, body) = json_of(
-        signed(&b, &a, Method::GET, path, None).await,
-        &Method::GET,
-        path,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::GET, path, None).await;
     assert_eq!(
         (status, body["errcode"].as_str()),
         (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
@@ -573,12 +566,7 @@ async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
         "/_matrix/federation/v1/query/profile?user_id={}&field=displayname",
         common::urlencode(alice_id)
     );
-    let (status, body) = json_of(
-        signed(&b, &a, Method::GET, &query, None).await,
-        &Method::GET,
-        &query,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::GET, &query, None).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"displayname": "Alice A"}))
@@ -587,12 +575,7 @@ async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
         "/_matrix/federation/v1/query/profile?user_id={}",
         common::urlencode(&bob.user_id)
     );
-    let (status, _) = json_of(
-        signed(&b, &a, Method::GET, &query, None).await,
-        &Method::GET,
-        &query,
-    )
-    .await;
+    let (status, _) = signed_json(&b, &a, Method::GET, &query, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Aliases resolve on the alias's server.
@@ -612,12 +595,7 @@ async fn profiles_and_aliases_are_asked_of_their_server(backend: Backend) {
         "/_matrix/federation/v1/query/directory?room_alias={}",
         common::urlencode(&alias)
     );
-    let (status, body) = json_of(
-        signed(&b, &a, Method::GET, &query, None).await,
-        &Method::GET,
-        &query,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::GET, &query, None).await;
     assert_eq!((status, &body["room_id"]), (StatusCode::OK, &json!(room)));
     let missing = format!(
         "/_matrix/client/v3/directory/room/{}",
@@ -710,12 +688,7 @@ async fn keys_of_other_servers_users_are_queried_and_claimed(backend: Backend) {
         "/_matrix/federation/v1/user/devices/{}",
         common::urlencode(&alice.user_id)
     );
-    let (status, list) = json_of(
-        signed(&b, &a, Method::GET, &devices, None).await,
-        &Method::GET,
-        &devices,
-    )
-    .await;
+    let (status, list) = signed_json(&b, &a, Method::GET, &devices, None).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["user_id"], alice.user_id.as_str());
     assert_eq!(
@@ -728,34 +701,19 @@ async fn keys_of_other_servers_users_are_queried_and_claimed(backend: Backend) {
         "/_matrix/federation/v1/user/devices/{}",
         common::urlencode(&bob.user_id)
     );
-    let (status, _) = json_of(
-        signed(&b, &a, Method::GET, &elsewhere, None).await,
-        &Method::GET,
-        &elsewhere,
-    )
-    .await;
+    let (status, _) = signed_json(&b, &a, Method::GET, &elsewhere, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let path = "/_matrix/federation/v1/user/keys/query";
     let body = json!({"device_keys": {alice.user_id.clone(): []}});
-    let (status, res) = json_of(
-        signed(&b, &a, Method::POST, path, Some(body)).await,
-        &Method::POST,
-        path,
-    )
-    .await;
+    let (status, res) = signed_json(&b, &a, Method::POST, path, Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{res}");
     assert!(
         res["device_keys"][&alice.user_id][&device_id].is_object(),
         "{res}"
     );
     let path = "/_matrix/federation/v1/user/keys/claim";
-    let (status, res) = json_of(
-        signed(&b, &a, Method::POST, path, Some(claim)).await,
-        &Method::POST,
-        path,
-    )
-    .await;
+    let (status, res) = signed_json(&b, &a, Method::POST, path, Some(claim)).await;
     assert_eq!(
         (status, &res["one_time_keys"]),
         (StatusCode::OK, &json!({})),
@@ -815,23 +773,13 @@ async fn public_rooms_of_another_server(backend: Backend) {
 
     // The federation endpoints, GET and POST.
     let path = "/_matrix/federation/v1/publicRooms";
-    let (status, body) = json_of(
-        signed(&b, &a, Method::GET, path, None).await,
-        &Method::GET,
-        path,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::GET, path, None).await;
     assert_eq!(
         (status, body["chunk"][0]["room_id"].as_str()),
         (StatusCode::OK, Some(room.as_str()))
     );
     let query = json!({"limit": 5, "filter": {"generic_search_term": "lobby"}});
-    let (status, body) = json_of(
-        signed(&b, &a, Method::POST, path, Some(query)).await,
-        &Method::POST,
-        path,
-    )
-    .await;
+    let (status, body) = signed_json(&b, &a, Method::POST, path, Some(query)).await;
     assert_eq!(
         (status, body["chunk"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(1)),

@@ -7,7 +7,7 @@ mod common;
 
 use std::{io::Cursor, path::Path, time::Duration};
 
-use common::{TestServer, User};
+use common::{TestServer, User, json_of};
 use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
 use rand::RngCore;
 use reqwest::{Method, StatusCode, header};
@@ -25,15 +25,6 @@ on_both_backends!(
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-async fn json_of(res: reqwest::Response, method: &Method, path: &str) -> (StatusCode, Value) {
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let value: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON from {path}: {text}"));
-    common::schema::check(method, path, status, &value);
-    (status, value)
 }
 
 /// `POST /media/v3/upload`, with the validated JSON answer.

@@ -576,6 +576,16 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A response's JSON body, validated against the spec's schema for `path`.
+pub async fn json_of(res: reqwest::Response, method: &Method, path: &str) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let value: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON from {path}: {text}"));
+    schema::check(method, path, status, &value);
+    (status, value)
+}
+
 /// Whether PostgreSQL tests run here (in CI they must: see `TestServer::start`).
 pub fn postgres_configured() -> bool {
     match std::env::var(POSTGRES_ENV) {
