@@ -47,6 +47,7 @@ federated_on_both_backends!(
     profiles_and_aliases_are_asked_of_their_server,
     keys_of_other_servers_users_are_queried_and_claimed,
     public_rooms_of_another_server,
+    openid_tokens_prove_who_a_user_is,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -793,4 +794,46 @@ async fn public_rooms_of_another_server(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+}
+
+async fn openid_tokens_prove_who_a_user_is(backend: Backend) {
+    let a = TestServer::start_federating(backend, "127.0.0.1", |_| {})
+        .await
+        .unwrap();
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let path = format!(
+        "/_matrix/client/v3/user/{}/openid/request_token",
+        common::urlencode(&alice.user_id)
+    );
+    let (status, token) = a.post(&path, &alice.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["matrix_server_name"], a.server_name());
+    assert!(token["expires_in"].as_u64().unwrap() > 0);
+    let (status, body) = a.post(&path, &bob.token, json!({})).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+    );
+
+    // A third party asks the federation listener, with no other credentials.
+    let access_token = token["access_token"].as_str().unwrap();
+    let userinfo = format!("/_matrix/federation/v1/openid/userinfo?access_token={access_token}");
+    let (status, who) = unsigned(&a, Method::GET, &userinfo, None).await;
+    assert_eq!(
+        (status, &who["sub"]),
+        (StatusCode::OK, &json!(alice.user_id))
+    );
+    let wrong = "/_matrix/federation/v1/openid/userinfo?access_token=nope";
+    let (status, body) = unsigned(&a, Method::GET, wrong, None).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("M_UNKNOWN_TOKEN"))
+    );
+    // The OpenID token is no access token.
+    let (status, _) = a
+        .get("/_matrix/client/v3/account/whoami", access_token)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -8,6 +8,7 @@ pub mod federation;
 pub mod filter;
 pub mod ignore;
 pub mod media;
+pub mod openid;
 pub mod presence;
 pub mod profile;
 pub mod push;

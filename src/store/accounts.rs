@@ -349,6 +349,40 @@ impl Db {
             .map(|(u, _)| u))
     }
 
+    /// Stores an OpenID token, clearing out the expired ones first.
+    pub async fn create_openid_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        expires_ts: i64,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM openid_tokens WHERE expires_ts < $1")
+            .bind(crate::now_ms())
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(expires_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The owner of an OpenID token that has not expired (it may be asked again).
+    pub async fn openid_token_user(&self, token_hash: &str, now: i64) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(u,)| u))
+    }
+
     pub async fn uia_session(&self, session_id: &str) -> Result<Option<Vec<String>>> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT completed FROM uia_sessions WHERE session_id = $1")

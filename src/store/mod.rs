@@ -116,6 +116,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         9,
         include_str!("../../migrations/sqlite/0009_server_keys.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_openid_tokens.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -141,6 +145,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../migrations/postgres/0009_server_keys.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_openid_tokens.sql"),
     ),
 ];
 

@@ -15,6 +15,7 @@ pub(crate) use media::disposition as media_disposition;
 pub use media::safe_headers as media_safe_headers;
 mod membership;
 mod message;
+mod openid;
 mod presence;
 mod profile;
 mod push;
@@ -60,6 +61,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = backup::routes(router);
     let router = dehydrated_device::routes(router);
     let router = media::routes(router);
+    let router = openid::routes(router);
     sync::routes(router)
 }
 

@@ -8,6 +8,7 @@ mod discovery;
 mod e2ee;
 mod keys;
 mod media;
+mod openid;
 mod query;
 
 use super::Routes;
@@ -19,5 +20,6 @@ pub fn routes(router: Routes) -> Routes {
     let router = e2ee::routes(router);
     let router = keys::routes(router);
     let router = media::routes(router);
+    let router = openid::routes(router);
     query::routes(router)
 }
