@@ -272,6 +272,40 @@ pub async fn summary(
     Ok((description, membership))
 }
 
+/// A room summary as the spec's room summary and space hierarchy share it.
+pub fn summary_json(d: Description) -> Value {
+    let mut summary = serde_json::json!({
+        "room_id": d.room.room_id,
+        "num_joined_members": d.room.joined,
+        "world_readable": d.room.world_readable,
+        "guest_can_join": d.room.guest_can_join,
+        "join_rule": d.room.join_rule.as_deref().unwrap_or("invite"),
+    });
+    let optional = [
+        ("name", d.room.name),
+        ("topic", d.room.topic),
+        ("canonical_alias", d.room.canonical_alias),
+        ("avatar_url", d.room.avatar_url),
+        ("room_type", d.room.room_type),
+        ("room_version", d.room_version),
+        ("encryption", d.encryption),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            summary[key] = value.into();
+        }
+    }
+    if let Some(allow) = d.join_rules.get("allow").and_then(Value::as_array) {
+        let rooms: Vec<Value> = allow
+            .iter()
+            .filter_map(|a| a.get("room_id"))
+            .cloned()
+            .collect();
+        summary["allowed_room_ids"] = rooms.into();
+    }
+    summary
+}
+
 /// Published rooms matching `search` (name, topic or alias), paginated by offset.
 pub async fn public_rooms(
     server: &Server,

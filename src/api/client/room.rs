@@ -44,35 +44,7 @@ async fn summary(
         .await
         .map_err(|_| Error::not_found("Room not found or not accessible"))?;
     let (d, membership) = directory::summary(&server, &room_id, &req.user().user_id).await?;
-    let mut summary = serde_json::json!({
-        "room_id": d.room.room_id,
-        "num_joined_members": d.room.joined,
-        "world_readable": d.room.world_readable,
-        "guest_can_join": d.room.guest_can_join,
-        "join_rule": d.room.join_rule.as_deref().unwrap_or("invite"),
-    });
-    let optional = [
-        ("name", d.room.name),
-        ("topic", d.room.topic),
-        ("canonical_alias", d.room.canonical_alias),
-        ("avatar_url", d.room.avatar_url),
-        ("room_type", d.room.room_type),
-        ("room_version", d.room_version),
-        ("encryption", d.encryption),
-    ];
-    for (key, value) in optional {
-        if let Some(value) = value {
-            summary[key] = value.into();
-        }
-    }
-    if let Some(allow) = d.join_rules.get("allow").and_then(Value::as_array) {
-        let rooms: Vec<Value> = allow
-            .iter()
-            .filter_map(|a| a.get("room_id"))
-            .cloned()
-            .collect();
-        summary["allowed_room_ids"] = rooms.into();
-    }
+    let summary = directory::summary_json(d);
     let summary = serde_json::from_value(summary).map_err(Error::internal)?;
     let mut response = get_summary::v1::Response::new(summary);
     response.membership = membership.map(|m| m.as_str().into());
