@@ -321,19 +321,8 @@ impl Db {
         user_id: &str,
         expires_ts: i64,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM login_tokens WHERE expires_ts < $1")
-            .bind(crate::now_ms())
-            .execute(self.pool())
-            .await?;
-        sqlx::query(
-            "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(expires_ts)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        self.insert_expiring_token("login_tokens", token_hash, user_id, expires_ts)
+            .await
     }
 
     /// The owner of a login token that has not expired; the token is used up.
@@ -349,20 +338,32 @@ impl Db {
             .map(|(u, _)| u))
     }
 
-    /// Stores an OpenID token, clearing out the expired ones first.
     pub async fn create_openid_token(
         &self,
         token_hash: &str,
         user_id: &str,
         expires_ts: i64,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM openid_tokens WHERE expires_ts < $1")
+        self.insert_expiring_token("openid_tokens", token_hash, user_id, expires_ts)
+            .await
+    }
+
+    /// Stores a short-lived token in `table` (`login_tokens` or
+    /// `openid_tokens`, same columns), clearing out the expired ones first.
+    async fn insert_expiring_token(
+        &self,
+        table: &str,
+        token_hash: &str,
+        user_id: &str,
+        expires_ts: i64,
+    ) -> Result<()> {
+        sqlx::query(&format!("DELETE FROM {table} WHERE expires_ts < $1"))
             .bind(crate::now_ms())
             .execute(self.pool())
             .await?;
-        sqlx::query(
-            "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO {table} (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)"
+        ))
         .bind(token_hash)
         .bind(user_id)
         .bind(expires_ts)
