@@ -111,7 +111,7 @@ async fn setup() -> Fixture {
         );
     }
     for (i, room) in rooms.iter().take(BUSY_ROOMS).enumerate() {
-        membership::join(&server, room, &bob_id, None)
+        membership::join(&server, room, &bob_id, None, &[])
             .await
             .expect("join");
         for m in 0..MESSAGES_PER_BUSY_ROOM {

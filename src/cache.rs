@@ -1,7 +1,9 @@
-//! Small per-user caches of settings kept in account data (push rules,
-//! ignored users). An entry lives a few seconds: the process that changes a
-//! setting updates its own entry at once, and a change made through another
-//! server process is seen here within [`TtlCache::TTL`].
+//! Small in-process helpers: per-user caches of settings kept in account
+//! data (push rules, ignored users), and per-key locks.
+//!
+//! A cache entry lives a few seconds: the process that changes a setting
+//! updates its own entry at once, and a change made through another server
+//! process is seen here within [`TtlCache::TTL`].
 
 use std::{
     collections::HashMap,
@@ -39,5 +41,32 @@ impl<V> TtlCache<V> {
             entries.retain(|_, (at, _)| at.elapsed() < Self::TTL);
         }
         entries.insert(user.to_owned(), (Instant::now(), value));
+    }
+}
+
+/// One async mutex per key (a room, a server), made on first use and
+/// forgotten once nobody holds or waits for it.
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("keyed locks");
+            if locks.len() > 1024 {
+                locks.retain(|_, weak| weak.strong_count() > 0);
+            }
+            match locks.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 }

@@ -57,6 +57,13 @@ pub struct Federation {
     /// Accept any certificate from other servers. Only for a development
     /// set-up on one machine; never in production.
     pub insecure_skip_tls_verify_for_local_development: bool,
+    /// Whether this process sends transactions to other servers. With
+    /// several processes on one database, exactly one should.
+    pub send_transactions: bool,
+    /// The first wait before retrying a failed transaction, in ms; each
+    /// failure doubles it, up to `retry_max_ms`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +208,9 @@ impl Default for Config {
                 key_validity_ms: 24 * 60 * 60 * 1000,
                 old_verify_keys: Default::default(),
                 insecure_skip_tls_verify_for_local_development: false,
+                send_transactions: true,
+                retry_min_ms: 1000,
+                retry_max_ms: 10 * 60 * 1000,
             },
             tls: None,
         }
@@ -291,6 +301,9 @@ impl Config {
             key_validity_ms = (d.federation.key_validity_ms as i64)
             old_verify_keys = {}
             insecure_skip_tls_verify_for_local_development = false
+            send_transactions = (d.federation.send_transactions)
+            retry_min_ms = (d.federation.retry_min_ms as i64)
+            retry_max_ms = (d.federation.retry_max_ms as i64)
         }
         .into()
     }

@@ -33,6 +33,11 @@ pub struct Server {
     pub push_rules: crate::service::push::RuleCache,
     pub ignored_users: crate::service::ignore::IgnoreCache,
     pub media: crate::service::media::Media,
+    /// Events of one room are received one at a time.
+    pub room_ingest: crate::cache::KeyedLocks,
+    /// Transactions of one origin are applied one at a time.
+    pub inbound_origins: crate::cache::KeyedLocks,
+    pub federation_sender: crate::service::federation::sender::Sender,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -196,6 +201,9 @@ impl Server {
             deliveries: DeliveryRecorder::start(me.clone()),
             push_rules: Default::default(),
             ignored_users: Default::default(),
+            room_ingest: Default::default(),
+            inbound_origins: Default::default(),
+            federation_sender: crate::service::federation::sender::Sender::new(me.clone()),
         });
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);

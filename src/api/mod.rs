@@ -133,7 +133,10 @@ where
             .map_err(|_| Error::too_large(format!("Request body is larger than {limit} bytes")))?;
         let http_req = http::Request::from_parts(parts, bytes.as_ref());
         let origin = if T::Authentication::SERVER_SIGNED {
-            Some(crate::service::federation::request_auth::authenticate(server, &http_req).await?)
+            let origin =
+                crate::service::federation::request_auth::authenticate(server, &http_req).await?;
+            crate::service::federation::sender::reachable(server, origin.as_str());
+            Some(origin)
         } else {
             None
         };

@@ -103,12 +103,14 @@ async fn store_read(
         event_stream_ordering: event.stream_ordering,
         ts: crate::now_ms(),
     };
-    if server.db.put_receipts(&[receipt]).await?.is_empty() {
+    let stored = server.db.put_receipts(&[receipt]).await?;
+    let Some(stored) = stored.first() else {
         return Ok(());
-    }
+    };
     if receipt_type == READ_PRIVATE {
         server.notifier.notify_users([user.as_str()]);
     } else {
+        crate::service::federation::edu::send_receipt(server, stored).await?;
         let members = server.db.room_member_ids(room.as_str(), "join").await?;
         server
             .notifier

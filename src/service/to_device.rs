@@ -33,10 +33,21 @@ pub async fn send(
 ) -> Result<()> {
     let mut contents = Vec::new();
     let mut recipients = Vec::new();
+    let mut remote: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for (user, devices) in messages {
         if user.server_name() != server.server_name() {
-            // Federation is not built yet: there is no way to reach them.
-            tracing::warn!(%user, "to-device message for a remote user dropped: no federation");
+            let by_device: serde_json::Map<String, Value> = devices
+                .iter()
+                .map(|(device, content)| {
+                    let content: Value = serde_json::from_str(content.json().get())
+                        .map_err(|e| Error::bad_json(e.to_string()))?;
+                    Ok((device.to_string(), content))
+                })
+                .collect::<Result<_>>()?;
+            remote
+                .entry(user.server_name().to_string())
+                .or_default()
+                .insert(user.to_string(), Value::Object(by_device));
             continue;
         }
         let known: Vec<String> = server
@@ -77,9 +88,96 @@ pub async fn send(
         scope: &scope,
         txn_id,
     };
+    let message_id = message_id(&txn);
+    let edus: Vec<(String, String)> = remote
+        .into_iter()
+        .map(|(destination, messages)| {
+            let content = json!({
+                "sender": sender.user_id,
+                "type": event_type,
+                "message_id": message_id,
+                "messages": messages,
+            });
+            (destination, content.to_string())
+        })
+        .collect();
+    let edu_refs: Vec<(&str, &str)> = edus.iter().map(|(d, c)| (d.as_str(), c.as_str())).collect();
     let queued = server
         .db
-        .queue_to_device(sender.user_id.as_str(), &txn, event_type, &outgoing)
+        .queue_to_device(
+            sender.user_id.as_str(),
+            &txn,
+            event_type,
+            &outgoing,
+            &edu_refs,
+        )
+        .await?;
+    if queued {
+        let users: BTreeMap<&str, ()> = recipients.iter().map(|(u, _, _)| (*u, ())).collect();
+        server.notifier.notify_users(users.into_keys());
+        let destinations: Vec<String> = edus.into_iter().map(|(d, _)| d).collect();
+        crate::service::federation::sender::wake(server, &destinations);
+    }
+    Ok(())
+}
+
+/// The federation message id of a client's to-device transaction: the
+/// same request always yields the same id, so a retry is recognised there too.
+fn message_id(txn: &TxnKey<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{}\n{}\n{}", txn.device_id, txn.scope, txn.txn_id));
+    hex::encode(&digest[..16])
+}
+
+/// An `m.direct_to_device` EDU from another server: its messages for our
+/// users' devices (`*`: all of them), queued once per `message_id`.
+pub async fn receive_remote(
+    server: &Server,
+    sender: &UserId,
+    event_type: &str,
+    message_id: &str,
+    messages: &BTreeMap<ruma::OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Value>>,
+) -> Result<()> {
+    let mut contents = Vec::new();
+    let mut recipients = Vec::new();
+    for (user, devices) in messages {
+        let known: Vec<String> = server
+            .db
+            .devices(user.as_str())
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        for (target, content) in devices {
+            if !content.is_object() {
+                continue;
+            }
+            let targets = known.iter().filter(|known| match target {
+                DeviceIdOrAllDevices::AllDevices => true,
+                DeviceIdOrAllDevices::DeviceId(id) => known.as_str() == id.as_str(),
+            });
+            for device in targets {
+                recipients.push((user.as_str(), device.clone(), contents.len()));
+            }
+            contents.push(content.to_string());
+        }
+    }
+    let outgoing: Vec<Outgoing<'_>> = recipients
+        .iter()
+        .map(|(user_id, device_id, content)| Outgoing {
+            user_id,
+            device_id: device_id.as_str(),
+            content: &contents[*content],
+        })
+        .collect();
+    let txn = TxnKey {
+        device_id: "",
+        scope: "federation m.direct_to_device",
+        txn_id: message_id,
+    };
+    let queued = server
+        .db
+        .queue_to_device(sender.as_str(), &txn, event_type, &outgoing, &[])
         .await?;
     if queued {
         let users: BTreeMap<&str, ()> = recipients.iter().map(|(u, _, _)| (*u, ())).collect();

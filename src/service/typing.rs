@@ -116,7 +116,9 @@ impl Typing {
     }
 }
 
-/// `PUT /rooms/{roomId}/typing/{userId}`: the user must be joined.
+/// `PUT /rooms/{roomId}/typing/{userId}`: the user must be joined. The
+/// other servers in the room hear of every start (a refresh of their
+/// timeout) and stop.
 pub async fn set_typing(
     server: &Server,
     room: &RoomId,
@@ -124,6 +126,23 @@ pub async fn set_typing(
     timeout: Option<Duration>,
 ) -> Result<()> {
     rooms::require_joined(server, room, user).await?;
+    let changed = server.typing.set(room, user, timeout);
+    if changed {
+        notify_room(server, room).await?;
+    }
+    if changed || timeout.is_some() {
+        crate::service::federation::edu::send_typing(server, room, user, timeout.is_some()).await?;
+    }
+    Ok(())
+}
+
+/// A user of another server started (`Some(timeout)`) or stopped typing.
+pub async fn set_remote(
+    server: &Server,
+    room: &RoomId,
+    user: &UserId,
+    timeout: Option<Duration>,
+) -> Result<()> {
     if server.typing.set(room, user, timeout) {
         notify_room(server, room).await?;
     }

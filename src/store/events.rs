@@ -33,6 +33,9 @@ struct TimedEvent {
     origin_server_ts: i64,
 }
 
+/// The events clients see in timelines: not outliers, not soft-failed.
+pub(super) const IN_TIMELINE: &str = "AND outlier = 0 AND soft_failed = 0";
+
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
      unsigned_extra, txn_device_id, txn_id, redacted_by, state_group_before";
 
@@ -53,6 +56,23 @@ pub struct NewEvent<'a> {
     pub txn: Option<TxnKey<'a>>,
     /// The event a redaction redacts.
     pub redacts: Option<&'a str>,
+    pub placement: Placement,
+}
+
+/// How an event takes its place in the room's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Built here on every forward extremity: it becomes the only one.
+    Local,
+    /// Received in order: it replaces the extremities it cites.
+    Received,
+    /// Received, but not allowed by the current state: in the graph, never
+    /// shown to clients and never built upon (spec: "Soft failure").
+    SoftFailed,
+    /// Held without the state before it: never shown, never built upon.
+    Outlier,
+    /// Older history fetched with /backfill: shown, never an extremity.
+    Backfilled,
 }
 
 /// A client transaction id with its scope (device and endpoint).
@@ -88,6 +108,7 @@ struct StagedEvent {
     state_group_before: Option<i64>,
     txn: Option<OwnedTxnKey>,
     redacts: Option<String>,
+    placement: Placement,
 }
 
 struct OwnedTxnKey {
@@ -138,6 +159,7 @@ impl Staged {
                 txn_id: t.txn_id.to_owned(),
             }),
             redacts: ev.redacts.map(str::to_owned),
+            placement: ev.placement,
         });
     }
 
@@ -158,9 +180,6 @@ impl Staged {
 
 /// `(event type, state key) → event id`
 pub type StateMap = HashMap<(String, String), String>;
-
-/// A full snapshot is written after this many deltas, bounding the chain a read walks.
-const MAX_DELTA_DEPTH: i64 = 64;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RoomRow {
@@ -212,7 +231,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 {IN_TIMELINE} \
              ORDER BY stream_ordering DESC LIMIT $4"
         ))
         .bind(room_id)
@@ -236,7 +255,7 @@ impl Db {
         let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
         let sql = format!(
             "SELECT {EVENT_COLUMNS}, origin_server_ts FROM events WHERE room_id = $1 \
-             AND (origin_server_ts {cmp} $2 OR (origin_server_ts = $2 AND stream_ordering {cmp} $3)) \
+             AND (origin_server_ts {cmp} $2 OR (origin_server_ts = $2 AND stream_ordering {cmp} $3)) {IN_TIMELINE} \
              ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT $4"
         );
         let rows: Vec<TimedEvent> = sqlx::query_as(&sql)
@@ -261,7 +280,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 \
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 {IN_TIMELINE} \
              ORDER BY stream_ordering ASC LIMIT $4"
         ))
         .bind(room_id)
@@ -454,7 +473,7 @@ impl Db {
         let mut changed = HashMap::new();
         for chunk in rooms.chunks(500) {
             let sql = format!(
-                "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 AND room_id IN ({}) GROUP BY room_id",
+                "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 AND room_id IN ({}) {IN_TIMELINE} GROUP BY room_id",
                 placeholders(2, chunk.len())
             );
             let mut q = sqlx::query_as::<_, (String, i64)>(&sql).bind(since);
@@ -675,6 +694,49 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Persists an event from another server (or one of ours that went
+    /// through another server first): a state event gets its state group,
+    /// unless it is an outlier; the current state is the caller's to change.
+    pub async fn stage_received(&mut self, ev: &NewEvent<'_>) -> Result<()> {
+        if let Some(state_key) = ev.state_key
+            && ev.placement != Placement::Outlier
+        {
+            self.insert_event_group(ev, state_key).await?;
+        }
+        self.staged.push(ev);
+        Ok(())
+    }
+
+    /// A received event replaces the extremities it cites, unless a known
+    /// event already cites it (it arrived after a child).
+    async fn replace_extremities(
+        &mut self,
+        room_id: &str,
+        prev_events: &[String],
+        event_id: &str,
+    ) -> Result<()> {
+        for chunk in prev_events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})",
+                super::placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(room_id);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO room_forward_extremities (room_id, event_id) SELECT $1, $2 \
+             WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = $2)",
+        )
+        .bind(room_id)
+        .bind(event_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Writes the staged rows: events, edges, transaction ids, each room's
     /// new forward extremity, and redaction marks, in a few multi-row statements.
     pub async fn flush(&mut self) -> Result<()> {
@@ -685,8 +747,8 @@ impl WriteTx<'_> {
         for chunk in staged.events.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
-                 depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id) VALUES {}",
-                values_clause(chunk.len(), 13)
+                 depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id, outlier, soft_failed) VALUES {}",
+                values_clause(chunk.len(), 15)
             );
             let mut q = sqlx::query(&sql);
             for e in chunk {
@@ -703,7 +765,9 @@ impl WriteTx<'_> {
                     .bind(&e.unsigned_extra)
                     .bind(e.state_group_before)
                     .bind(e.txn.as_ref().map(|t| &t.device_id))
-                    .bind(e.txn.as_ref().map(|t| &t.txn_id));
+                    .bind(e.txn.as_ref().map(|t| &t.txn_id))
+                    .bind(i64::from(e.placement == Placement::Outlier))
+                    .bind(i64::from(e.placement == Placement::SoftFailed));
             }
             q.execute(&mut *self.tx).await?;
         }
@@ -755,7 +819,11 @@ impl WriteTx<'_> {
         // Local events reference every forward extremity of their room as
         // prev_events, so the last one staged is the room's only extremity.
         let mut heads: HashMap<&str, &str> = HashMap::new();
-        for e in &staged.events {
+        for e in staged
+            .events
+            .iter()
+            .filter(|e| e.placement == Placement::Local)
+        {
             heads.insert(&e.room_id, &e.event_id);
         }
         let heads: Vec<(&str, &str)> = heads.into_iter().collect();
@@ -779,6 +847,14 @@ impl WriteTx<'_> {
             }
             q.execute(&mut *self.tx).await?;
         }
+        for e in staged
+            .events
+            .iter()
+            .filter(|e| e.placement == Placement::Received)
+        {
+            self.replace_extremities(&e.room_id, &e.prev_events, &e.event_id)
+                .await?;
+        }
         for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
             sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
                 .bind(e.redacts.as_deref())
@@ -797,142 +873,6 @@ impl WriteTx<'_> {
         }
         Ok(())
     }
-
-    /// A state event makes a new state group (its stream ordering is the
-    /// group id), and updates `current_state` and `memberships`.
-    async fn apply_state_event(
-        &mut self,
-        ev: &NewEvent<'_>,
-        state_key: &str,
-        membership: Option<&str>,
-    ) -> Result<()> {
-        let group = ev.stream_ordering;
-        let parent_depth: Option<(i64,)> = match ev.state_group_before {
-            Some(prev) => {
-                sqlx::query_as("SELECT delta_depth FROM state_groups WHERE state_group = $1")
-                    .bind(prev)
-                    .fetch_optional(&mut *self.tx)
-                    .await?
-            }
-            None => None,
-        };
-        match (ev.state_group_before, parent_depth) {
-            (Some(prev), Some((depth,))) if depth < MAX_DELTA_DEPTH => {
-                self.insert_state_group(group, ev.room_id, Some(prev), depth + 1)
-                    .await?;
-                self.insert_state_entries(group, &[(ev.event_type, state_key, ev.event_id)])
-                    .await?;
-            }
-            (prev, _) => {
-                let mut full = match prev {
-                    Some(p) => load_state_group(&mut *self.tx, p).await?,
-                    None => StateMap::new(),
-                };
-                full.insert(
-                    (ev.event_type.to_owned(), state_key.to_owned()),
-                    ev.event_id.to_owned(),
-                );
-                self.insert_state_group(group, ev.room_id, None, 0).await?;
-                let entries: Vec<(&str, &str, &str)> = full
-                    .iter()
-                    .map(|((t, k), e)| (t.as_str(), k.as_str(), e.as_str()))
-                    .collect();
-                self.insert_state_entries(group, &entries).await?;
-            }
-        }
-        sqlx::query("UPDATE rooms SET state_group = $2 WHERE room_id = $1")
-            .bind(ev.room_id)
-            .bind(group)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering",
-        )
-        .bind(ev.room_id)
-        .bind(ev.event_type)
-        .bind(state_key)
-        .bind(ev.event_id)
-        .bind(ev.stream_ordering)
-        .execute(&mut *self.tx)
-        .await?;
-        if let Some(membership) = membership {
-            sqlx::query(
-                "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, \
-                 stream_ordering = excluded.stream_ordering, forgotten = 0",
-            )
-            .bind(ev.room_id)
-            .bind(state_key)
-            .bind(membership)
-            .bind(ev.event_id)
-            .bind(ev.stream_ordering)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_state_group(
-        &mut self,
-        group: i64,
-        room_id: &str,
-        prev: Option<i64>,
-        depth: i64,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO state_groups (state_group, room_id, prev_group, delta_depth) VALUES ($1, $2, $3, $4)")
-            .bind(group)
-            .bind(room_id)
-            .bind(prev)
-            .bind(depth)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert_state_entries(
-        &mut self,
-        group: i64,
-        entries: &[(&str, &str, &str)],
-    ) -> Result<()> {
-        // Chunked multi-row inserts: one round trip per 200 rows.
-        for chunk in entries.chunks(200) {
-            let values = (0..chunk.len())
-                .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {values}"
-            );
-            let mut q = sqlx::query(&sql).bind(group);
-            for (t, k, e) in chunk {
-                q = q.bind(*t).bind(*k).bind(*e);
-            }
-            q.execute(&mut *self.tx).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Walks the delta chain from `group` to its full snapshot in one query; the
-/// newest entry for each key wins.
-async fn load_state_group<'e, E>(executor: E, group: i64) -> Result<StateMap>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
-             SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1 \
-             UNION ALL \
-             SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
-         ) \
-         SELECT s.event_type, s.state_key, s.event_id, c.n FROM chain c CROSS JOIN state_group_entries s WHERE s.state_group = c.state_group \
-         ORDER BY c.n DESC",
-    )
-    .bind(group)
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(|(t, k, e, _)| ((t, k), e)).collect())
 }
 
 /// `($1, $2), ($3, $4), …` for `rows` rows of `columns` values.
@@ -968,7 +908,7 @@ impl Db {
             let scans = (0..chunk.len())
                 .map(|i| {
                     format!(
-                        "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} AND stream_ordering <= $1 \
+                        "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} AND stream_ordering <= $1 {IN_TIMELINE} \
                          ORDER BY stream_ordering DESC LIMIT $2) AS r{i}",
                         i + 3
                     )

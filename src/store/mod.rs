@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod backup;
 pub mod events;
+pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod push;
@@ -22,6 +23,7 @@ pub mod relations;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;
+pub mod state;
 pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
@@ -120,6 +122,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/sqlite/0010_openid_tokens.sql"),
     ),
+    (
+        11,
+        include_str!("../../migrations/sqlite/0011_federation.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -149,6 +155,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../migrations/postgres/0010_openid_tokens.sql"),
+    ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_federation.sql"),
     ),
 ];
 

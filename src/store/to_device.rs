@@ -22,12 +22,15 @@ pub struct Outgoing<'a> {
 impl Db {
     /// Queues messages under the sender's transaction id; `false` when that
     /// transaction was already queued (the request is a retry).
+    /// `remote` are `m.direct_to_device` EDUs for other servers, `(destination,
+    /// content)`, queued in the same transaction.
     pub async fn queue_to_device(
         &self,
         sender: &str,
         txn: &TxnKey<'_>,
         event_type: &str,
         messages: &[Outgoing<'_>],
+        remote: &[(&str, &str)],
     ) -> Result<bool> {
         let mut w = self.write().await?;
         let inserted = sqlx::query(
@@ -59,6 +62,17 @@ impl Db {
             .execute(&mut *w.tx)
             .await?;
         }
+        let edus: Vec<(&str, super::federation::Outgoing<'_>)> = remote
+            .iter()
+            .map(|(destination, content)| {
+                let edu_type = "m.direct_to_device";
+                (
+                    *destination,
+                    super::federation::Outgoing::Edu { edu_type, content },
+                )
+            })
+            .collect();
+        w.outbox_push(&edus).await?;
         w.commit().await?;
         Ok(true)
     }

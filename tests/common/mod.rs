@@ -38,6 +38,19 @@ pub fn use_redis(config: &mut Config, url: &str) {
     });
 }
 
+/// Server logs on stderr when `CORVID_TEST_LOG` holds a filter (`corvid=debug`).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("CORVID_TEST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
 pub struct TestServer {
     pub base: String,
     /// `https://…` of the federation listener, when it has one of its own.
@@ -65,6 +78,7 @@ impl TestServer {
 
     /// Like `start`, with the configuration changed by `tweak` first.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("corvid.db").display()),

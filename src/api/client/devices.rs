@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     Error, Result, Server,
     api::{Routes, Ruma},
-    service::uia,
+    service::{e2ee::device_lists, uia},
     store::accounts::DeviceRow,
 };
 
@@ -104,6 +104,7 @@ async fn delete(
         .db
         .delete_devices(user.user_id.as_str(), &[req.body.device_id.to_string()])
         .await?;
+    device_lists::announce(&server, &user.user_id).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -118,5 +119,6 @@ async fn delete_many(
         .db
         .delete_devices(user.user_id.as_str(), &ids)
         .await?;
+    device_lists::announce(&server, &user.user_id).await?;
     Ok(delete_devices::v3::Response::new())
 }

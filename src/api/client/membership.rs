@@ -47,6 +47,7 @@ async fn join_by_id(
         &req.body.room_id,
         &req.user().user_id,
         req.body.reason.as_deref(),
+        &[],
     )
     .await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
@@ -56,12 +57,14 @@ async fn join(
     server: Arc<Server>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = rooms::resolve_room(&server, &req.body.room_id_or_alias).await?;
+    let (room_id, via) =
+        rooms::resolve_room_to_join(&server, &req.body.room_id_or_alias, &req.body.via).await?;
     let room_id = membership::join(
         &server,
         &room_id,
         &req.user().user_id,
         req.body.reason.as_deref(),
+        &via,
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -71,12 +74,14 @@ async fn knock(
     server: Arc<Server>,
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
-    let room_id = rooms::resolve_room(&server, &req.body.room_id_or_alias).await?;
+    let (room_id, via) =
+        rooms::resolve_room_to_join(&server, &req.body.room_id_or_alias, &req.body.via).await?;
     let room_id = membership::knock(
         &server,
         &room_id,
         &req.user().user_id,
         req.body.reason.as_deref(),
+        &via,
     )
     .await?;
     Ok(knock_room::v3::Response::new(room_id))

@@ -6,10 +6,13 @@ mod devices;
 mod directory;
 mod discovery;
 mod e2ee;
+mod events;
 mod keys;
 mod media;
+mod membership;
 mod openid;
 mod query;
+mod transactions;
 
 use super::Routes;
 
@@ -18,8 +21,11 @@ pub fn routes(router: Routes) -> Routes {
     let router = directory::routes(router);
     let router = discovery::routes(router);
     let router = e2ee::routes(router);
+    let router = events::routes(router);
     let router = keys::routes(router);
     let router = media::routes(router);
+    let router = membership::routes(router);
     let router = openid::routes(router);
-    query::routes(router)
+    let router = query::routes(router);
+    transactions::routes(router)
 }

@@ -27,10 +27,15 @@ async fn directory(
         return Err(Error::not_found("Room alias not found"));
     }
     let room_id = directory::local_alias(&server, alias).await?;
-    Ok(get_room_information::v1::Response::new(
-        room_id,
-        vec![server.server_name().to_owned()],
-    ))
+    let mut servers = vec![server.server_name().to_owned()];
+    for name in server.db.room_servers(room_id.as_str()).await? {
+        if let Ok(name) = ruma::OwnedServerName::try_from(name)
+            && !servers.contains(&name)
+        {
+            servers.push(name);
+        }
+    }
+    Ok(get_room_information::v1::Response::new(room_id, servers))
 }
 
 async fn profile(

@@ -72,9 +72,20 @@ pub async fn changes(server: &Server, user: &UserId, since: i64, upto: i64) -> R
     })
 }
 
+/// `user`'s devices or cross-signing keys changed: wakes everyone who
+/// tracks them and, for our own users, tells the other servers sharing a
+/// room with them.
+pub async fn announce(server: &Server, user: &UserId) -> Result<()> {
+    wake_trackers(server, user).await?;
+    if user.server_name() == server.server_name() {
+        crate::service::federation::edu::send_device_changes(server, user).await?;
+    }
+    Ok(())
+}
+
 /// Wakes the syncs of everyone who tracks `user`'s devices: the user and
 /// the users sharing a room with them.
-pub async fn announce(server: &Server, user: &UserId) -> Result<()> {
+pub async fn wake_trackers(server: &Server, user: &UserId) -> Result<()> {
     let mut users = server.db.users_sharing_a_room(user.as_str()).await?;
     users.push(user.as_str().to_owned());
     server

@@ -2,10 +2,21 @@
 //!
 //! - [`server_keys`]: our published keys, and other servers' keys fetched
 //!   directly or through notaries, verified and cached;
-//! - [`request_auth`]: the X-Matrix check on every inbound request.
+//! - [`request_auth`]: the X-Matrix check on every inbound request;
+//! - [`pdu`] and [`ingest`]: events from other servers, checked and placed
+//!   in the room's graph; [`fetch`]: asking for what is missing;
+//! - [`sender`]: the per-destination queues of outgoing transactions.
 
+pub mod edu;
+pub mod fetch;
+pub mod history;
+pub mod ingest;
+pub mod membership;
+pub mod pdu;
 pub mod request_auth;
+pub mod sender;
 pub mod server_keys;
+pub mod transaction;
 
 use corvid_federation::{
     ClientError,

@@ -35,6 +35,9 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct FetchThrottle {
     last: Mutex<HashMap<OwnedServerName, Instant>>,
+    /// One fetch per server at a time: the others wait for its result
+    /// (many events of one server are verified side by side).
+    in_flight: crate::cache::KeyedLocks,
 }
 
 impl FetchThrottle {
@@ -122,6 +125,11 @@ pub async fn public_keys(
         [] => !keys.is_empty(),
         ids => ids.iter().all(|id| keys.contains_key(*id)),
     };
+    let cached = cached_keys(server, origin, valid_at).await?;
+    if satisfied(&cached) {
+        return Ok(cached);
+    }
+    let _fetching = server.key_fetches.in_flight.lock(origin.as_str()).await;
     let cached = cached_keys(server, origin, valid_at).await?;
     if satisfied(&cached) || !server.key_fetches.try_start(origin) {
         return Ok(cached);

@@ -26,6 +26,9 @@ use crate::{Error, Result, Server, config::Presence as PresenceConfig};
 
 /// A user counts as currently active for this long after their last action.
 const ACTIVE_WINDOW_MS: i64 = 60_000;
+/// A user of another server whose server has said nothing for this long is
+/// shown offline (Synapse's federation presence timeout).
+const REMOTE_PRESENCE_TIMEOUT_MS: i64 = 30 * 60 * 1000;
 
 /// What is stored per user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +285,41 @@ pub async fn active(server: &Server, user: &UserId) -> Result<()> {
     save(server, user.as_str(), &old, &new).await
 }
 
+/// A user of another server's presence, as their server announced it.
+pub async fn set_remote(
+    server: &Server,
+    user: &UserId,
+    state: &PresenceState,
+    status_msg: Option<String>,
+    last_active_ago: i64,
+    currently_active: bool,
+) -> Result<()> {
+    if !server.presence.enabled() {
+        return Ok(());
+    }
+    let now = crate::now_ms();
+    let old = server
+        .presence
+        .store
+        .get(user.as_str())
+        .await?
+        .unwrap_or_else(Record::offline);
+    let new = Record {
+        state: state.to_string(),
+        status_msg,
+        last_active_ts: now - last_active_ago.max(0),
+        last_seen_ts: now,
+        currently_active,
+    };
+    save(server, user.as_str(), &old, &new).await
+}
+
+/// Whether the user is one of ours: only our users' timeouts are ours to
+/// apply, and only their changes are ours to tell other servers.
+fn is_local(server: &Server, user: &str) -> bool {
+    UserId::parse(user).is_ok_and(|u| u.server_name() == server.server_name())
+}
+
 /// Stores `new`, announcing it (and waking whoever shares a room with the
 /// user) when others would see a difference.
 async fn save(server: &Server, user: &str, old: &Record, new: &Record) -> Result<()> {
@@ -292,6 +330,9 @@ async fn save(server: &Server, user: &str, old: &Record, new: &Record) -> Result
         return Ok(());
     }
     server.presence.store.put(user, new, visible_change).await?;
+    if visible_change && is_local(server, user) {
+        crate::service::federation::edu::send_presence(server, user, new).await?;
+    }
     if visible_change {
         let mut wake = server.db.users_sharing_a_room(user).await?;
         wake.push(user.to_owned());
@@ -339,10 +380,18 @@ async fn sweep(server: &Server) -> Result<()> {
         .collect();
     for (user, old) in presence.store.not_offline().await? {
         let mut new = old.clone();
-        if syncing.contains(&user) {
-            new.last_seen_ts = now;
+        if !is_local(server, &user) {
+            // Their server tells us of changes; silence this long means it is gone.
+            if now - new.last_seen_ts > REMOTE_PRESENCE_TIMEOUT_MS {
+                new.state = PresenceState::Offline.to_string();
+                new.currently_active = false;
+            }
+        } else {
+            if syncing.contains(&user) {
+                new.last_seen_ts = now;
+            }
+            apply_timeouts(&mut new, &presence.config, now);
         }
-        apply_timeouts(&mut new, &presence.config, now);
         save(server, &user, &old, &new).await?;
     }
     Ok(())

@@ -42,7 +42,11 @@ pub struct NewRoom {
     pub publish: bool,
 }
 
-pub async fn create_room(server: &Server, creator: &UserId, room: NewRoom) -> Result<OwnedRoomId> {
+pub async fn create_room(
+    server: &std::sync::Arc<Server>,
+    creator: &UserId,
+    room: NewRoom,
+) -> Result<OwnedRoomId> {
     if !SUPPORTED_ROOM_VERSIONS.contains(&room.version) {
         return Err(Error::unsupported_room_version(room.version.as_str()));
     }
@@ -196,6 +200,7 @@ async fn insert_create_event(
         state_group_before: None,
         txn: None,
         redacts: None,
+        placement: crate::store::events::Placement::Local,
     };
     w.stage_event(&event, None).await?;
     let event = event.to_stored();

@@ -2,14 +2,18 @@
 //! `m.room.member` event; the room version's authorization rules decide
 //! whether it is allowed.
 
-use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
+use std::sync::Arc;
+
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
 
 use super::timeline::{self, Template};
-use crate::{Error, Result, Server, store::accounts::UserRow};
+use crate::{
+    Error, Result, Server, service::federation::membership as remote, store::accounts::UserRow,
+};
 
 /// State events a user sees about a room before joining it (spec: "stripped state").
-const STRIPPED_STATE_TYPES: [&str; 7] = [
+pub const STRIPPED_STATE_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -35,13 +39,41 @@ pub fn member_content(membership: &str, profile: Option<&UserRow>, reason: Optio
     content
 }
 
+/// Whether this server holds the room's current state and builds events in
+/// it itself: one of its users is joined, or nobody is and its copy of the
+/// room is the last word (a room that never left this server). Otherwise a
+/// membership change goes through a server that is in the room.
+pub async fn resident(server: &Server, room_id: &RoomId) -> Result<bool> {
+    let db = &server.db;
+    if db
+        .server_in_room(room_id.as_str(), server.server_name().as_str())
+        .await?
+    {
+        return Ok(true);
+    }
+    let has_create = db
+        .current_state_event(room_id.as_str(), "m.room.create", "")
+        .await?
+        .is_some();
+    Ok(has_create && db.room_servers(room_id.as_str()).await?.is_empty())
+}
+
+/// Joins the room, locally when this server is in it, else through one of
+/// `via` (or the server that invited the user, or the one in the room id).
 pub async fn join(
-    server: &Server,
+    server: &Arc<Server>,
     room_id: &RoomId,
     user: &UserId,
     reason: Option<&str>,
+    via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
-    super::require_room(server, room_id).await?;
+    if !resident(server, room_id).await? {
+        let mut via = via.to_vec();
+        via.extend(inviter_server(server, room_id, user).await?);
+        via.extend(room_id.server_name().map(ToOwned::to_owned));
+        remote::join_remote(server, room_id, user, &via, reason).await?;
+        return Ok(room_id.to_owned());
+    }
     if let Some((m, _)) = server
         .db
         .membership(room_id.as_str(), user.as_str())
@@ -63,13 +95,34 @@ pub async fn join(
     Ok(room_id.to_owned())
 }
 
-pub async fn knock(
+/// The server of whoever invited `user` to the room, if they are invited.
+async fn inviter_server(
     server: &Server,
     room_id: &RoomId,
     user: &UserId,
+) -> Result<Option<OwnedServerName>> {
+    let own = server
+        .db
+        .current_state_event(room_id.as_str(), "m.room.member", user.as_str())
+        .await?;
+    Ok(own
+        .and_then(|e| UserId::parse(&e.sender).ok())
+        .map(|sender| sender.server_name().to_owned()))
+}
+
+pub async fn knock(
+    server: &Arc<Server>,
+    room_id: &RoomId,
+    user: &UserId,
     reason: Option<&str>,
+    via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
-    super::require_room(server, room_id).await?;
+    if !resident(server, room_id).await? {
+        let mut via = via.to_vec();
+        via.extend(room_id.server_name().map(ToOwned::to_owned));
+        remote::knock_remote(server, room_id, user, &via, reason).await?;
+        return Ok(room_id.to_owned());
+    }
     let profile = server.db.user(user.as_str()).await?;
     let mut template = Template::state(
         TimelineEventType::RoomMember,
@@ -85,7 +138,7 @@ pub async fn knock(
 }
 
 pub async fn invite(
-    server: &Server,
+    server: &Arc<Server>,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
@@ -94,9 +147,11 @@ pub async fn invite(
 ) -> Result<()> {
     super::require_room(server, room_id).await?;
     if target.server_name() != server.server_name() {
-        return Err(Error::forbidden(
-            "Inviting users of other servers needs federation, which this server does not do yet",
-        ));
+        let mut content = member_content("invite", None, reason);
+        if is_direct {
+            content["is_direct"] = json!(true);
+        }
+        return remote::invite_remote(server, room_id, sender, target, content).await;
     }
     let profile = server.db.user(target.as_str()).await?;
     if profile.is_none() {
@@ -117,7 +172,7 @@ pub async fn invite(
 
 /// Leave, reject an invite, or retract a knock.
 pub async fn leave(
-    server: &Server,
+    server: &Arc<Server>,
     room_id: &RoomId,
     user: &UserId,
     reason: Option<&str>,
@@ -131,6 +186,9 @@ pub async fn leave(
         Some((m, _)) if m == "leave" => return Ok(()),
         None => return Err(Error::forbidden("You are not in this room")),
         _ => {}
+    }
+    if !resident(server, room_id).await? {
+        return remote::leave_remote(server, room_id, user, reason).await;
     }
     change_membership(server, room_id, user, user, "leave", reason).await
 }

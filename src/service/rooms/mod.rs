@@ -6,12 +6,13 @@ pub mod membership;
 pub mod messages;
 pub mod pdu;
 pub mod relations;
+pub mod resolve;
 pub mod state;
 pub mod timeline;
 pub mod visibility;
 pub mod writer;
 
-use ruma::{OwnedRoomId, RoomId, RoomOrAliasId, RoomVersionId};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, RoomVersionId};
 
 use crate::{Error, Result, Server};
 
@@ -27,6 +28,26 @@ pub async fn resolve_room(server: &Server, id: &RoomOrAliasId) -> Result<OwnedRo
     };
     require_room(server, &room_id).await?;
     Ok(room_id)
+}
+
+/// The room an id or alias names, and servers to join it through: `via`,
+/// and the servers the alias's directory names. The room may be unknown
+/// here (a remote join).
+pub async fn resolve_room_to_join(
+    server: &Server,
+    id: &RoomOrAliasId,
+    via: &[OwnedServerName],
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    let mut servers = via.to_vec();
+    let room_id = match <&RoomAliasId>::try_from(id) {
+        Ok(alias) => {
+            let (room_id, alias_servers) = super::directory::resolve_alias(server, alias).await?;
+            servers.extend(alias_servers);
+            room_id
+        }
+        Err(_) => OwnedRoomId::try_from(id.as_str()).map_err(Error::internal)?,
+    };
+    Ok((room_id, servers))
 }
 
 /// The room's version, or `M_NOT_FOUND` for a room this server does not know.

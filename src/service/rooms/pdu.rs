@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::{Error, Result, store::events::StoredEvent};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Pdu {
     #[serde(skip_deserializing, default = "placeholder_id")]
     pub event_id: OwnedEventId,

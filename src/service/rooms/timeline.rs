@@ -27,7 +27,7 @@ use crate::{
     Error, Result, Server,
     store::{
         WriteTx,
-        events::{NewEvent, RoomRow, StoredEvent},
+        events::{NewEvent, Placement, RoomRow, StoredEvent},
     },
 };
 
@@ -202,17 +202,31 @@ impl RoomHead {
     }
 }
 
-/// [`append`] inside a caller's transaction: room creation sends many events
-/// in one, and the event writer a batch of them.
-pub async fn append_in(
+/// An event built on the room's head, not signed yet: what
+/// [`append_in`] signs and stores, and what make_join and its kin hand to
+/// another server to sign.
+pub struct Built {
+    pub object: CanonicalJsonObject,
+    pub rules: RoomVersionRules,
+    pub depth: i64,
+    pub prev_events: Vec<String>,
+    pub auth_events: Vec<String>,
+    /// The current state the event's auth rules read.
+    pub state: Vec<StoredEvent>,
+    /// The state entry it replaces, for a state event.
+    pub replaced: Option<StoredEvent>,
+}
+
+/// Builds an event on the room's forward extremities, with the auth events
+/// its type needs from the current state.
+pub async fn build_in(
     server: &Server,
     w: &mut WriteTx<'_>,
     heads: &mut RoomHeads,
     room_id: &RoomId,
     sender: &UserId,
-    template: Template,
-    txn: Option<Txn<'_>>,
-) -> Result<Appended> {
+    template: &Template,
+) -> Result<Built> {
     let head = head(server, w, heads, room_id).await?;
     let rules = head.rules.clone();
     let depth = head.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
@@ -249,9 +263,9 @@ pub async fn append_in(
         .iter()
         .filter_map(|(t, k)| by_key(&(t.to_string(), k.clone())).map(|e| e.event_id.clone()))
         .collect();
-
-    let mut object = pdu_template(
-        &template,
+    let replaced = replaces.as_ref().and_then(by_key).cloned();
+    let object = pdu_template(
+        template,
         room_id,
         sender,
         depth,
@@ -259,6 +273,37 @@ pub async fn append_in(
         &auth_events,
         &rules,
     )?;
+    Ok(Built {
+        object,
+        rules,
+        depth,
+        prev_events,
+        auth_events,
+        state,
+        replaced,
+    })
+}
+
+/// [`append`] inside a caller's transaction: room creation sends many events
+/// in one, and the event writer a batch of them.
+pub async fn append_in(
+    server: &Server,
+    w: &mut WriteTx<'_>,
+    heads: &mut RoomHeads,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: Template,
+    txn: Option<Txn<'_>>,
+) -> Result<Appended> {
+    let Built {
+        mut object,
+        rules,
+        depth,
+        prev_events,
+        auth_events,
+        state,
+        replaced,
+    } = build_in(server, w, heads, room_id, sender, &template).await?;
     sign_pdu(
         &mut object,
         server.server_name().as_str(),
@@ -270,11 +315,11 @@ pub async fn append_in(
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
     authorize(&rules, &pdu, &state)?;
 
-    let replaced = replaces.as_ref().and_then(by_key);
     let membership = membership_of(&template);
-    let unsigned_extra = unsigned_extra(template.unsigned, replaced)?;
+    let unsigned_extra = unsigned_extra(template.unsigned, replaced.as_ref())?;
     let stream_ordering = w.next_stream_position().await?;
     let event_type = template.event_type.to_string();
+    let head = heads.get_mut(room_id).expect("built on this head");
     let new_event = NewEvent {
         stream_ordering,
         event_id: event_id.as_str(),
@@ -291,6 +336,7 @@ pub async fn append_in(
         state_group_before: head.room.state_group,
         txn,
         redacts: pdu.redacts().map(|r| r.as_str()),
+        placement: Placement::Local,
     };
     w.stage_event(&new_event, membership.as_deref()).await?;
     let stored = new_event.to_stored();
@@ -303,6 +349,40 @@ pub async fn append_in(
         member: membership.and(template.state_key),
         event: stored,
     })
+}
+
+/// An event on the room's current head for another server to sign (or,
+/// `signed`, signed by us and not stored: an invite the invitee's server
+/// must countersign first), checked against the current state like our
+/// own events. The write transaction only reads, then rolls back.
+pub async fn build_for_remote(
+    server: &Server,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: &Template,
+    signed: bool,
+) -> Result<(CanonicalJsonObject, RoomVersionRules)> {
+    let mut w = server.db.write().await?;
+    let mut heads = RoomHeads::new();
+    let Built {
+        mut object,
+        rules,
+        state,
+        ..
+    } = build_in(server, &mut w, &mut heads, room_id, sender, template).await?;
+    drop(w);
+    if signed {
+        sign_pdu(
+            &mut object,
+            server.server_name().as_str(),
+            &server.signing_key,
+            &rules,
+        )?;
+    }
+    let id = event_id_for(&object, &rules)?;
+    let pdu = Pdu::parse(id, &serde_json::to_string(&object)?)?;
+    authorize(&rules, &pdu, &state)?;
+    Ok((object, rules))
 }
 
 fn membership_of(template: &Template) -> Option<String> {
@@ -355,28 +435,34 @@ pub fn to_object(v: Value) -> Result<CanonicalJsonObject> {
     }
 }
 
-/// Runs the room version's authorization rules against the current state.
+/// Runs the room version's authorization rules: the checks of the event's
+/// auth events (found among `state` by id), then those against `state`.
 pub fn authorize(rules: &RoomVersionRules, pdu: &Pdu, state: &[StoredEvent]) -> Result<()> {
     let parsed: Vec<Pdu> = state.iter().map(Pdu::from_stored).collect::<Result<_>>()?;
     let by_id: HashMap<&ruma::EventId, &Pdu> =
         parsed.iter().map(|p| (p.event_id.as_ref(), p)).collect();
-    let by_key: HashMap<(String, String), &Pdu> = parsed
-        .iter()
-        .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p)))
-        .collect();
     state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
         by_id.get(id).copied()
     })
-    .and_then(|()| {
-        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
-            by_key.get(&(t.to_string(), k.to_owned())).copied()
-        })
+    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+    authorize_by_state(rules, pdu, &parsed)
+}
+
+/// The authorization rules that depend on the room's state, against
+/// `state` (which must hold the entries the event's auth types name).
+pub fn authorize_by_state(rules: &RoomVersionRules, pdu: &Pdu, state: &[Pdu]) -> Result<()> {
+    let by_key: HashMap<(String, String), &Pdu> = state
+        .iter()
+        .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p)))
+        .collect();
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
+        by_key.get(&(t.to_string(), k.to_owned())).copied()
     })
     .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
 }
 
 /// `unsigned` data computed once, at write time: what the event replaced.
-fn unsigned_extra(
+pub(crate) fn unsigned_extra(
     mut extra: Map<String, Value>,
     replaced: Option<&StoredEvent>,
 ) -> Result<Option<String>> {

@@ -17,7 +17,11 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::timeline::{self, Appended, Template, Txn};
-use crate::{Error, Result, Server, service::push::Planned, store::push::NewPushAction};
+use crate::{
+    Error, Result, Server,
+    service::{federation::sender, push::Planned},
+    store::push::NewPushAction,
+};
 
 const MAX_BATCH: usize = 64;
 const QUEUE: usize = 4096;
@@ -101,10 +105,11 @@ async fn run(server: Weak<Server>, mut queue: mpsc::Receiver<Job>) {
 
 async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
     match append_all(server, &jobs).await {
-        Ok((results, appended)) => {
+        Ok((results, appended, destinations)) => {
             // Waking syncers runs beside the next batch, not before it.
             let notifying = server.clone();
             tokio::spawn(async move { timeline::notify(&notifying, &appended).await });
+            sender::wake(server, &destinations);
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -114,8 +119,9 @@ async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
             for job in jobs {
                 let result = append_all(server, std::slice::from_ref(&job)).await;
                 let result = match result {
-                    Ok((mut results, appended)) => {
+                    Ok((mut results, appended, destinations)) => {
                         timeline::notify(server, &appended).await;
+                        sender::wake(server, &destinations);
                         results.remove(0)
                     }
                     Err(e) => Err(e),
@@ -131,12 +137,13 @@ async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
     }
 }
 
+/// What a committed batch did: each job's outcome, the events appended,
+/// and the servers they were queued for.
+type BatchOutcome = (Vec<Result<OwnedEventId>>, Vec<Appended>, Vec<String>);
+
 /// Appends the jobs in one transaction. The outer error means the
 /// transaction failed; the inner results are each job's own outcome.
-async fn append_all(
-    server: &Server,
-    jobs: &[Job],
-) -> Result<(Vec<Result<OwnedEventId>>, Vec<Appended>)> {
+async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
     let mut w = server.db.write().await?;
     w.reserve_stream_positions(jobs.len() as i64).await?;
     let mut heads = timeline::RoomHeads::new();
@@ -200,6 +207,7 @@ async fn append_all(
         })
         .collect();
     w.insert_push_actions(&rows).await?;
+    let destinations = sender::queue_local_events(server, &mut w, &appended).await?;
     w.commit().await?;
-    Ok((results, appended))
+    Ok((results, appended, destinations))
 }

@@ -1,0 +1,164 @@
+//! Serving a room's events to other servers: spec server-server API,
+//! "Retrieving events", "Retrieving event authorisation information",
+//! "Backfilling and retrieving missing events". Only servers with a member
+//! in the room are answered.
+
+use std::collections::HashSet;
+
+use ruma::{EventId, RoomId, ServerName};
+use serde_json::value::RawValue;
+
+use crate::{Error, Result, Server, store::events::StoredEvent};
+
+/// Most events one `/get_missing_events` or `/backfill` answer carries.
+const MAX_EVENTS: usize = 100;
+
+/// `M_FORBIDDEN` unless a user of `origin` is joined to the room (or was
+/// invited: its server may need the room's events to accept).
+pub async fn require_server_in_room(
+    server: &Server,
+    room_id: &RoomId,
+    origin: &ServerName,
+) -> Result<()> {
+    if server
+        .db
+        .server_in_room(room_id.as_str(), origin.as_str())
+        .await?
+    {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!("{origin} is not in {room_id}")))
+}
+
+/// One event, for a server in its room.
+pub async fn event(
+    server: &Server,
+    origin: &ServerName,
+    event_id: &EventId,
+) -> Result<Box<RawValue>> {
+    let event = server
+        .db
+        .event(event_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+    require_server_in_room(server, &room_id, origin).await?;
+    raw(&event)
+}
+
+/// The state before an event and the auth chain of that state, as ids.
+pub async fn state_ids_before(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> Result<(Vec<String>, Vec<String>)> {
+    require_server_in_room(server, room_id, origin).await?;
+    let places = server.db.event_places(&[event_id.to_string()]).await?;
+    let place = places
+        .get(event_id.as_str())
+        .filter(|p| p.rejected.is_none() && p.outlier == 0)
+        .ok_or_else(|| Error::not_found("No state is known at that event"))?;
+    let state: Vec<String> = match place.state_group_before {
+        Some(group) => server.db.state_map(group).await?.into_values().collect(),
+        None => Vec::new(),
+    };
+    let chain = server.db.auth_chain(&state).await?;
+    Ok((state, chain.into_iter().collect()))
+}
+
+/// The auth chain of an event, as ids.
+pub async fn auth_chain_ids(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> Result<Vec<String>> {
+    require_server_in_room(server, room_id, origin).await?;
+    let event = server
+        .db
+        .event(event_id.as_str())
+        .await?
+        .filter(|e| e.room_id == room_id.as_str())
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    Ok(server
+        .db
+        .auth_chain(std::slice::from_ref(&event.event_id))
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The events of `ids` as PDUs, in stream order.
+pub async fn pdus(server: &Server, ids: &[String]) -> Result<Vec<Box<RawValue>>> {
+    server.db.events(ids).await?.iter().map(raw).collect()
+}
+
+/// The events before `latest` that are not `earliest` nor before them, at
+/// least `min_depth` deep, oldest first.
+pub async fn missing_events(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    earliest: &[String],
+    latest: &[String],
+    limit: usize,
+    min_depth: i64,
+) -> Result<Vec<Box<RawValue>>> {
+    require_server_in_room(server, room_id, origin).await?;
+    let limit = limit.min(MAX_EVENTS);
+    let mut seen: HashSet<String> = earliest.iter().chain(latest).cloned().collect();
+    let mut frontier: Vec<String> = server
+        .db
+        .prev_events_of(room_id.as_str(), latest)
+        .await?
+        .into_iter()
+        .flat_map(|(_, prevs, _)| prevs)
+        .collect();
+    let mut found: Vec<String> = Vec::new();
+    while !frontier.is_empty() && found.len() < limit {
+        frontier.retain(|id| seen.insert(id.clone()));
+        let known = server
+            .db
+            .prev_events_of(room_id.as_str(), &frontier)
+            .await?;
+        frontier.clear();
+        for (id, prevs, depth) in known {
+            if depth < min_depth || found.len() == limit {
+                continue;
+            }
+            found.push(id);
+            frontier.extend(prevs);
+        }
+    }
+    let mut events = server.db.events(&found).await?;
+    events.sort_by_key(|e| (depth_of(e), e.stream_ordering));
+    events.iter().map(raw).collect()
+}
+
+/// `/backfill`: history from `from` backwards, at most `limit` events.
+pub async fn backfill(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    from: &[String],
+    limit: usize,
+) -> Result<Vec<Box<RawValue>>> {
+    require_server_in_room(server, room_id, origin).await?;
+    let events = server
+        .db
+        .events_backwards(room_id.as_str(), from, limit.min(MAX_EVENTS))
+        .await?;
+    events.iter().map(raw).collect()
+}
+
+fn depth_of(event: &StoredEvent) -> i64 {
+    serde_json::from_str::<serde_json::Value>(&event.pdu)
+        .ok()
+        .and_then(|v| v["depth"].as_i64())
+        .unwrap_or_default()
+}
+
+fn raw(event: &StoredEvent) -> Result<Box<RawValue>> {
+    Ok(RawValue::from_string(event.pdu.clone())?)
+}
