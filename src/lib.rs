@@ -12,6 +12,10 @@
 //!   prev/auth events and a reference-hash event id (`service::rooms::timeline`).
 //! - **Locking**: events of one room are created one at a time inside one
 //!   database transaction that locks the room (`store::WriteTx::lock_room`).
+//!   A transaction that takes stream positions takes them before it locks a
+//!   room (on PostgreSQL the other order deadlocks with the event writer).
+//!   Events from other servers are received one room at a time in a process
+//!   (`Server::room_ingest`), and placed under the same room lock.
 //! - **Stream positions**: one global counter in the database, advanced inside
 //!   each write transaction, so positions are totally ordered across processes
 //!   and a sync token (`service::sync::SyncToken`) stays valid forever.

@@ -33,7 +33,10 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(join_and_talk_across_two_servers);
+on_both_backends!(
+    join_and_talk_across_two_servers,
+    three_servers_deliver_every_message_once,
+);
 
 /// A federating server that retries failed transactions quickly.
 async fn server(backend: Backend, host: &str) -> TestServer {
@@ -50,7 +53,10 @@ struct Seen {
     since: Option<String>,
     /// Room → timeline events in the order sync delivered them.
     timelines: HashMap<String, Vec<Value>>,
+    ephemeral: HashMap<String, Vec<Value>>,
+    presence: Vec<Value>,
     invites: HashSet<String>,
+    last: Value,
 }
 
 impl Seen {
@@ -58,7 +64,10 @@ impl Seen {
         Self {
             since: None,
             timelines: HashMap::new(),
+            ephemeral: HashMap::new(),
+            presence: Vec::new(),
             invites: HashSet::new(),
+            last: Value::Null,
         }
     }
 
@@ -72,6 +81,14 @@ impl Seen {
             .filter(|e| e["type"] == "m.room.message")
             .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// Room → ephemeral events (typing, receipts) as delivered.
+    fn ephemeral_of(body: &Value, room: &str) -> Vec<Value> {
+        body["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Syncs until `done` holds, for at most `within`.
@@ -89,9 +106,25 @@ impl Seen {
                 "{} did not see it in {within:?}; saw {:?}",
                 user.user_id,
                 self.timelines
+                    .iter()
+                    .map(|(room, events)| (room, events.len(), self.bodies(room).len()))
+                    .collect::<Vec<_>>()
             );
-            let body = server.sync(user, self.since.as_deref(), 1_000).await;
+            let body = sync_all(server, user, self.since.as_deref()).await;
             self.since = body["next_batch"].as_str().map(str::to_owned);
+            self.last = body.clone();
+            for (room, _) in body["rooms"]["join"].as_object().into_iter().flatten() {
+                self.ephemeral
+                    .entry(room.clone())
+                    .or_default()
+                    .extend(Self::ephemeral_of(&body, room));
+            }
+            self.presence.extend(
+                body["presence"]["events"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             for (room, joined) in body["rooms"]["join"].as_object().into_iter().flatten() {
                 let events = joined["timeline"]["events"]
                     .as_array()
@@ -112,6 +145,26 @@ impl Seen {
             }
         }
     }
+}
+
+/// A sync whose timelines are never cut short (the tests count every event).
+async fn sync_all(server: &TestServer, user: &User, since: Option<&str>) -> Value {
+    let filter = urlencode(r#"{"room":{"timeline":{"limit":1000}}}"#);
+    let mut path = format!("/_matrix/client/v3/sync?timeout=1000&filter={filter}");
+    if let Some(since) = since {
+        path.push_str(&format!("&since={since}"));
+    }
+    let (status, body) = server.get(&path, &user.token).await;
+    assert_eq!(status, StatusCode::OK, "sync: {body}");
+    assert!(
+        body["rooms"]["join"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(_, r)| r["timeline"]["limited"] != true || since.is_none()),
+        "a timeline was cut short: {body}"
+    );
+    body
 }
 
 async fn join_via(s: &TestServer, user: &User, room: &str, via: &str) -> (StatusCode, Value) {
@@ -192,4 +245,195 @@ async fn join_and_talk_across_two_servers(backend: Backend) {
         assert!(joined.contains_key(alice.user_id.as_str()), "{members}");
         assert!(joined.contains_key(bob.user_id.as_str()), "{members}");
     }
+}
+
+/// Three servers, one room with a user on each: 300 messages sent at once
+/// from all three reach every user exactly once, each sender's in the order
+/// it sent them (every message descends from the sender's previous one);
+/// typing, read receipts and presence cross servers; a server that was down
+/// catches up on what it missed.
+async fn three_servers_deliver_every_message_once(backend: Backend) {
+    let a = server(backend, "127.0.0.1").await;
+    let b = server(backend, "localhost").await;
+    let mut c = server(backend, "127.0.0.1").await;
+    let users = [
+        a.register("alice").await,
+        b.register("bob").await,
+        c.register("carol").await,
+    ];
+    let servers = [&a, &b, &c];
+    let room = a
+        .create_room(&users[0], json!({"preset": "public_chat"}))
+        .await;
+    for i in [1, 2] {
+        let (status, body) = join_via(servers[i], &users[i], &room, a.server_name()).await;
+        assert_eq!(status, StatusCode::OK, "join: {body}");
+    }
+    // Everyone hears of the last join before anyone talks.
+    let mut seen: Vec<Seen> = (0..3).map(|_| Seen::new()).collect();
+    let carol_id = users[2].user_id.clone();
+    for i in 0..3 {
+        seen[i]
+            .until(servers[i], &users[i], Duration::from_secs(15), |s| {
+                s.events(&room).iter().any(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == carol_id
+                        && e["content"]["membership"] == "join"
+                })
+            })
+            .await;
+    }
+
+    const PER_USER: usize = 100;
+    let sends = (0..3).map(|i| {
+        let (s, user, room) = (servers[i], &users[i], room.clone());
+        async move {
+            for n in 0..PER_USER {
+                s.send_text(user, &room, &format!("m{i}-{n}"), &format!("{i}:{n}"))
+                    .await;
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+    for i in 0..3 {
+        seen[i]
+            .until(servers[i], &users[i], Duration::from_secs(60), |s| {
+                s.bodies(&room).len() >= 3 * PER_USER
+            })
+            .await;
+        let bodies = seen[i].bodies(&room);
+        assert_eq!(
+            bodies.len(),
+            3 * PER_USER,
+            "{} saw duplicates",
+            users[i].user_id
+        );
+        let distinct: HashSet<&String> = bodies.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            3 * PER_USER,
+            "{} saw duplicates",
+            users[i].user_id
+        );
+        for sender in 0..3 {
+            let order: Vec<usize> = bodies
+                .iter()
+                .filter_map(|b| b.strip_prefix(&format!("{sender}:")))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert_eq!(
+                order,
+                (0..PER_USER).collect::<Vec<_>>(),
+                "order of {sender}'s messages at {i}"
+            );
+        }
+    }
+
+    // Typing on B, a read receipt on C and presence on A reach the others.
+    let last_message = seen[2].events(&room).last().unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = b
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                urlencode(&room),
+                urlencode(&users[1].user_id)
+            ),
+            &users[1].token,
+            json!({"typing": true, "timeout": 20_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = c
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                urlencode(&room),
+                urlencode(&last_message)
+            ),
+            &users[2].token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = a
+        .put(
+            &format!(
+                "/_matrix/client/v3/presence/{}/status",
+                urlencode(&users[0].user_id)
+            ),
+            &users[0].token,
+            json!({"presence": "online", "status_msg": "on A"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bob_id = users[1].user_id.clone();
+    seen[0]
+        .until(&a, &users[0], Duration::from_secs(15), |s| {
+            let ephemeral = s.ephemeral.get(&room).map(Vec::as_slice).unwrap_or(&[]);
+            let typing = ephemeral.iter().any(|e| {
+                e["type"] == "m.typing"
+                    && e["content"]["user_ids"]
+                        .as_array()
+                        .is_some_and(|u| u.contains(&json!(bob_id)))
+            });
+            let receipt = ephemeral.iter().any(|e| {
+                e["type"] == "m.receipt"
+                    && !e["content"][&last_message]["m.read"][&carol_id].is_null()
+            });
+            typing && receipt
+        })
+        .await;
+    let alice_id = users[0].user_id.clone();
+    for i in [1, 2] {
+        seen[i]
+            .until(servers[i], &users[i], Duration::from_secs(15), |s| {
+                s.presence
+                    .iter()
+                    .any(|p| p["sender"] == alice_id && p["content"]["status_msg"] == "on A")
+            })
+            .await;
+    }
+
+    // C goes down; A and B keep talking; C comes back and catches up.
+    c.shut_down().await;
+    for n in 0..20 {
+        a.send_text(
+            &users[0],
+            &room,
+            &format!("down-a{n}"),
+            &format!("while down a{n}"),
+        )
+        .await;
+        b.send_text(
+            &users[1],
+            &room,
+            &format!("down-b{n}"),
+            &format!("while down b{n}"),
+        )
+        .await;
+    }
+    c.restart().await;
+    seen[2]
+        .until(&c, &users[2], Duration::from_secs(60), |s| {
+            s.bodies(&room)
+                .iter()
+                .filter(|b| b.starts_with("while down"))
+                .count()
+                >= 40
+        })
+        .await;
+    let bodies = seen[2].bodies(&room);
+    let missed: Vec<&String> = bodies
+        .iter()
+        .filter(|b| b.starts_with("while down"))
+        .collect();
+    let distinct: HashSet<&&String> = missed.iter().collect();
+    assert_eq!(
+        (missed.len(), distinct.len()),
+        (40, 40),
+        "C caught up exactly once"
+    );
 }

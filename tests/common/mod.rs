@@ -263,13 +263,10 @@ impl TestServer {
         panic!("server did not come up: {url}");
     }
 
-    /// Graceful shutdown and start again on the same port and database.
+    /// Graceful shutdown (unless it is already down) and start again on the
+    /// same ports and database.
     pub async fn restart(&mut self) {
-        self.stop.take().unwrap().send(()).ok();
-        let thread = self.thread.take().unwrap();
-        tokio::task::spawn_blocking(move || thread.join().expect("server thread"))
-            .await
-            .unwrap();
+        self.shut_down().await;
         self.boot().await;
     }
 

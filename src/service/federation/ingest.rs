@@ -481,6 +481,10 @@ pub async fn persist(
     let template = template_of(pdu)?;
     let planned = push::plan(server, room_id, &pdu.pdu.sender, &template).await?;
     let mut w = server.db.write().await?;
+    // The stream counter before the room, as the event writer takes them
+    // (the other order deadlocks on PostgreSQL): the event and up to two
+    // new state groups.
+    w.reserve_stream_positions(3).await?;
     let room = w
         .lock_room(room_id.as_str(), server.db.backend())
         .await?

@@ -363,6 +363,8 @@ async fn store_stub(
         .as_str()
         .map(str::to_owned);
     let mut w = server.db.write().await?;
+    // The stream counter before the room, as everywhere (see ingest::persist).
+    w.reserve_stream_positions(1).await?;
     w.insert_room(room_id, version.as_str(), pdu.pdu.sender.as_str())
         .await?;
     let room = w
