@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Backend, TestServer, User, urlencode};
+use common::{Backend, TestServer, User, gate::Gate, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,6 +36,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     join_and_talk_across_two_servers,
     three_servers_deliver_every_message_once,
+    partitioned_servers_resolve_conflicting_state_alike,
 );
 
 /// A federating server that retries failed transactions quickly.
@@ -436,4 +437,178 @@ async fn three_servers_deliver_every_message_once(backend: Backend) {
         (40, 40),
         "C caught up exactly once"
     );
+}
+
+/// A network partition between A and B (C hears both, but neither hears
+/// C): on B a moderator bans one of A's users; a moment later, on A, the
+/// room's admin demotes that moderator and bans one of B's users. Once the
+/// partition heals every server holds the same state, the one state
+/// resolution v2 gives: power events sort by their senders' power first, so
+/// the demotion applies before the (earlier) ban, which then fails its auth
+/// check: A's user stays in, B's user is banned, the moderator is at 0.
+async fn partitioned_servers_resolve_conflicting_state_alike(backend: Backend) {
+    let (gate_a, gate_b) = (Gate::new().await, Gate::new().await);
+    let fast = |config: &mut corvid::Config| {
+        config.federation.retry_min_ms = 100;
+        config.federation.retry_max_ms = 500;
+    };
+    let a = TestServer::start_federating_behind(backend, "127.0.0.1", &gate_a, fast)
+        .await
+        .unwrap();
+    let b = TestServer::start_federating_behind(backend, "localhost", &gate_b, fast)
+        .await
+        .unwrap();
+    let c = server(backend, "127.0.0.1").await;
+    let (alice, erin) = (a.register("alice").await, a.register("erin").await);
+    let (bob, dave) = (b.register("bob").await, b.register("dave").await);
+    let carol = c.register("carol").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "public_chat",
+                "room_version": "11",
+                "power_level_content_override": {"users": {&alice.user_id: 100, &bob.user_id: 50}},
+            }),
+        )
+        .await;
+    assert_eq!(a.join(&erin, &room).await.0, StatusCode::OK);
+    for (s, user) in [(&b, &bob), (&b, &dave), (&c, &carol)] {
+        let (status, body) = join_via(s, user, &room, a.server_name()).await;
+        assert_eq!(status, StatusCode::OK, "join: {body}");
+    }
+    let observers = [(&a, &alice), (&b, &bob), (&c, &carol)];
+    for (s, user) in observers {
+        wait_for_state(s, user, &room, |state| joined(state).len() == 5).await;
+    }
+
+    gate_a.close();
+    gate_b.close();
+    let (status, body) = ban(&b, &bob, &room, &erin).await;
+    assert_eq!(status, StatusCode::OK, "bob bans erin on B: {body}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = a
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                urlencode(&room)
+            ),
+            &alice.token,
+            power_levels_with(&a, &alice, &room, &bob.user_id, 0).await,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "alice demotes bob on A: {body}");
+    let (status, body) = ban(&a, &alice, &room, &dave).await;
+    assert_eq!(status, StatusCode::OK, "alice bans dave on A: {body}");
+    // Each side sees only its own changes.
+    wait_for_state(&a, &alice, &room, |state| {
+        membership(state, &dave.user_id) == "ban"
+    })
+    .await;
+    wait_for_state(&b, &bob, &room, |state| {
+        membership(state, &erin.user_id) == "ban"
+    })
+    .await;
+
+    gate_a.open();
+    gate_b.open();
+    let expected = |state: &[Value]| {
+        membership(state, &erin.user_id) == "join"
+            && membership(state, &dave.user_id) == "ban"
+            && power_level(state, &bob.user_id) == Some(0)
+    };
+    let mut resolved = Vec::new();
+    for (s, user) in observers {
+        resolved.push(wait_for_state(s, user, &room, expected).await);
+    }
+    let ids = |state: &[Value]| {
+        let mut ids: Vec<String> = state
+            .iter()
+            .map(|e| format!("{} {} {}", e["type"], e["state_key"], e["event_id"]))
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&resolved[0]),
+        ids(&resolved[1]),
+        "A and B resolved alike"
+    );
+    assert_eq!(
+        ids(&resolved[0]),
+        ids(&resolved[2]),
+        "A and C resolved alike"
+    );
+}
+
+async fn ban(s: &TestServer, by: &User, room: &str, target: &User) -> (StatusCode, Value) {
+    let path = format!("/_matrix/client/v3/rooms/{}/ban", urlencode(room));
+    s.post(&path, &by.token, json!({"user_id": target.user_id}))
+        .await
+}
+
+/// Polls the room's state as `user` sees it on `s` until `done` holds (30 s at most).
+async fn wait_for_state(
+    s: &TestServer,
+    user: &User,
+    room: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, state) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{}/state", urlencode(room)),
+                &user.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{state}");
+        let state = state.as_array().cloned().unwrap_or_default();
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached the expected state: {state:?}",
+            s.server_name()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn membership<'a>(state: &'a [Value], user: &str) -> &'a str {
+    state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == user)
+        .and_then(|e| e["content"]["membership"].as_str())
+        .unwrap_or("")
+}
+
+fn joined(state: &[Value]) -> Vec<&str> {
+    state
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect()
+}
+
+fn power_level(state: &[Value], user: &str) -> Option<i64> {
+    let levels = state.iter().find(|e| e["type"] == "m.room.power_levels")?;
+    Some(levels["content"]["users"][user].as_i64().unwrap_or(0))
+}
+
+/// The room's power levels with `user` set to `level`.
+async fn power_levels_with(s: &TestServer, by: &User, room: &str, user: &str, level: i64) -> Value {
+    let (status, mut levels) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                urlencode(room)
+            ),
+            &by.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{levels}");
+    levels["users"][user] = json!(level);
+    levels
 }

@@ -3,6 +3,7 @@
 //! small HTTP client for it.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod gate;
 pub mod schema;
 pub mod tls;
 
@@ -148,10 +149,35 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
     ) -> Option<Self> {
         let port = free_port().await;
+        Self::start_federating_at(backend, host, port, port, tweak).await
+    }
+
+    /// A federating server named after `gate`'s port, reached through it.
+    pub async fn start_federating_behind(
+        backend: Backend,
+        host: &str,
+        gate: &gate::Gate,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
+        let listen_port = free_port().await;
+        let server =
+            Self::start_federating_at(backend, host, gate.port(), listen_port, tweak).await?;
+        gate.forward_to(format!("127.0.0.1:{listen_port}").parse().unwrap());
+        Some(server)
+    }
+
+    async fn start_federating_at(
+        backend: Backend,
+        host: &str,
+        name_port: u16,
+        listen_port: u16,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let ca = tls::TestCa::get();
         Self::start_with(backend, |config| {
-            config.server_name = format!("{host}:{port}").try_into().expect("server name");
-            config.listen.federation = Some(format!("127.0.0.1:{port}").parse().unwrap());
+            let name = format!("{host}:{name_port}");
+            config.server_name = name.try_into().expect("server name");
+            config.listen.federation = Some(format!("127.0.0.1:{listen_port}").parse().unwrap());
             config.tls = Some(corvid::config::Tls {
                 certificate: ca.certificate(),
                 private_key: ca.private_key(),
