@@ -1,7 +1,9 @@
 //! Corvid federating with a real Synapse on loopback, over TLS with
 //! certificates from the test CA: Synapse fetches and notarises Corvid's
 //! keys, and each server asks the other for a user's profile, so each
-//! verifies the other's X-Matrix signatures.
+//! verifies the other's X-Matrix signatures; rooms of either server are
+//! joined from the other (by invite and by room id), and messages, typing
+//! and receipts cross both ways.
 
 mod common;
 #[path = "common/synapse.rs"]
@@ -32,7 +34,7 @@ macro_rules! with_synapse_on_both_backends {
     };
 }
 
-with_synapse_on_both_backends!(keys_and_profiles_both_ways);
+with_synapse_on_both_backends!(keys_and_profiles_both_ways, rooms_shared_with_synapse);
 
 /// A federating Corvid named `localhost:PORT` and a Synapse; `None` when
 /// Synapse cannot be installed outside CI.
@@ -177,4 +179,186 @@ async fn keys_and_profiles_both_ways(backend: Backend) {
         "{body}\n{}",
         synapse.log_tail(30)
     );
+}
+
+/// Either server, as a client sees it.
+#[derive(Clone, Copy)]
+enum Host<'a> {
+    Corvid(&'a TestServer),
+    Synapse(&'a TestSynapse),
+}
+
+impl Host<'_> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        match self {
+            Host::Corvid(s) => s.request(method, path, Some(token), body).await,
+            Host::Synapse(s) => s.request(method, path, Some(token), body).await,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Host::Corvid(s) => s.server_name().to_owned(),
+            Host::Synapse(s) => s.server_name(),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Host::Corvid(_) => String::new(),
+            Host::Synapse(s) => s.log_tail(40),
+        }
+    }
+
+    async fn send_text(&self, user: &common::User, room: &str, text: &str) {
+        let txn = format!("t{}", corvid::now_ms());
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            urlencode(room)
+        );
+        let body = json!({"msgtype": "m.text", "body": text});
+        let (status, res) = self
+            .request(Method::PUT, &path, &user.token, Some(body))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "send on {}: {res}\n{}",
+            self.name(),
+            self.log()
+        );
+    }
+
+    async fn join(&self, user: &common::User, room: &str, via: &str) {
+        let path = format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            urlencode(room),
+            urlencode(via)
+        );
+        let (status, res) = self
+            .request(Method::POST, &path, &user.token, Some(json!({})))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "join on {}: {res}\n{}",
+            self.name(),
+            self.log()
+        );
+    }
+
+    /// Polls the room's recent history until it holds `text` (30 s at most).
+    async fn wait_for_text(&self, user: &common::User, room: &str, text: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            urlencode(room)
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, page) = self.request(Method::GET, &path, &user.token, None).await;
+            let found = status == StatusCode::OK
+                && page["chunk"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == text));
+            if found {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} never reached {} on {}: {status} {page}\n{}",
+                user.user_id,
+                self.name(),
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls `/sync` until the user is invited to the room (30 s at most).
+    async fn wait_for_invite(&self, user: &common::User, room: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = self
+                .request(
+                    Method::GET,
+                    "/_matrix/client/v3/sync?timeout=500",
+                    &user.token,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if !body["rooms"]["invite"][room].is_null() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no invite to {room} for {} on {}\n{}",
+                user.user_id,
+                self.name(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A Corvid room joined from Synapse after an invite, and a Synapse room
+/// joined from Corvid by id; messages both ways in each.
+async fn rooms_shared_with_synapse(backend: Backend) {
+    let Some((corvid, synapse)) = corvid_and_synapse(backend).await else {
+        return;
+    };
+    let (c, s) = (Host::Corvid(&corvid), Host::Synapse(&synapse));
+    let alice = corvid.register("alice").await;
+    let bob = synapse.register("bob").await;
+
+    // A Corvid room: alice invites bob, whose Synapse countersigns the
+    // invite; bob joins through Corvid (make_join / send_join).
+    let room = corvid
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "name": "On Corvid"}),
+        )
+        .await;
+    let (status, res) = corvid
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room)),
+            &alice.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "invite to Synapse: {res}\n{}",
+        s.log()
+    );
+    s.wait_for_invite(&bob, &room).await;
+    s.join(&bob, &room, &corvid.server_name().to_owned()).await;
+    c.send_text(&alice, &room, "hello from Corvid").await;
+    s.send_text(&bob, &room, "hello from Synapse").await;
+    s.wait_for_text(&bob, &room, "hello from Corvid").await;
+    c.wait_for_text(&alice, &room, "hello from Synapse").await;
+
+    // A Synapse room: alice joins it by id through Synapse.
+    let (status, res) = synapse
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &bob.token,
+            json!({"preset": "public_chat", "name": "On Synapse"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let their_room = res["room_id"].as_str().unwrap().to_owned();
+    s.send_text(&bob, &their_room, "before alice came").await;
+    c.join(&alice, &their_room, &synapse.server_name()).await;
+    s.send_text(&bob, &their_room, "welcome alice").await;
+    c.send_text(&alice, &their_room, "thanks bob").await;
+    c.wait_for_text(&alice, &their_room, "welcome alice").await;
+    s.wait_for_text(&bob, &their_room, "thanks bob").await;
 }
