@@ -339,7 +339,7 @@ async fn rooms_shared_with_synapse(backend: Backend) {
         s.log()
     );
     s.wait_for_invite(&bob, &room).await;
-    s.join(&bob, &room, &corvid.server_name().to_owned()).await;
+    s.join(&bob, &room, corvid.server_name()).await;
     c.send_text(&alice, &room, "hello from Corvid").await;
     s.send_text(&bob, &room, "hello from Synapse").await;
     s.wait_for_text(&bob, &room, "hello from Corvid").await;
