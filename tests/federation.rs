@@ -48,6 +48,7 @@ federated_on_both_backends!(
     keys_of_other_servers_users_are_queried_and_claimed,
     public_rooms_of_another_server,
     openid_tokens_prove_who_a_user_is,
+    forged_and_malformed_events_are_refused,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -836,4 +837,231 @@ async fn openid_tokens_prove_who_a_user_is(backend: Backend) {
         .get("/_matrix/client/v3/account/whoami", access_token)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A PDU of `room` (version 12) from `sender`, built on `prev` with
+/// `auth_events`, signed by `key` as `origin`; its event id.
+fn pdu(
+    key: &corvid_federation::ServerSigningKey,
+    origin: &str,
+    room: &str,
+    sender: &str,
+    (prev, depth): (&str, i64),
+    auth_events: &[&str],
+    content: Value,
+) -> (String, CanonicalJsonObject) {
+    let rules = ruma::room_version_rules::RoomVersionRules::V12;
+    let mut object = canonical(&json!({
+        "room_id": room,
+        "sender": sender,
+        "type": "m.room.message",
+        "content": content,
+        "origin_server_ts": corvid::now_ms(),
+        "depth": depth,
+        "prev_events": [prev],
+        "auth_events": auth_events,
+    }));
+    corvid_federation::sign_pdu(&mut object, origin, key, &rules).unwrap();
+    let id = corvid_federation::event_id_for(&object, &rules).unwrap();
+    (id.to_string(), object)
+}
+
+/// Events another server sends are checked like the spec says: a valid one
+/// is accepted, one whose content does not match its hash is redacted, one
+/// with a signature by an unknown key is dropped, one its sender may not
+/// send is rejected; the transaction is applied once, and malformed or
+/// misattributed requests are refused.
+async fn forged_and_malformed_events_are_refused(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let (status, res) = b
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                common::urlencode(&room),
+                common::urlencode(a.server_name())
+            ),
+            &bob.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let (_, state) = a
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state",
+                common::urlencode(&room)
+            ),
+            &alice.token,
+        )
+        .await;
+    let id_of = |kind: &str, key: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (levels, bob_join) = (
+        id_of("m.room.power_levels", ""),
+        id_of("m.room.member", &bob.user_id),
+    );
+    let path = format!(
+        "/_matrix/federation/v1/event/{}",
+        common::urlencode(&bob_join)
+    );
+    let (status, join) = signed_json(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{join}");
+    let depth = join["pdus"][0]["depth"].as_i64().unwrap() + 1;
+
+    let b_key = signing_key(&b);
+    let b_name = b.server_name();
+    let auth = [levels.as_str(), bob_join.as_str()];
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    let (good, good_pdu) = pdu(
+        &b_key,
+        b_name,
+        &room,
+        &bob.user_id,
+        (&bob_join, depth),
+        &auth,
+        text("fine"),
+    );
+    let (tampered, mut tampered_pdu) = pdu(
+        &b_key,
+        b_name,
+        &room,
+        &bob.user_id,
+        (&bob_join, depth),
+        &auth,
+        text("original"),
+    );
+    tampered_pdu.insert(
+        "content".into(),
+        canonical(&json!({"c": text("changed")}))
+            .remove("c")
+            .unwrap(),
+    );
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger_key =
+        corvid_federation::ServerSigningKey::load_or_generate(&stranger_dir.path().join("k"))
+            .unwrap();
+    let (unknown_key, unknown_key_pdu) = pdu(
+        &stranger_key,
+        b_name,
+        &room,
+        &bob.user_id,
+        (&bob_join, depth),
+        &auth,
+        text("who signed this"),
+    );
+    let mallory = format!("@mallory:{b_name}");
+    let (outsider, outsider_pdu) = pdu(
+        &b_key,
+        b_name,
+        &room,
+        &mallory,
+        (&bob_join, depth),
+        &[&levels],
+        text("let me talk"),
+    );
+
+    let txn = json!({
+        "origin": b_name,
+        "origin_server_ts": corvid::now_ms(),
+        "pdus": [good_pdu, tampered_pdu, unknown_key_pdu, outsider_pdu],
+    });
+    let send = "/_matrix/federation/v1/send/forged-1";
+    let (status, results) = signed_json(&b, &a, Method::PUT, send, Some(txn.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{results}");
+    let result = |id: &str| results["pdus"][id].clone();
+    assert_eq!(result(&good), json!({}), "{results}");
+    assert_eq!(
+        result(&tampered),
+        json!({}),
+        "a hash mismatch redacts, it does not reject: {results}"
+    );
+    assert!(result(&unknown_key)["error"].is_string(), "{results}");
+    assert!(result(&outsider)["error"].is_string(), "{results}");
+
+    let event = |id: &str| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            common::urlencode(&room),
+            common::urlencode(id)
+        );
+        let (a, token) = (&a, alice.token.clone());
+        async move { a.get(&path, &token).await }
+    };
+    let (status, fine) = event(&good).await;
+    assert_eq!(
+        (status, &fine["content"]["body"]),
+        (StatusCode::OK, &json!("fine"))
+    );
+    let (status, redacted) = event(&tampered).await;
+    assert_eq!(status, StatusCode::OK, "{redacted}");
+    assert_eq!(
+        redacted["content"],
+        json!({}),
+        "stored redacted: {redacted}"
+    );
+    for dropped in [&unknown_key, &outsider] {
+        assert_eq!(event(dropped).await.0, StatusCode::NOT_FOUND);
+    }
+
+    // The same transaction again: the same answer, nothing applied twice.
+    let (status, again) = signed_json(&b, &a, Method::PUT, send, Some(txn)).await;
+    assert_eq!((status, &again), (StatusCode::OK, &results));
+    let (_, page) = a
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+                common::urlencode(&room)
+            ),
+            &alice.token,
+        )
+        .await;
+    let copies = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["body"] == "fine")
+        .count();
+    assert_eq!(copies, 1);
+
+    // Misattributed and oversized transactions.
+    let misattributed = json!({"origin": "evil.example", "origin_server_ts": 1, "pdus": []});
+    let path = "/_matrix/federation/v1/send/forged-2";
+    let (status, body) = signed_json(&b, &a, Method::PUT, path, Some(misattributed)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let too_many = json!({"origin": b_name, "origin_server_ts": 1, "pdus": vec![json!({}); 51]});
+    let path = "/_matrix/federation/v1/send/forged-3";
+    let (status, body) = signed_json(&b, &a, Method::PUT, path, Some(too_many)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    // A join template for another server's user, and events of a room the
+    // asking server is not in.
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{}",
+        common::urlencode(&room),
+        common::urlencode(&alice.user_id)
+    );
+    let (status, body) = signed_json(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let private = a
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    let path = format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        common::urlencode(&private),
+        common::urlencode(&good)
+    );
+    let (status, body) = signed_json(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

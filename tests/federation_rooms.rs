@@ -37,6 +37,8 @@ on_both_backends!(
     join_and_talk_across_two_servers,
     three_servers_deliver_every_message_once,
     partitioned_servers_resolve_conflicting_state_alike,
+    invites_rejections_knocks_and_leaves_across_servers,
+    restricted_rooms_are_joined_through_a_resident_server,
 );
 
 /// A federating server that retries failed transactions quickly.
@@ -611,4 +613,193 @@ async fn power_levels_with(s: &TestServer, by: &User, room: &str, user: &str, le
     assert_eq!(status, StatusCode::OK, "{levels}");
     levels["users"][user] = json!(level);
     levels
+}
+
+/// Invites to users of another server (accepted and rejected), a knock
+/// answered with an invite, and a leave, each seen on both sides.
+async fn invites_rejections_knocks_and_leaves_across_servers(backend: Backend) {
+    let a = server(backend, "127.0.0.1").await;
+    let b = server(backend, "localhost").await;
+    let alice = a.register("alice").await;
+    let (bob, dave, erin) = (
+        b.register("bob").await,
+        b.register("dave").await,
+        b.register("erin").await,
+    );
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "name": "Invite only"}),
+        )
+        .await;
+    let invite = |who: &User| {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+        (path, json!({"user_id": who.user_id}))
+    };
+
+    // bob is invited, sees the room's name in the invite, and joins.
+    let (path, body) = invite(&bob);
+    let (status, res) = a.post(&path, &alice.token, body).await;
+    assert_eq!(status, StatusCode::OK, "remote invite: {res}");
+    let mut bob_seen = Seen::new();
+    bob_seen
+        .until(&b, &bob, Duration::from_secs(10), |s| {
+            s.invites.contains(&room)
+        })
+        .await;
+    let stripped = &bob_seen.last["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(
+        stripped
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Invite only"),
+        "invite state: {stripped}"
+    );
+    let (status, res) = b.join(&bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "join after invite: {res}");
+
+    // dave is invited and declines.
+    let (path, body) = invite(&dave);
+    assert_eq!(a.post(&path, &alice.token, body).await.0, StatusCode::OK);
+    let mut dave_seen = Seen::new();
+    dave_seen
+        .until(&b, &dave, Duration::from_secs(10), |s| {
+            s.invites.contains(&room)
+        })
+        .await;
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", urlencode(&room)),
+            &dave.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "reject a remote invite: {res}");
+    let (status, rooms) = b.get("/_matrix/client/v3/joined_rooms", &dave.token).await;
+    assert_eq!(
+        (status, rooms["joined_rooms"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    wait_for_state(&a, &alice, &room, |state| {
+        membership(state, &bob.user_id) == "join" && membership(state, &dave.user_id) == "leave"
+    })
+    .await;
+
+    // erin knocks on a knockable room, is let in by an invite, and joins.
+    let knock_room = a
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+            ]}),
+        )
+        .await;
+    let (status, res) = b
+        .post(
+            &format!(
+                "/_matrix/client/v3/knock/{}?via={}",
+                urlencode(&knock_room),
+                urlencode(a.server_name())
+            ),
+            &erin.token,
+            json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "remote knock: {res}");
+    wait_for_state(&a, &alice, &knock_room, |state| {
+        membership(state, &erin.user_id) == "knock"
+    })
+    .await;
+    let (status, res) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&knock_room)),
+            &alice.token,
+            json!({"user_id": erin.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "invite the knocker: {res}");
+    let mut erin_seen = Seen::new();
+    erin_seen
+        .until(&b, &erin, Duration::from_secs(10), |s| {
+            s.invites.contains(&knock_room)
+        })
+        .await;
+    assert_eq!(b.join(&erin, &knock_room).await.0, StatusCode::OK);
+    wait_for_state(&a, &alice, &knock_room, |state| {
+        membership(state, &erin.user_id) == "join"
+    })
+    .await;
+
+    // bob leaves; both servers agree.
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", urlencode(&room)),
+            &bob.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "leave: {res}");
+    wait_for_state(&a, &alice, &room, |state| {
+        membership(state, &bob.user_id) == "leave"
+    })
+    .await;
+}
+
+/// A restricted room admits members of the room it names: the resident
+/// server vouches for the join (`join_authorised_via_users_server`) and
+/// signs it; a user of that server who is not in the named room is refused.
+async fn restricted_rooms_are_joined_through_a_resident_server(backend: Backend) {
+    let a = server(backend, "127.0.0.1").await;
+    let b = server(backend, "localhost").await;
+    let alice = a.register("alice").await;
+    let (bob, frank) = (b.register("bob").await, b.register("frank").await);
+    let space = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let (status, res) = join_via(&b, &bob, &space, a.server_name()).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let restricted = a
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "initial_state": [{
+                "type": "m.room.join_rules", "state_key": "",
+                "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
+            }]}),
+        )
+        .await;
+
+    // Refused by the resident server (B is not in the room yet): the refusal
+    // reaches the client as it was given.
+    let (status, res) = join_via(&b, &frank, &restricted, a.server_name()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "not in the allowed room: {res}"
+    );
+    assert_eq!(res["errcode"], "M_FORBIDDEN");
+
+    let (status, res) = join_via(&b, &bob, &restricted, a.server_name()).await;
+    assert_eq!(status, StatusCode::OK, "restricted join: {res}");
+    let state = wait_for_state(&a, &alice, &restricted, |state| {
+        membership(state, &bob.user_id) == "join"
+    })
+    .await;
+    let join = state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id)
+        .unwrap();
+    assert_eq!(
+        join["content"]["join_authorised_via_users_server"],
+        alice.user_id
+    );
+
+    // Now B holds the room: its own auth rules refuse frank (no user of B
+    // may vouch for someone outside the allowed room).
+    let (status, res) = join_via(&b, &frank, &restricted, a.server_name()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "not in the allowed room: {res}"
+    );
 }

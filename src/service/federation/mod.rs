@@ -28,17 +28,36 @@ use ruma::ServerName;
 use crate::Error;
 
 /// A failed request to another server, as the local client sees it: the
-/// remote's 404 stays a 404, anything else is a 502.
+/// remote's refusals (403, 404 and the join errors) keep their status and
+/// code, anything else is a 502.
 pub fn remote_error(origin: &ServerName, what: &str, e: &ClientError) -> Error {
     tracing::info!(%origin, error = %e, "{what} over federation failed");
-    match e.status() {
-        Some(StatusCode::NOT_FOUND) => Error::not_found(format!("{what}: not found on {origin}")),
-        _ => Error::new(
-            StatusCode::BAD_GATEWAY,
-            "M_UNKNOWN",
-            format!("{what}: {origin} could not be asked"),
-        ),
+    const PASSED_ON: [&str; 6] = [
+        "M_FORBIDDEN",
+        "M_NOT_FOUND",
+        "M_INCOMPATIBLE_ROOM_VERSION",
+        "M_UNABLE_TO_AUTHORISE_JOIN",
+        "M_UNABLE_TO_GRANT_JOIN",
+        "M_BAD_JSON",
+    ];
+    if let ClientError::Remote { status, body, .. } = e
+        && (status.is_client_error())
+    {
+        let remote: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let code = remote["errcode"].as_str().unwrap_or_default();
+        if let Some(code) = PASSED_ON.iter().find(|c| **c == code) {
+            let message = remote["error"].as_str().unwrap_or(what);
+            return Error::new(*status, code, format!("{what}: {origin}: {message}"));
+        }
+        if *status == StatusCode::NOT_FOUND {
+            return Error::not_found(format!("{what}: not found on {origin}"));
+        }
     }
+    Error::new(
+        StatusCode::BAD_GATEWAY,
+        "M_UNKNOWN",
+        format!("{what}: {origin} could not be asked"),
+    )
 }
 
 /// The TLS outbound requests use, from `[federation]`.
