@@ -39,6 +39,7 @@ on_both_backends!(
     partitioned_servers_resolve_conflicting_state_alike,
     invites_rejections_knocks_and_leaves_across_servers,
     restricted_rooms_are_joined_through_a_resident_server,
+    space_hierarchies_span_servers,
 );
 
 /// A federating server that retries failed transactions quickly.
@@ -802,4 +803,128 @@ async fn restricted_rooms_are_joined_through_a_resident_server(backend: Backend)
         StatusCode::FORBIDDEN,
         "not in the allowed room: {res}"
     );
+}
+
+/// A space on A lists a public and a private room of A and a public room
+/// of B: each user sees, depth first in the links' order, the rooms they
+/// may see, rooms of the other server described by that server.
+async fn space_hierarchies_span_servers(backend: Backend) {
+    let a = server(backend, "127.0.0.1").await;
+    let b = server(backend, "localhost").await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let space = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
+        )
+        .await;
+    let public = a
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Public"}))
+        .await;
+    let private = a
+        .create_room(&alice, json!({"preset": "private_chat", "name": "Private"}))
+        .await;
+    let theirs = b
+        .create_room(&bob, json!({"preset": "public_chat", "name": "Bob's"}))
+        .await;
+    for (child, order, via) in [
+        (&public, "a", a.server_name()),
+        (&private, "b", a.server_name()),
+        (&theirs, "c", b.server_name()),
+    ] {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+            urlencode(&space),
+            urlencode(child)
+        );
+        let (status, res) = a
+            .put(&path, &alice.token, json!({"via": [via], "order": order}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{res}");
+    }
+    let (status, res) = join_via(&b, &bob, &space, a.server_name()).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+
+    let (ids, body) = hierarchy(&a, &alice, &space).await;
+    assert_eq!(
+        ids,
+        [
+            space.clone(),
+            public.clone(),
+            private.clone(),
+            theirs.clone()
+        ],
+        "{body}"
+    );
+    let theirs_chunk = body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_id"] == theirs)
+        .unwrap();
+    assert_eq!(
+        theirs_chunk["name"], "Bob's",
+        "described by B: {theirs_chunk}"
+    );
+    assert_eq!(
+        body["rooms"][0]["children_state"].as_array().unwrap().len(),
+        3
+    );
+
+    let (ids, body) = hierarchy(&b, &bob, &space).await;
+    assert_eq!(
+        ids,
+        [space.clone(), public.clone(), theirs.clone()],
+        "the private room stays hidden: {body}"
+    );
+
+    // Paged one room at a time, the same walk.
+    let mut paged = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..10 {
+        let mut path = format!(
+            "/_matrix/client/v1/rooms/{}/hierarchy?limit=1",
+            urlencode(&space)
+        );
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, body) = a.get(&path, &alice.token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        paged.extend(
+            body["rooms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["room_id"].as_str().unwrap().to_owned()),
+        );
+        match body["next_batch"].as_str() {
+            Some(next) => from = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        [
+            space.clone(),
+            public.clone(),
+            private.clone(),
+            theirs.clone()
+        ]
+    );
+}
+
+/// The room ids of a space's hierarchy as `user` sees it, and the answer.
+async fn hierarchy(s: &TestServer, user: &User, space: &str) -> (Vec<String>, Value) {
+    let path = format!("/_matrix/client/v1/rooms/{}/hierarchy", urlencode(space));
+    let (status, body) = s.get(&path, &user.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids = body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, body)
 }

@@ -16,6 +16,7 @@ pub mod receipts;
 pub mod report;
 pub mod rooms;
 pub mod search;
+pub mod space;
 pub mod sync;
 pub mod to_device;
 pub mod typing;

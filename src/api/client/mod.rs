@@ -25,6 +25,7 @@ mod report;
 mod room;
 mod search;
 mod session;
+mod space;
 mod state;
 mod sync;
 mod threads;
@@ -56,6 +57,7 @@ pub fn routes(router: Routes) -> Routes {
     let router = user_directory::routes(router);
     let router = relations::routes(router);
     let router = threads::routes(router);
+    let router = space::routes(router);
     let router = keys::routes(router);
     let router = to_device::routes(router);
     let router = backup::routes(router);

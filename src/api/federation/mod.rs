@@ -12,6 +12,7 @@ mod media;
 mod membership;
 mod openid;
 mod query;
+mod space;
 mod transactions;
 
 use super::Routes;
@@ -27,5 +28,6 @@ pub fn routes(router: Routes) -> Routes {
     let router = membership::routes(router);
     let router = openid::routes(router);
     let router = query::routes(router);
+    let router = space::routes(router);
     transactions::routes(router)
 }
