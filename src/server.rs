@@ -38,6 +38,7 @@ pub struct Server {
     /// Transactions of one origin are applied one at a time.
     pub inbound_origins: crate::cache::KeyedLocks,
     pub federation_sender: crate::service::federation::sender::Sender,
+    pub backfills: crate::service::federation::backfill::Exhausted,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -204,6 +205,7 @@ impl Server {
             room_ingest: Default::default(),
             inbound_origins: Default::default(),
             federation_sender: crate::service::federation::sender::Sender::new(me.clone()),
+            backfills: Default::default(),
         });
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);

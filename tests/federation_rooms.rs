@@ -40,6 +40,7 @@ on_both_backends!(
     invites_rejections_knocks_and_leaves_across_servers,
     restricted_rooms_are_joined_through_a_resident_server,
     space_hierarchies_span_servers,
+    history_from_before_a_join_is_backfilled,
 );
 
 /// A federating server that retries failed transactions quickly.
@@ -927,4 +928,85 @@ async fn hierarchy(s: &TestServer, user: &User, space: &str) -> (Vec<String>, Va
         .map(|r| r["room_id"].as_str().unwrap().to_owned())
         .collect();
     (ids, body)
+}
+
+/// A user who joins a room of another server pages back past their join:
+/// the history from before (shared with new members) is fetched with
+/// `/backfill` and paged in order, each event once; history only members
+/// at the time could see arrives redacted.
+async fn history_from_before_a_join_is_backfilled(backend: Backend) {
+    let a = server(backend, "127.0.0.1").await;
+    let b = server(backend, "localhost").await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    for n in 0..30 {
+        a.send_text(&alice, &room, &format!("h{n}"), &format!("history {n}"))
+            .await;
+    }
+    let (status, res) = join_via(&b, &bob, &room, a.server_name()).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+
+    let mut bodies = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..20 {
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
+            urlencode(&room)
+        );
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={}", urlencode(from)));
+        }
+        let (status, page) = b.get(&path, &bob.token).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        bodies.extend(
+            page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)),
+        );
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).rev().map(|n| format!("history {n}")).collect();
+    assert_eq!(bodies, expected, "history paged back once, newest first");
+
+    // History only members could see reaches a new member's server redacted.
+    let secret = a
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "initial_state": [{
+                "type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}
+            }]}),
+        )
+        .await;
+    a.send_text(&alice, &secret, "s1", "before you came").await;
+    let (status, res) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&secret)),
+            &alice.token,
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(b.join(&bob, &secret).await.0, StatusCode::OK);
+    let (status, page) = b
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+                urlencode(&secret)
+            ),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        !page.to_string().contains("before you came"),
+        "history bob's server could not see was backfilled in full: {page}"
+    );
 }

@@ -582,7 +582,7 @@ async fn invisible_parents_and_bad_input(s: TestServer) {
 
     for query in [
         "?from=garbage",
-        "?to=s-1",
+        "?to=s--1",
         "?limit=0",
         "?limit=-3",
         "?dir=x",

@@ -70,6 +70,12 @@ impl SyncToken {
     pub fn parse(token: &str) -> Result<Self> {
         let invalid = || Error::invalid_param("Invalid pagination or sync token");
         let mut parts = token.strip_prefix('s').ok_or_else(invalid)?.split('_');
+        // A position may be negative: history fetched from other servers
+        // sorts before everything else (`/messages` tokens point into it).
+        let pos = parts
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(invalid)?;
         let mut next = |required: bool| match parts.next() {
             None if !required => Ok(0),
             part => part
@@ -77,7 +83,6 @@ impl SyncToken {
                 .filter(|n| *n >= 0)
                 .ok_or_else(invalid),
         };
-        let pos = next(true)?;
         let typing = next(false)?;
         let presence = next(false)?;
         let to_device = match parts.next() {
@@ -891,11 +896,13 @@ mod tests {
             assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
         }
         assert_eq!(SyncToken::parse("s42").unwrap(), SyncToken::at(42));
+        // Backfilled history sits at negative positions.
+        assert_eq!(SyncToken::parse("s-7").unwrap(), SyncToken::at(-7));
         for bad in [
             "",
             "42",
             "s",
-            "s-1",
+            "s--1",
             "sx",
             "t42",
             "s1_x",

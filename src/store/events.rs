@@ -696,10 +696,11 @@ impl WriteTx<'_> {
 
     /// Persists an event from another server (or one of ours that went
     /// through another server first): a state event gets its state group,
-    /// unless it is an outlier; the current state is the caller's to change.
+    /// unless the state before it is unknown (an outlier, backfilled
+    /// history); the current state is the caller's to change.
     pub async fn stage_received(&mut self, ev: &NewEvent<'_>) -> Result<()> {
         if let Some(state_key) = ev.state_key
-            && ev.placement != Placement::Outlier
+            && !matches!(ev.placement, Placement::Outlier | Placement::Backfilled)
         {
             self.insert_event_group(ev, state_key).await?;
         }

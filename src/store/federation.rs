@@ -474,3 +474,37 @@ impl Db {
         Ok(row.map(|(device, deleted, pos)| (device, deleted != 0, pos)))
     }
 }
+
+impl Db {
+    /// The room's backward extremities: events its timeline events cite as
+    /// prev events that this server does not hold (or holds only as
+    /// outliers) — where older history would be fetched from.
+    pub async fn backward_extremities(&self, room_id: &str, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT x.prev_event_id FROM events e CROSS JOIN event_edges x \
+             WHERE e.room_id = $1 AND e.outlier = 0 AND x.event_id = e.event_id \
+             AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = x.prev_event_id AND p.outlier = 0) \
+             AND NOT EXISTS (SELECT 1 FROM rejected_events r WHERE r.event_id = x.prev_event_id) \
+             LIMIT $2",
+        )
+        .bind(room_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(e,)| e).collect())
+    }
+}
+
+impl WriteTx<'_> {
+    /// `count` positions of the backfill stream, which counts down from 0 so
+    /// that older history sorts before everything else; newest first.
+    pub async fn backfill_positions(&mut self, count: i64) -> Result<Vec<i64>> {
+        let (last,): (i64,) = sqlx::query_as(
+            "UPDATE stream_positions SET position = position - $1 WHERE name = 'backfill' RETURNING position",
+        )
+        .bind(count)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok((0..count).map(|i| last + count - 1 - i).collect())
+    }
+}

@@ -133,7 +133,7 @@ pub async fn missing_events(
     }
     let mut events = server.db.events(&found).await?;
     events.sort_by_key(|e| (depth_of(e), e.stream_ordering));
-    events.iter().map(raw).collect()
+    as_seen_by(server, origin, room_id, &events).await
 }
 
 /// `/backfill`: history from `from` backwards, at most `limit` events.
@@ -149,7 +149,92 @@ pub async fn backfill(
         .db
         .events_backwards(room_id.as_str(), from, limit.min(MAX_EVENTS))
         .await?;
-    events.iter().map(raw).collect()
+    as_seen_by(server, origin, room_id, &events).await
+}
+
+/// The events as `origin` may see them: in full where the room's history
+/// visibility at the event lets one of its users see it, redacted (so the
+/// graph stays whole) where not. spec: client-server API, "History
+/// visibility", applied to a server's users as a whole.
+async fn as_seen_by(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    events: &[StoredEvent],
+) -> Result<Vec<Box<RawValue>>> {
+    let version = crate::service::rooms::require_room(server, room_id).await?;
+    let rules = corvid_federation::rules_for(&version).map_err(Error::internal)?;
+    let mut out = Vec::with_capacity(events.len());
+    let mut by_group: std::collections::HashMap<i64, bool> = std::collections::HashMap::new();
+    for event in events {
+        let visible = match event.state_group_before {
+            Some(group) => match by_group.get(&group) {
+                Some(v) => *v,
+                None => {
+                    let v = server_may_see(server, origin, group).await?;
+                    by_group.insert(group, v);
+                    v
+                }
+            },
+            // No state known before it (the room's create event, history
+            // this server fetched itself): as shareable as the room is now.
+            None => match server
+                .db
+                .room(room_id.as_str())
+                .await?
+                .and_then(|r| r.state_group)
+            {
+                Some(group) => server_may_see(server, origin, group).await?,
+                None => false,
+            },
+        };
+        if visible {
+            out.push(raw(event)?);
+        } else {
+            let object: ruma::CanonicalJsonObject = serde_json::from_str(&event.pdu)?;
+            let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+                .map_err(Error::internal)?;
+            out.push(RawValue::from_string(serde_json::to_string(&redacted)?)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a user of `origin` could see an event with the state of `group` before it.
+async fn server_may_see(server: &Server, origin: &ServerName, group: i64) -> Result<bool> {
+    let state = server.db.state_map(group).await?;
+    let visibility = match state.get(&("m.room.history_visibility".to_owned(), String::new())) {
+        Some(id) => match server.db.event(id).await? {
+            Some(e) => {
+                serde_json::from_str::<serde_json::Value>(&e.pdu)?["content"]["history_visibility"]
+                    .as_str()
+                    .unwrap_or("shared")
+                    .to_owned()
+            }
+            None => "shared".to_owned(),
+        },
+        None => "shared".to_owned(),
+    };
+    if visibility == "world_readable" || visibility == "shared" {
+        return Ok(true);
+    }
+    let suffix = format!(":{origin}");
+    let members: Vec<String> = state
+        .iter()
+        .filter(|((t, k), _)| t == "m.room.member" && k.ends_with(&suffix))
+        .map(|(_, id)| id.clone())
+        .collect();
+    for event in server.db.events(&members).await? {
+        let membership =
+            serde_json::from_str::<serde_json::Value>(&event.pdu)?["content"]["membership"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        if membership == "join" || (membership == "invite" && visibility == "invited") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn depth_of(event: &StoredEvent) -> i64 {

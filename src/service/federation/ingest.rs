@@ -342,13 +342,38 @@ pub async fn store_outliers(
     room_id: &RoomId,
     raws: Vec<Box<RawValue>>,
 ) -> Result<()> {
+    store_without_state(server, rules, room_id, raws, Placement::Outlier).await?;
+    Ok(())
+}
+
+/// Stores older history from `/backfill`: shown in the timeline before
+/// everything else (positions counting down from 0, the deepest event
+/// nearest), checked against its auth events; never an extremity, never
+/// part of the current state. Returns how many events were new.
+pub async fn store_backfilled(
+    server: &Server,
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+    raws: Vec<Box<RawValue>>,
+) -> Result<usize> {
+    store_without_state(server, rules, room_id, raws, Placement::Backfilled).await
+}
+
+async fn store_without_state(
+    server: &Server,
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+    raws: Vec<Box<RawValue>>,
+    placement: Placement,
+) -> Result<usize> {
     let mut pdus = verify_all(server, rules, room_id, raws).await;
     let ids: Vec<String> = pdus.iter().map(|p| p.event_id.to_string()).collect();
     let held = server.db.event_places(&ids).await?;
     pdus.retain(|p| !held.contains_key(p.event_id.as_str()));
     if pdus.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    // Auth events before the events they authorise.
     pdus.sort_by_key(|p| p.depth);
     let mut auth_ids: Vec<String> = pdus
         .iter()
@@ -365,7 +390,15 @@ pub async fn store_outliers(
         .map(|e| (e.event_id.clone(), e))
         .collect();
     let mut w = server.db.write().await?;
-    w.reserve_stream_positions(pdus.len() as i64).await?;
+    let mut positions = match placement {
+        // Newest first: the deepest event takes the position nearest 0.
+        Placement::Backfilled => w.backfill_positions(pdus.len() as i64).await?,
+        _ => {
+            w.reserve_stream_positions(pdus.len() as i64).await?;
+            Vec::new()
+        }
+    };
+    let mut stored = 0;
     for pdu in &pdus {
         let mut auth: Vec<StoredEvent> = pdu
             .auth_ids
@@ -376,27 +409,25 @@ pub async fn store_outliers(
         auth.dedup_by(|a, b| a.event_id == b.event_id);
         match timeline::authorize(rules, &pdu.pdu, &auth) {
             Ok(()) => {
-                let position = w.next_stream_position().await?;
-                let new_event = new_event(&position, pdu, None, Placement::Outlier, None);
+                let position = match positions.pop() {
+                    Some(p) => p,
+                    None => w.next_stream_position().await?,
+                };
+                let new_event = new_event(&position, pdu, None, placement, None);
                 w.stage_received(&new_event).await?;
                 accepted.insert(pdu.event_id.to_string(), new_event.to_stored());
+                stored += 1;
             }
             Err(e) => {
-                tracing::info!(event_id = %pdu.event_id, reason = %e.message.as_str(), "outlier rejected");
+                tracing::info!(event_id = %pdu.event_id, reason = %e.message.as_str(), "event without state rejected");
                 let id = pdu.event_id.as_str();
-                w.insert_rejected(
-                    id,
-                    room_id.as_str(),
-                    &pdu.json,
-                    e.message.as_str(),
-                    pdu.depth,
-                    None,
-                )
-                .await?;
+                w.insert_rejected(id, room_id.as_str(), &pdu.json, &e.message, pdu.depth, None)
+                    .await?;
             }
         }
     }
-    w.commit().await
+    w.commit().await?;
+    Ok(stored)
 }
 
 /// v12: the create event is not among the auth events but is named by the room id.

@@ -7,6 +7,7 @@
 //!   in the room's graph; [`fetch`]: asking for what is missing;
 //! - [`sender`]: the per-destination queues of outgoing transactions.
 
+pub mod backfill;
 pub mod edu;
 pub mod fetch;
 pub mod history;

@@ -71,10 +71,11 @@ pub async fn messages(
     let mut chunk: Vec<StoredEvent> = Vec::new();
     let mut cursor = from;
     let mut exhausted = limit == 0;
+    let mut may_backfill = dir == Direction::Backward && to.is_none();
     while chunk.len() < limit && !exhausted {
         let batch = match dir {
             Direction::Backward => {
-                let lower = to.unwrap_or(0);
+                let lower = to.unwrap_or(i64::MIN);
                 server
                     .db
                     .room_events_desc(room_id.as_str(), lower, cursor, BATCH)
@@ -89,6 +90,12 @@ pub async fn messages(
             }
         };
         exhausted = (batch.len() as i64) < BATCH;
+        // Past the oldest event held here: ask the room's other servers for
+        // older history (once per page), then read on.
+        if exhausted && may_backfill && chunk.len() + batch.len() < limit {
+            may_backfill = false;
+            exhausted = crate::service::federation::backfill::backfill(server, room_id).await? == 0;
+        }
         for event in batch {
             cursor = match dir {
                 Direction::Backward => event.stream_ordering - 1,
