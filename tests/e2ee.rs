@@ -806,3 +806,132 @@ async fn dehydrated_device_round_trip(s: TestServer) {
     let found = query(&s, &bob, &[&alice.user_id]).await;
     assert!(found["device_keys"][&alice.user_id].get("PARKED").is_none());
 }
+
+mod across_servers {
+    use super::common::{Backend, postgres_configured};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::devices_and_to_device_across_servers(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if postgres_configured() {
+            super::devices_and_to_device_across_servers(Backend::Postgres).await;
+        }
+    }
+}
+
+/// Syncs `user` on `s` from `since` until `done` holds (15 s at most);
+/// returns the responses' to-device events and the last token.
+async fn sync_until(
+    s: &TestServer,
+    user: &User,
+    mut since: String,
+    done: impl Fn(&Value, &[Value]) -> bool,
+) -> (Vec<Value>, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut to_device = Vec::new();
+    loop {
+        let body = s.sync(user, Some(&since), 500).await;
+        to_device.extend(
+            body["to_device"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        since = body["next_batch"].as_str().unwrap().to_owned();
+        if done(&body, &to_device) {
+            return (to_device, since);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened; last sync {body}"
+        );
+    }
+}
+
+/// Users of two servers sharing a room: one's new device keys reach the
+/// other's device list changes and key queries; to-device messages cross
+/// once, also when the sender retries its transaction.
+async fn devices_and_to_device_across_servers(backend: common::Backend) {
+    let fast = |c: &mut corvid::Config| c.federation.retry_min_ms = 100;
+    let a = TestServer::start_federating(backend, "127.0.0.1", fast)
+        .await
+        .unwrap();
+    let b = TestServer::start_federating(backend, "localhost", fast)
+        .await
+        .unwrap();
+    let alice = device(&a, &a.register("alice").await).await;
+    let bob = device(&b, &b.register("bob").await).await;
+    let (_, room) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &alice.user.token,
+            json!({"preset": "public_chat"}),
+        )
+        .await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    let join = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        common::urlencode(&room),
+        common::urlencode(a.server_name())
+    );
+    let (status, body) = b.post(&join, &bob.user.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let since = a.sync(&alice.user, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = upload(&b, &bob, json!({"device_keys": device_keys(&bob)})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bob_id = bob.user.user_id.clone();
+    let (_, since) = sync_until(&a, &alice.user, since, |body, _| {
+        body["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!(bob_id)))
+    })
+    .await;
+    let (status, found) = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &alice.user.token,
+            json!({"device_keys": {&bob_id: []}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(
+        found["device_keys"][&bob_id][&bob.device_id].is_object(),
+        "{found}"
+    );
+
+    let bob_since = b.sync(&bob.user, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = "/_matrix/client/v3/sendToDevice/org.example.ping/td1";
+    let message = json!({"messages": {&bob_id: {&bob.device_id: {"n": 1}}}});
+    for _ in 0..2 {
+        let (status, body) = a.put(path, &alice.user.token, message.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (received, bob_since) = sync_until(&b, &bob.user, bob_since, |_, to_device| {
+        !to_device.is_empty()
+    })
+    .await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["sender"], alice.user.user_id);
+    assert_eq!(received[0]["type"], "org.example.ping");
+    assert_eq!(received[0]["content"], json!({"n": 1}));
+    // Nothing more arrives (the retry was the same transaction).
+    let later = b.sync(&bob.user, Some(&bob_since), 1_000).await;
+    assert!(
+        later["to_device"]["events"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{later}"
+    );
+    let _ = since;
+}
