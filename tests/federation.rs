@@ -49,6 +49,7 @@ federated_on_both_backends!(
     public_rooms_of_another_server,
     openid_tokens_prove_who_a_user_is,
     forged_and_malformed_events_are_refused,
+    room_events_are_served_to_servers_in_the_room,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -1063,5 +1064,136 @@ async fn forged_and_malformed_events_are_refused(backend: Backend) {
         common::urlencode(&good)
     );
     let (status, body) = signed_json(&b, &a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+/// The event endpoints other servers use, answered for a server with a
+/// member in the room (and checked against the spec's schemas).
+async fn room_events_are_served_to_servers_in_the_room(backend: Backend) {
+    let (a, b) = pair(backend).await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let enc = common::urlencode;
+    let join = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        enc(&room),
+        enc(a.server_name())
+    );
+    let (status, res) = b.post(&join, &bob.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        sent.push(
+            a.send_text(&alice, &room, &format!("e{n}"), &format!("m{n}"))
+                .await,
+        );
+    }
+    let (first, last) = (&sent[0], &sent[4]);
+    let get = |path: String| {
+        let (a, b) = (&a, &b);
+        async move { signed_json(b, a, Method::GET, &path, None).await }
+    };
+
+    let (status, event) = get(format!("/_matrix/federation/v1/event/{}", enc(last))).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["pdus"][0]["content"]["body"], "m4");
+
+    let (status, ids) = get(format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={}",
+        enc(&room),
+        enc(last)
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ids}");
+    let state_ids = ids["pdu_ids"].as_array().unwrap().len();
+    assert!(
+        state_ids >= 6,
+        "create, member x2, power levels, join rules, history visibility: {ids}"
+    );
+    assert!(!ids["auth_chain_ids"].as_array().unwrap().is_empty());
+    let (status, state) = get(format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        enc(&room),
+        enc(last)
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(state["pdus"].as_array().unwrap().len(), state_ids);
+
+    let (status, chain) = get(format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        enc(&room),
+        enc(last)
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{chain}");
+    assert!(
+        chain["auth_chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+
+    let path = format!("/_matrix/federation/v1/get_missing_events/{}", enc(&room));
+    let body = json!({"earliest_events": [first], "latest_events": [last], "limit": 10});
+    let (status, missing) = signed_json(&b, &a, Method::POST, &path, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{missing}");
+    let bodies: Vec<&str> = missing["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["m1", "m2", "m3"],
+        "the events in between, oldest first"
+    );
+
+    let (status, history) = get(format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit=3",
+        enc(&room),
+        enc(last)
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let bodies: Vec<&str> = history["pdus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["m4", "m3", "m2"],
+        "from the given event back, newest first"
+    );
+
+    let (status, near) = get(format!(
+        "/_matrix/federation/v1/timestamp_to_event/{}?ts=0&dir=f",
+        enc(&room)
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{near}");
+    let (status, create) = get(format!(
+        "/_matrix/federation/v1/event/{}",
+        enc(near["event_id"].as_str().unwrap())
+    ))
+    .await;
+    assert_eq!(
+        (status, &create["pdus"][0]["type"]),
+        (StatusCode::OK, &json!("m.room.create"))
+    );
+
+    // A server with nobody in the room is told no.
+    let c = TestServer::start_federating(backend, "127.0.0.1", |_| {})
+        .await
+        .unwrap();
+    let path = format!("/_matrix/federation/v1/event/{}", enc(last));
+    let (status, body) = signed_json(&c, &a, Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

@@ -275,7 +275,9 @@ impl Db {
         found.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
         found.truncate(limit);
         let ids: Vec<String> = found.into_iter().map(|(_, id)| id).collect();
-        self.events(&ids).await
+        let mut events = self.events(&ids).await?;
+        events.sort_by_key(|e| ids.iter().position(|id| *id == e.event_id));
+        Ok(events)
     }
 }
 

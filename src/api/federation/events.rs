@@ -7,7 +7,8 @@ use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedEventId,
     api::federation::{
         authorization::get_event_authorization, backfill::get_backfill, event::get_event,
-        event::get_missing_events, event::get_room_state, event::get_room_state_ids,
+        event::get_event_by_timestamp, event::get_missing_events, event::get_room_state,
+        event::get_room_state_ids,
     },
 };
 
@@ -25,6 +26,7 @@ pub fn routes(router: Routes) -> Routes {
         .ruma(event_auth)
         .ruma(missing_events)
         .ruma(backfill)
+        .ruma(timestamp_to_event)
 }
 
 async fn event(
@@ -108,6 +110,23 @@ async fn backfill(
         server.server_name().to_owned(),
         MilliSecondsSinceUnixEpoch::now(),
         pdus,
+    ))
+}
+
+async fn timestamp_to_event(
+    server: Arc<Server>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<get_event_by_timestamp::v1::Response> {
+    let body = &req.body;
+    let forward = body.dir == ruma::api::Direction::Forward;
+    let ts = i64::from(body.ts.get());
+    let (event_id, ts) =
+        history::event_near(&server, req.origin(), &body.room_id, ts, forward).await?;
+    let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
+    let ts = ruma::UInt::try_from(ts.max(0)).map_err(Error::internal)?;
+    Ok(get_event_by_timestamp::v1::Response::new(
+        event_id,
+        MilliSecondsSinceUnixEpoch(ts),
     ))
 }
 

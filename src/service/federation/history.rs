@@ -63,8 +63,21 @@ pub async fn state_ids_before(
         Some(group) => server.db.state_map(group).await?.into_values().collect(),
         None => Vec::new(),
     };
-    let chain = server.db.auth_chain(&state).await?;
-    Ok((state, chain.into_iter().collect()))
+    let chain = auth_chain(server, room_id, &state).await?;
+    Ok((state, chain))
+}
+
+/// The auth chain of `ids`; from room version 12 on with the room's create
+/// event, which no event names among its auth events any more but every
+/// server needs to check them.
+async fn auth_chain(server: &Server, room_id: &RoomId, ids: &[String]) -> Result<Vec<String>> {
+    let mut chain = server.db.auth_chain(ids).await?;
+    let version = crate::service::rooms::require_room(server, room_id).await?;
+    let rules = corvid_federation::rules_for(&version).map_err(Error::internal)?;
+    if rules.authorization.room_create_event_id_as_room_id {
+        chain.insert(format!("${}", &room_id.as_str()[1..]));
+    }
+    Ok(chain.into_iter().collect())
 }
 
 /// The auth chain of an event, as ids.
@@ -81,12 +94,7 @@ pub async fn auth_chain_ids(
         .await?
         .filter(|e| e.room_id == room_id.as_str())
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    Ok(server
-        .db
-        .auth_chain(std::slice::from_ref(&event.event_id))
-        .await?
-        .into_iter()
-        .collect())
+    auth_chain(server, room_id, std::slice::from_ref(&event.event_id)).await
 }
 
 /// The events of `ids` as PDUs, in stream order.
@@ -246,4 +254,25 @@ fn depth_of(event: &StoredEvent) -> i64 {
 
 fn raw(event: &StoredEvent) -> Result<Box<RawValue>> {
     Ok(RawValue::from_string(event.pdu.clone())?)
+}
+
+/// `GET /timestamp_to_event`: the room's event closest to `ts` in direction
+/// `forward` (at or after it) or back (at or before it).
+pub async fn event_near(
+    server: &Server,
+    origin: &ServerName,
+    room_id: &RoomId,
+    ts: i64,
+    forward: bool,
+) -> Result<(String, i64)> {
+    require_server_in_room(server, room_id, origin).await?;
+    let cursor = (ts, if forward { i64::MIN } else { i64::MAX });
+    let mut found = server
+        .db
+        .room_events_by_ts(room_id.as_str(), cursor, forward, 1)
+        .await?;
+    let (event, ts) = found
+        .pop()
+        .ok_or_else(|| Error::not_found("No event found in that direction"))?;
+    Ok((event.event_id, ts))
 }

@@ -281,7 +281,7 @@ pub async fn receive_invite(
     request: &create_invite::v2::Request,
 ) -> Result<Box<RawValue>> {
     let version = &request.room_version;
-    let rules = rules_for(version).map_err(|_| incompatible(version))?;
+    let rules = supported_rules(version)?;
     let mut object = pdu::parse_object(&request.event)?;
     object.remove("unsigned");
     let target = object

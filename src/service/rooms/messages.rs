@@ -140,7 +140,7 @@ pub async fn event_near(
         return Err(Error::forbidden("You are not in this room"));
     }
     let forward = dir == Direction::Forward;
-    let mut cursor = (ts, if forward { -1 } else { i64::MAX });
+    let mut cursor = (ts, if forward { i64::MIN } else { i64::MAX });
     loop {
         let batch = server
             .db
