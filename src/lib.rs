@@ -74,8 +74,7 @@ pub async fn run_server(
     let server = Server::with_redis(config, db.clone(), key, redis)?;
     tokio::spawn(service::typing::expire_forever(server.clone()));
     tokio::spawn(service::presence::sweep_forever(server.clone()));
-    let resuming = server.clone();
-    tokio::spawn(async move { service::federation::sender::resume(&resuming).await });
+    tokio::spawn(service::federation::sender::run_election(server.clone()));
     // Long-polls answer at once when shutdown starts, so in-flight requests
     // finish quickly instead of holding the shutdown for their timeout.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -43,6 +43,58 @@ on_both_backends!(
     history_from_before_a_join_is_backfilled,
 );
 
+/// Two processes of one server on PostgreSQL and Redis: one is elected to
+/// send; events made on either reach the other server once, also after the
+/// elected process stops and the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_server_sends_through_one_elected_process() {
+    let (Some(redis), true) = (common::redis_url(), common::postgres_configured()) else {
+        return;
+    };
+    let mut a = TestServer::start_federating(Backend::Postgres, "127.0.0.1", |config| {
+        config.federation.retry_min_ms = 100;
+        common::use_redis(config, &redis);
+    })
+    .await
+    .unwrap();
+    let a2 = a.sibling().await;
+    let b = server(Backend::Postgres, "localhost").await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let (status, res) = join_via(&b, &bob, &room, a.server_name()).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    for n in 0..10 {
+        let through = if n % 2 == 0 { &a } else { &a2 };
+        through
+            .send_text(&alice, &room, &format!("s{n}"), &format!("scaled {n}"))
+            .await;
+    }
+    let mut seen = Seen::new();
+    let all = |s: &Seen, n: usize| {
+        s.bodies(&room)
+            .iter()
+            .filter(|b| b.starts_with("scaled"))
+            .count()
+            >= n
+    };
+    seen.until(&b, &bob, Duration::from_secs(15), |s| all(s, 10))
+        .await;
+
+    a.shut_down().await;
+    for n in 10..15 {
+        a2.send_text(&alice, &room, &format!("s{n}"), &format!("scaled {n}"))
+            .await;
+    }
+    seen.until(&b, &bob, Duration::from_secs(30), |s| all(s, 15))
+        .await;
+    let bodies = seen.bodies(&room);
+    let distinct: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(bodies.len(), distinct.len(), "each event once: {bodies:?}");
+}
+
 /// A federating server that retries failed transactions quickly.
 async fn server(backend: Backend, host: &str) -> TestServer {
     TestServer::start_federating(backend, host, |config| {

@@ -308,6 +308,28 @@ impl Db {
         Ok(applied)
     }
 
+    /// PostgreSQL: takes the session-level advisory lock `(key, name)` on a
+    /// connection of its own, held for as long as the returned connection
+    /// lives (`None`: another process holds it). `name` scopes the lock
+    /// (advisory locks are per database, which several servers may share).
+    /// SQLite has one process.
+    pub async fn try_session_lock(
+        &self,
+        key: i32,
+        name: &str,
+    ) -> Result<Option<Option<sqlx::pool::PoolConnection<Any>>>> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(None));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(key)
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(locked.then_some(Some(conn)))
+    }
+
     pub async fn stream_position(&self) -> Result<i64> {
         let (pos,): (i64,) =
             sqlx::query_as("SELECT position FROM stream_positions WHERE name = 'main'")

@@ -121,11 +121,15 @@ impl TestServer {
 
     /// A second server process on the same database, signing key and
     /// configuration (Redis included), as when scaling out.
+    /// Other servers reach the first process's federation listener; the
+    /// sibling serves the federation API on its client port only.
     pub async fn sibling(&self) -> Self {
+        let mut config = self.config.clone();
+        config.listen.federation = None;
         let mut sibling = Self {
             base: String::new(),
             federation_base: None,
-            config: self.config.clone(),
+            config,
             stop: None,
             thread: None,
             _dir: None,

@@ -10,9 +10,11 @@
 //! capped at `federation.retry_max_ms`; a request from the destination
 //! itself (it is back) ends the wait at once.
 //!
-//! With several processes on one database, only those with
-//! `federation.send_transactions` send; they poll the outbox for what the
-//! others queued.
+//! With several processes on one PostgreSQL, one is elected to send (it
+//! holds an advisory lock; another takes over when it goes): the others
+//! queue in the outbox and wake it through the Redis bus, and it also looks
+//! at the outbox every few seconds. `federation.send_transactions = false`
+//! keeps a process out of the election.
 
 use std::{
     collections::HashMap,
@@ -34,10 +36,16 @@ const MAX_PDUS: i64 = 50;
 const MAX_EDUS: usize = 100;
 /// How often an idle queue looks at the outbox for items other processes queued.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The PostgreSQL advisory lock whose holder sends (with the server name).
+const SENDER_LOCK: i32 = 7302;
+/// The notifier key other processes wake the elected sender with.
+const OUTBOX_KEY: &str = "\u{1}federation-outbox";
 
 /// The queues of this process, by destination.
 pub struct Sender {
     server: Weak<Server>,
+    /// Whether this process is the one that sends.
+    elected: std::sync::atomic::AtomicBool,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     started_ms: i64,
     next_txn: std::sync::atomic::AtomicU64,
@@ -57,6 +65,7 @@ impl Sender {
     pub fn new(server: Weak<Server>) -> Self {
         Self {
             server,
+            elected: Default::default(),
             queues: Mutex::default(),
             started_ms: crate::now_ms(),
             next_txn: Default::default(),
@@ -64,7 +73,7 @@ impl Sender {
     }
 
     fn queue(&self, server: &Server, destination: &str) -> Option<Arc<Queue>> {
-        if !server.config.federation.send_transactions
+        if !self.elected.load(std::sync::atomic::Ordering::SeqCst)
             || destination == server.server_name().as_str()
         {
             return None;
@@ -90,9 +99,55 @@ impl Sender {
 
 /// Something was queued for these destinations in the outbox.
 pub fn wake(server: &Server, destinations: &[String]) {
+    if destinations.is_empty() {
+        return;
+    }
+    if !server
+        .federation_sender
+        .elected
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // The elected process, elsewhere, hears of it through the bus.
+        server.notifier.notify_users([OUTBOX_KEY]);
+        return;
+    }
     for destination in destinations {
         if let Some(queue) = server.federation_sender.queue(server, destination) {
             queue.queued.notify_one();
+        }
+    }
+}
+
+/// Runs until shutdown: takes part in the election of the sending process
+/// and, once elected, sends what is waiting and what the others queue.
+pub async fn run_election(server: Arc<Server>) {
+    if !server.config.federation.send_transactions {
+        return;
+    }
+    let mut outbox = server.notifier.subscribe(OUTBOX_KEY);
+    let _held = loop {
+        let name = server.server_name().as_str();
+        match server.db.try_session_lock(SENDER_LOCK, name).await {
+            Ok(Some(connection)) => break connection,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e.message, "sender election failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(IDLE_POLL) => {}
+            () = server.notifier.shutting_down() => return,
+        }
+    };
+    tracing::info!("this process sends to other servers");
+    server
+        .federation_sender
+        .elected
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    loop {
+        resume(&server).await;
+        tokio::select! {
+            _ = outbox.changed() => {}
+            () = tokio::time::sleep(IDLE_POLL) => {}
+            () = server.notifier.shutting_down() => return,
         }
     }
 }
