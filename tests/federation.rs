@@ -20,26 +20,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-macro_rules! federated_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if crate::common::postgres_configured() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
-federated_on_both_backends!(
+each_backend!(
     keys_are_self_signed_and_notaries_countersign,
     signed_requests_are_verified_and_bad_ones_refused,
     remote_media_is_fetched_over_federation_and_cached,

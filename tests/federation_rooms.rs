@@ -14,26 +14,7 @@ use common::{Backend, TestServer, User, gate::Gate, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if crate::common::postgres_configured() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+each_backend!(
     join_and_talk_across_two_servers,
     three_servers_deliver_every_message_once,
     partitioned_servers_resolve_conflicting_state_alike,

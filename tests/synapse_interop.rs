@@ -15,26 +15,7 @@ use ruma::{CanonicalJsonObject, serde::Base64, signatures::PublicKeyMap};
 use serde_json::{Value, json};
 use synapse::TestSynapse;
 
-macro_rules! with_synapse_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if crate::common::postgres_configured() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
-with_synapse_on_both_backends!(keys_and_profiles_both_ways, rooms_shared_with_synapse);
+each_backend!(keys_and_profiles_both_ways, rooms_shared_with_synapse);
 
 /// A federating Corvid named `localhost:PORT` and a Synapse; `None` when
 /// Synapse cannot be installed outside CI.

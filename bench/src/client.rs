@@ -216,6 +216,18 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Joins a room of another server through `via` (a federated join).
+    pub async fn join_via(&self, user: &User, room_id: &str, via: &str) -> ApiResult<()> {
+        self.call(
+            Method::POST,
+            &format!("/join/{}?via={}", enc(room_id), enc(via)),
+            Some(&user.token),
+            Some(&json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn send(
         &self,
         user: &User,

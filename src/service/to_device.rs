@@ -21,9 +21,13 @@ use crate::{
 /// Messages per sync response (Synapse's figure; the spec sets none).
 pub const MAX_PER_SYNC: usize = 100;
 
+/// Messages by recipient user and device (`*`: all the user's devices).
+type ByDevice = BTreeMap<ruma::OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Value>>;
+
 /// `PUT /sendToDevice/{eventType}/{txnId}`: queues each message for the
-/// named device, or all of the user's devices for `*`. A retried
-/// transaction id queues nothing again.
+/// named device, or all of the user's devices for `*`; messages for other
+/// servers' users go to their servers as `m.direct_to_device` EDUs. A
+/// retried transaction id queues nothing again.
 pub async fn send(
     server: &Server,
     sender: &AuthedUser,
@@ -31,57 +35,24 @@ pub async fn send(
     txn_id: &str,
     messages: &Messages,
 ) -> Result<()> {
-    let mut contents = Vec::new();
-    let mut recipients = Vec::new();
-    let mut remote: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut local = ByDevice::new();
+    let mut remote: BTreeMap<String, ByDevice> = BTreeMap::new();
     for (user, devices) in messages {
-        if user.server_name() != server.server_name() {
-            let by_device: serde_json::Map<String, Value> = devices
-                .iter()
-                .map(|(device, content)| {
-                    let content: Value = serde_json::from_str(content.json().get())
-                        .map_err(|e| Error::bad_json(e.to_string()))?;
-                    Ok((device.to_string(), content))
-                })
-                .collect::<Result<_>>()?;
-            remote
-                .entry(user.server_name().to_string())
-                .or_default()
-                .insert(user.to_string(), Value::Object(by_device));
-            continue;
-        }
-        let known: Vec<String> = server
-            .db
-            .devices(user.as_str())
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
-        for (target, content) in devices {
+        let target = if user.server_name() == server.server_name() {
+            &mut local
+        } else {
+            remote.entry(user.server_name().to_string()).or_default()
+        };
+        for (device, content) in devices {
             let content: Value = serde_json::from_str(content.json().get())
                 .map_err(|e| Error::bad_json(e.to_string()))?;
             if !content.is_object() {
                 return Err(Error::bad_json("Message content must be a JSON object"));
             }
-            let content = content.to_string();
-            let targets = known.iter().filter(|known| match target {
-                DeviceIdOrAllDevices::AllDevices => true,
-                DeviceIdOrAllDevices::DeviceId(id) => known.as_str() == id.as_str(),
-            });
-            for device in targets {
-                recipients.push((user.as_str(), device.clone(), contents.len()));
-            }
-            contents.push(content);
+            let by_device = target.entry(user.clone()).or_default();
+            by_device.insert(device.clone(), content);
         }
     }
-    let outgoing: Vec<Outgoing<'_>> = recipients
-        .iter()
-        .map(|(user_id, device_id, content)| Outgoing {
-            user_id,
-            device_id: device_id.as_str(),
-            content: &contents[*content],
-        })
-        .collect();
     let scope = format!("sendToDevice {event_type}");
     let txn = TxnKey {
         device_id: sender.device_id.as_str(),
@@ -101,23 +72,9 @@ pub async fn send(
             (destination, content.to_string())
         })
         .collect();
-    let edu_refs: Vec<(&str, &str)> = edus.iter().map(|(d, c)| (d.as_str(), c.as_str())).collect();
-    let queued = server
-        .db
-        .queue_to_device(
-            sender.user_id.as_str(),
-            &txn,
-            event_type,
-            &outgoing,
-            &edu_refs,
-        )
-        .await?;
-    if queued {
-        let users: BTreeMap<&str, ()> = recipients.iter().map(|(u, _, _)| (*u, ())).collect();
-        server.notifier.notify_users(users.into_keys());
-        let destinations: Vec<String> = edus.into_iter().map(|(d, _)| d).collect();
-        crate::service::federation::sender::wake(server, &destinations);
-    }
+    queue(server, &sender.user_id, &txn, event_type, &local, &edus).await?;
+    let destinations: Vec<String> = edus.into_iter().map(|(d, _)| d).collect();
+    crate::service::federation::sender::wake(server, &destinations);
     Ok(())
 }
 
@@ -130,17 +87,35 @@ fn message_id(txn: &TxnKey<'_>) -> String {
 }
 
 /// An `m.direct_to_device` EDU from another server: its messages for our
-/// users' devices (`*`: all of them), queued once per `message_id`.
+/// users' devices, queued once per `message_id`.
 pub async fn receive_remote(
     server: &Server,
     sender: &UserId,
     event_type: &str,
     message_id: &str,
-    messages: &BTreeMap<ruma::OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Value>>,
+    messages: &ByDevice,
+) -> Result<()> {
+    let txn = TxnKey {
+        device_id: "",
+        scope: "federation m.direct_to_device",
+        txn_id: message_id,
+    };
+    queue(server, sender, &txn, event_type, messages, &[]).await
+}
+
+/// Queues the messages for our users' devices (and `edus` for other
+/// servers) under the transaction, once; wakes the recipients.
+async fn queue(
+    server: &Server,
+    sender: &UserId,
+    txn: &TxnKey<'_>,
+    event_type: &str,
+    local: &ByDevice,
+    edus: &[(String, String)],
 ) -> Result<()> {
     let mut contents = Vec::new();
     let mut recipients = Vec::new();
-    for (user, devices) in messages {
+    for (user, devices) in local {
         let known: Vec<String> = server
             .db
             .devices(user.as_str())
@@ -149,9 +124,6 @@ pub async fn receive_remote(
             .map(|d| d.device_id)
             .collect();
         for (target, content) in devices {
-            if !content.is_object() {
-                continue;
-            }
             let targets = known.iter().filter(|known| match target {
                 DeviceIdOrAllDevices::AllDevices => true,
                 DeviceIdOrAllDevices::DeviceId(id) => known.as_str() == id.as_str(),
@@ -170,14 +142,10 @@ pub async fn receive_remote(
             content: &contents[*content],
         })
         .collect();
-    let txn = TxnKey {
-        device_id: "",
-        scope: "federation m.direct_to_device",
-        txn_id: message_id,
-    };
+    let edus: Vec<(&str, &str)> = edus.iter().map(|(d, c)| (d.as_str(), c.as_str())).collect();
     let queued = server
         .db
-        .queue_to_device(sender.as_str(), &txn, event_type, &outgoing, &[])
+        .queue_to_device(sender.as_str(), txn, event_type, &outgoing, &edus)
         .await?;
     if queued {
         let users: BTreeMap<&str, ()> = recipients.iter().map(|(u, _, _)| (*u, ())).collect();

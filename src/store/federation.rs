@@ -59,39 +59,46 @@ const AUTH_CHAIN_SQL: &str = "WITH RECURSIVE chain(event_id) AS ( \
          UNION SELECT a.auth_event_id FROM event_auth a JOIN chain c ON a.event_id = c.event_id \
      ) SELECT event_id FROM chain";
 
-fn places_sql(count: usize) -> String {
-    PLACE_SQL.replace("{ids}", &placeholders(1, count))
+async fn places_in(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> Result<HashMap<String, EventPlace>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(200) {
+        let sql = PLACE_SQL.replace("{ids}", &placeholders(1, chunk.len()));
+        let mut q = sqlx::query_as::<_, EventPlace>(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for place in q.fetch_all(&mut *conn).await? {
+            out.insert(place.event_id.clone(), place);
+        }
+    }
+    Ok(out)
+}
+
+async fn auth_chain_in(conn: &mut sqlx::AnyConnection, ids: &[String]) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(200) {
+        let sql = AUTH_CHAIN_SQL.replace("{ids}", &placeholders(1, chunk.len()));
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?.into_iter().map(|(e,)| e));
+    }
+    Ok(out)
 }
 
 impl Db {
     /// The places of those of `ids` this server knows, accepted or rejected.
     pub async fn event_places(&self, ids: &[String]) -> Result<HashMap<String, EventPlace>> {
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(200) {
-            let sql = places_sql(chunk.len());
-            let mut q = sqlx::query_as::<_, EventPlace>(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for place in q.fetch_all(self.pool()).await? {
-                out.insert(place.event_id.clone(), place);
-            }
-        }
-        Ok(out)
+        places_in(&mut *self.pool().acquire().await?, ids).await
     }
 
     /// Every event reachable from `ids` through `auth_events` (not `ids` themselves).
     pub async fn auth_chain(&self, ids: &[String]) -> Result<HashSet<String>> {
-        let mut out = HashSet::new();
-        for chunk in ids.chunks(200) {
-            let sql = AUTH_CHAIN_SQL.replace("{ids}", &placeholders(1, chunk.len()));
-            let mut q = sqlx::query_as::<_, (String,)>(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            out.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(e,)| e));
-        }
-        Ok(out)
+        auth_chain_in(&mut *self.pool().acquire().await?, ids).await
     }
 
     /// `(event id, prev event ids, depth)` of known events of the room, for
@@ -285,33 +292,13 @@ impl WriteTx<'_> {
     /// [`Db::event_places`], read through this transaction.
     pub async fn event_places(&mut self, ids: &[String]) -> Result<HashMap<String, EventPlace>> {
         self.flush().await?;
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(200) {
-            let sql = places_sql(chunk.len());
-            let mut q = sqlx::query_as::<_, EventPlace>(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for place in q.fetch_all(&mut *self.tx).await? {
-                out.insert(place.event_id.clone(), place);
-            }
-        }
-        Ok(out)
+        places_in(&mut self.tx, ids).await
     }
 
     /// [`Db::auth_chain`], read through this transaction.
     pub async fn auth_chain(&mut self, ids: &[String]) -> Result<HashSet<String>> {
         self.flush().await?;
-        let mut out = HashSet::new();
-        for chunk in ids.chunks(200) {
-            let sql = AUTH_CHAIN_SQL.replace("{ids}", &placeholders(1, chunk.len()));
-            let mut q = sqlx::query_as::<_, (String,)>(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            out.extend(q.fetch_all(&mut *self.tx).await?.into_iter().map(|(e,)| e));
-        }
-        Ok(out)
+        auth_chain_in(&mut self.tx, ids).await
     }
 
     /// Events by id, read through this transaction.

@@ -596,6 +596,28 @@ fn uuid_like() -> String {
 }
 
 /// Runs each listed scenario once on SQLite and once on PostgreSQL.
+/// Runs each `async fn(Backend)` on SQLite and on PostgreSQL (when
+/// configured; under `CI` a missing database fails in `TestServer`).
+#[macro_export]
+macro_rules! each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::postgres_configured() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            })*
+        }
+    };
+}
+
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

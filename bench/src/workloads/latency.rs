@@ -1,6 +1,8 @@
 //! `latency`: receivers long-poll `/sync` while senders send at a fixed rate;
 //! send-start → seen-in-sync latency, and every message must arrive exactly
-//! once at every receiver.
+//! once at every receiver. With `--receivers-url` the receivers are users of
+//! a second server that join the room over federation: the latency is then
+//! send → federation transaction → seen in the other server's `/sync`.
 
 use std::{
     collections::HashMap,
@@ -15,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::{
-    client::{ApiResult, Client, User},
+    client::{ApiResult, Client, User, check_loopback},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -41,6 +43,10 @@ pub struct Args {
     /// Long-poll timeout of each /sync, ms.
     #[arg(long, default_value_t = 5000)]
     pub sync_timeout_ms: u64,
+    /// Register the receivers on this other homeserver (loopback), which
+    /// must federate with the one under test.
+    #[arg(long)]
+    pub receivers_url: Option<String>,
 }
 
 /// Per receiver: seq → times it was seen.
@@ -62,11 +68,38 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     report.param("messages", total);
 
     let senders = ctx.register_many("lsend", nsend).await?;
-    let receivers = ctx.register_many("lrecv", nrecv).await?;
     let room = ctx.create_rooms(&senders[0], 1).await?.remove(0);
-    let mut others: Vec<User> = senders[1..].to_vec();
-    others.extend(receivers.iter().cloned());
-    ctx.join_all(&others, std::slice::from_ref(&room)).await?;
+    ctx.join_all(&senders[1..], std::slice::from_ref(&room))
+        .await?;
+    let (receivers, receiving) = match &a.receivers_url {
+        None => {
+            let receivers = ctx.register_many("lrecv", nrecv).await?;
+            ctx.join_all(&receivers, std::slice::from_ref(&room))
+                .await?;
+            (receivers, ctx.client.clone())
+        }
+        Some(url) => {
+            let remote =
+                Client::new(&check_loopback(url).map_err(|e| crate::client::ApiError {
+                    method: "-".into(),
+                    url: url.clone(),
+                    request_body: None,
+                    status: None,
+                    response_body: e,
+                })?);
+            let origin = senders[0].user_id.split_once(':').map_or("", |(_, s)| s);
+            let mut receivers = Vec::with_capacity(nrecv);
+            for i in 0..nrecv {
+                let user = remote
+                    .register(&ctx.username("lrecv", i), &ctx.password)
+                    .await?;
+                remote.join_via(&user, &room, origin).await?;
+                receivers.push(user);
+            }
+            report.param("receivers_on", url.as_str());
+            (receivers, remote)
+        }
+    };
 
     let filter = sync_filter();
     let errors = ErrorLog::default();
@@ -76,12 +109,12 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     let mut recv_tasks = Vec::new();
     for r in &receivers {
         // Start from "now": an initial sync gives the token.
-        let (v, _) = ctx.client.sync(r, None, 0, Some(&filter)).await?;
+        let (v, _) = receiving.sync(r, None, 0, Some(&filter)).await?;
         let since = v["next_batch"].as_str().unwrap_or_default().to_owned();
         let seen: Seen = Arc::default();
         seen_maps.push(seen.clone());
         recv_tasks.push(tokio::spawn(receive(
-            ctx.client.clone(),
+            receiving.clone(),
             r.clone(),
             since,
             ctx.run_id.clone(),

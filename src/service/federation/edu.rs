@@ -204,10 +204,12 @@ async fn receive_to_device(
         }
         for (device, content) in devices {
             let content: Value = serde_json::from_str(content.json().get())?;
-            local
-                .entry(user.clone())
-                .or_default()
-                .insert(device, content);
+            if content.is_object() {
+                local
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(device, content);
+            }
         }
     }
     to_device::receive_remote(

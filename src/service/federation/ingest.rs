@@ -438,7 +438,8 @@ fn create_event_id(room_id: &RoomId, rules: &RoomVersionRules) -> Option<String>
         .then(|| format!("${}", &room_id.as_str()[1..]))
 }
 
-fn new_event<'a>(
+/// The row of a received event at `position`.
+pub(super) fn new_event<'a>(
     position: &i64,
     pdu: &'a IncomingPdu,
     state_group_before: Option<i64>,

@@ -36,7 +36,7 @@ use crate::{
         membership::{STRIPPED_STATE_TYPES, member_content},
         timeline::{self, Appended, Template},
     },
-    store::events::{NewEvent, Placement},
+    store::events::Placement,
 };
 
 /// Room versions this server can join (and so lists in `ver`).
@@ -377,24 +377,14 @@ async fn store_stub(
     }
     let position = w.next_stream_position().await?;
     let unsigned = unsigned.map(|u| u.to_string());
-    let new_event = NewEvent {
-        stream_ordering: position,
-        event_id: pdu.event_id.as_str(),
-        room_id,
-        event_type: pdu.kind_str(),
-        state_key: pdu.state_key(),
-        sender: pdu.pdu.sender.as_str(),
-        origin_server_ts: pdu.pdu.origin_server_ts.get().into(),
-        depth: pdu.depth,
-        pdu: &pdu.json,
-        prev_events: &pdu.prev_ids,
-        auth_events: &pdu.auth_ids,
-        unsigned_extra: unsigned.as_deref(),
-        state_group_before: room.state_group,
-        txn: None,
-        redacts: None,
-        placement: Placement::Outlier,
-    };
+    let mut new_event = ingest::new_event(
+        &position,
+        pdu,
+        room.state_group,
+        Placement::Outlier,
+        unsigned.as_deref(),
+    );
+    new_event.redacts = None;
     w.stage_event(&new_event, membership.as_deref()).await?;
     w.commit().await?;
     let appended = Appended {
@@ -419,27 +409,40 @@ pub async fn join_remote(
     via: &[OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
-    let mut last = Error::not_found("No server in the room is known to join it through");
-    for candidate in candidates(server, via) {
-        match join_through(server, &candidate, room_id, user, reason).await {
-            Ok(()) => return Ok(()),
+    through_first(server, via, "join", |candidate| async move {
+        join_through(server, &candidate, room_id, user, reason).await
+    })
+    .await
+}
+
+/// `attempt` through each of `via` (but us, each once) until one succeeds;
+/// the last failure otherwise.
+async fn through_first<T, F, Fut>(
+    server: &Server,
+    via: &[OwnedServerName],
+    what: &str,
+    attempt: F,
+) -> Result<T>
+where
+    F: Fn(OwnedServerName) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tried: Vec<&OwnedServerName> = Vec::new();
+    let mut last = Error::not_found(format!("No server in the room is known to {what} through"));
+    for candidate in via {
+        if candidate == server.server_name() || tried.contains(&candidate) {
+            continue;
+        }
+        tried.push(candidate);
+        match attempt(candidate.clone()).await {
+            Ok(done) => return Ok(done),
             Err(e) => {
-                tracing::info!(%room_id, %candidate, error = %e.message, "remote join failed");
+                tracing::info!(%candidate, error = %e.message, "remote {what} failed");
                 last = e;
             }
         }
     }
     Err(last)
-}
-
-fn candidates(server: &Server, via: &[OwnedServerName]) -> Vec<OwnedServerName> {
-    let mut out: Vec<OwnedServerName> = Vec::new();
-    for name in via {
-        if name != server.server_name() && !out.contains(name) {
-            out.push(name.clone());
-        }
-    }
-    out
 }
 
 async fn join_through(
@@ -666,14 +669,12 @@ pub async fn leave_remote(
     let inviter = UserId::parse(&own.sender).map_err(Error::internal)?;
     let mut via = vec![inviter.server_name().to_owned()];
     via.extend(room_id.server_name().map(ToOwned::to_owned));
-    let mut last = Error::not_found("No server in the room is known to leave it through");
-    for candidate in candidates(server, &via) {
-        match leave_through(server, &candidate, room_id, user, reason, &rules).await {
-            Ok(pdu) => return store_stub(server, &version, &pdu, None).await,
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    let rules = &rules;
+    let pdu = through_first(server, &via, "leave", |candidate| async move {
+        leave_through(server, &candidate, room_id, user, reason, rules).await
+    })
+    .await?;
+    store_stub(server, &version, &pdu, None).await
 }
 
 async fn leave_through(
@@ -710,14 +711,10 @@ pub async fn knock_remote(
     via: &[OwnedServerName],
     reason: Option<&str>,
 ) -> Result<()> {
-    let mut last = Error::not_found("No server in the room is known to knock through");
-    for candidate in candidates(server, via) {
-        match knock_through(server, &candidate, room_id, user, reason).await {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    through_first(server, via, "knock", |candidate| async move {
+        knock_through(server, &candidate, room_id, user, reason).await
+    })
+    .await
 }
 
 async fn knock_through(

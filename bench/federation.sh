@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Federation between two Corvid servers on loopback, over TLS with a CA made
+# for the run: send on A → seen in /sync of users on B (latency, lost,
+# duplicated), at a conversational rate and at a high one, next to the same
+# workload within one server. SQLite (BACKEND=postgres for PostgreSQL).
+#
+# Usage: bench/federation.sh          Needs: cargo, openssl; PostgreSQL on
+# 127.0.0.1:5432 for BACKEND=postgres. Prints the tables; raw JSON lines go
+# to bench/runs/federation-<timestamp>/results.jsonl (gitignored).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BACKEND=${BACKEND:-sqlite}
+RUN_DIR="$ROOT/bench/runs/federation-$(date -u +%Y%m%dT%H%M%SZ)"
+LATENCY_ARGS=${LATENCY_ARGS:-"--receivers 4 --senders 2 --rate 20 --duration 15 --grace 10"}
+FAST_ARGS=${FAST_ARGS:-"--receivers 4 --senders 4 --rate 200 --duration 10 --grace 15"}
+mkdir -p "$RUN_DIR"
+PIDS=()
+DATABASES=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for db in "${DATABASES[@]}"; do
+        psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+cargo build --release -q -p corvid -p corvid-bench
+CORVID="$ROOT/target/release/corvid"
+BENCH="$ROOT/target/release/corvid-bench"
+
+# A CA, and one certificate for 127.0.0.1 and localhost signed by it.
+cd "$RUN_DIR"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=corvid-bench-ca \
+    -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >ext.cnf
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile ext.cnf -out server.pem 2>/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_server NAME HOST -> prints "client_port pid"
+start_server() {
+    local name=$1 host=$2 client federation database
+    client=$(free_port)
+    federation=$(free_port)
+    database="sqlite://$RUN_DIR/$name/corvid.db"
+    if [ "$BACKEND" = postgres ]; then
+        local db="corvid_fed_${name}_$$"
+        psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE $db" >/dev/null
+        DATABASES+=("$db")
+        database="postgres://postgres@127.0.0.1:5432/$db"
+    fi
+    mkdir -p "$RUN_DIR/$name"
+    cat >"$RUN_DIR/$name/corvid.toml" <<TOML
+server_name = "$host:$federation"
+data_dir = "$RUN_DIR/$name"
+database_url = "$database"
+registration = "open"
+[listen]
+client = "127.0.0.1:$client"
+federation = "127.0.0.1:$federation"
+[tls]
+certificate = "$RUN_DIR/server.pem"
+private_key = "$RUN_DIR/server.key"
+listeners = ["federation"]
+[rate_limit]
+enabled = false
+[federation]
+extra_ca_files = ["$RUN_DIR/ca.pem"]
+trusted_key_servers = []
+TOML
+    "$CORVID" --config "$RUN_DIR/$name/corvid.toml" serve >"$RUN_DIR/$name/log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$client/_matrix/client/versions" >/dev/null && break
+        sleep 0.1
+    done
+    echo "$client $pid"
+}
+
+read -r A_PORT A_PID < <(start_server a 127.0.0.1)
+read -r B_PORT B_PID < <(start_server b localhost)
+echo "A on 127.0.0.1:$A_PORT (pid $A_PID), B on 127.0.0.1:$B_PORT (pid $B_PID), $BACKEND" >&2
+
+run() { # label args...
+    local label=$1
+    shift
+    echo "== $label" >&2
+    "$BENCH" --url "http://127.0.0.1:$A_PORT" --pid "$A_PID" --label "$label" \
+        --json-out "$RUN_DIR/results.jsonl" --max-total-secs 180 "$@"
+}
+# shellcheck disable=SC2086
+run "one server, $BACKEND" latency $LATENCY_ARGS
+# shellcheck disable=SC2086
+run "A -> B, $BACKEND" latency $LATENCY_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+# shellcheck disable=SC2086
+run "A -> B fast, $BACKEND" latency $FAST_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+echo "results: $RUN_DIR/results.jsonl" >&2
