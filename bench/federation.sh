@@ -7,6 +7,8 @@
 # Usage: bench/federation.sh          Needs: cargo, openssl; PostgreSQL on
 # 127.0.0.1:5432 for BACKEND=postgres. Prints the tables; raw JSON lines go
 # to bench/runs/federation-<timestamp>/results.jsonl (gitignored).
+# PROFILE=1 records the receiving server with `perf record -g` during the
+# fast run (RUN_DIR/perf.data); ONLY_FAST=1 skips the other runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,10 +95,21 @@ run() { # label args...
     "$BENCH" --url "http://127.0.0.1:$A_PORT" --pid "$A_PID" --label "$label" \
         --json-out "$RUN_DIR/results.jsonl" --max-total-secs 180 "$@"
 }
-# shellcheck disable=SC2086
-run "one server, $BACKEND" latency $LATENCY_ARGS
-# shellcheck disable=SC2086
-run "A -> B, $BACKEND" latency $LATENCY_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+if [ -z "${ONLY_FAST:-}" ]; then
+    # shellcheck disable=SC2086
+    run "one server, $BACKEND" latency $LATENCY_ARGS
+    # shellcheck disable=SC2086
+    run "A -> B, $BACKEND" latency $LATENCY_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+fi
+if [ -n "${PROFILE:-}" ]; then
+    perf record -g -o "$RUN_DIR/perf.data" -p "$B_PID" 2>/dev/null &
+    PERF_PID=$!
+fi
 # shellcheck disable=SC2086
 run "A -> B fast, $BACKEND" latency $FAST_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+if [ -n "${PERF_PID:-}" ]; then
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID" || true
+    echo "profile: perf report -i $RUN_DIR/perf.data" >&2
+fi
 echo "results: $RUN_DIR/results.jsonl" >&2

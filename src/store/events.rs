@@ -163,6 +163,10 @@ impl Staged {
         });
     }
 
+    fn holds_any(&self, ids: &[String]) -> bool {
+        self.events.iter().any(|e| ids.contains(&e.event_id))
+    }
+
     fn txn_event(&self, user_id: &str, txn: &TxnKey<'_>) -> Option<String> {
         self.events
             .iter()
@@ -863,6 +867,14 @@ impl WriteTx<'_> {
                 .bind(&e.event_id)
                 .execute(&mut *self.tx)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes first if any of `ids` is staged, so a read of them sees it.
+    pub(super) async fn flush_if_staged(&mut self, ids: &[String]) -> Result<()> {
+        if self.staged.holds_any(ids) {
+            self.flush().await?;
         }
         Ok(())
     }

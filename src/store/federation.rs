@@ -291,19 +291,20 @@ impl Db {
 impl WriteTx<'_> {
     /// [`Db::event_places`], read through this transaction.
     pub async fn event_places(&mut self, ids: &[String]) -> Result<HashMap<String, EventPlace>> {
-        self.flush().await?;
+        self.flush_if_staged(ids).await?;
         places_in(&mut self.tx, ids).await
     }
 
     /// [`Db::auth_chain`], read through this transaction.
     pub async fn auth_chain(&mut self, ids: &[String]) -> Result<HashSet<String>> {
+        // Walks event_auth rows, which staged events only get when flushed.
         self.flush().await?;
         auth_chain_in(&mut self.tx, ids).await
     }
 
     /// Events by id, read through this transaction.
     pub async fn events_by_id(&mut self, ids: &[String]) -> Result<Vec<StoredEvent>> {
-        self.flush().await?;
+        self.flush_if_staged(ids).await?;
         let mut out = Vec::new();
         for chunk in ids.chunks(200) {
             let sql = format!(
@@ -495,5 +496,30 @@ impl WriteTx<'_> {
         .fetch_one(&mut *self.tx)
         .await?;
         Ok((0..count).map(|i| last + count - 1 - i).collect())
+    }
+}
+
+impl WriteTx<'_> {
+    /// Drops the outlier rows of `ids` (and what was derived from them), so
+    /// the events can be stored again in their place in the graph: an
+    /// event first met as another's auth event, then received itself.
+    pub async fn forget_outliers(&mut self, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(200) {
+            let list = placeholders(1, chunk.len());
+            for sql in [
+                format!(
+                    "DELETE FROM event_relations WHERE event_id IN \
+                     (SELECT event_id FROM events WHERE outlier = 1 AND event_id IN ({list}))"
+                ),
+                format!("DELETE FROM events WHERE outlier = 1 AND event_id IN ({list})"),
+            ] {
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *self.tx).await?;
+            }
+        }
+        Ok(())
     }
 }

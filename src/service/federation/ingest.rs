@@ -1,41 +1,30 @@
 //! Receiving events into a room's graph: spec server-server API, "Checks
-//! performed on receipt of a PDU", steps 4 to 6 (steps 1 to 3 are
-//! [`super::pdu::verify`]).
-//!
-//! fill in missing auth events (stored as outliers) → fill in missing prev
-//! events (`/get_missing_events`, else the state at the gap from `/state`)
-//! → in one write transaction: the state before the event (resolution over
-//! its prev events' states), auth against its auth events and that state
-//! (else rejected), against the current state (else soft-failed), persist,
-//! the new current state over the forward extremities → wake the room.
+//! performed on receipt of a PDU". Steps 1 to 3 are [`super::pdu::verify`];
+//! here the events are completed with what they depend on — missing auth
+//! events (stored as outliers), missing prev events (`/get_missing_events`,
+//! else the state at the gap from `/state`) — and handed to
+//! [`super::place`] for steps 4 to 6 and the write.
 
 use std::{collections::HashMap, sync::Arc};
 
 use futures::future::join_all;
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, RoomId, ServerName,
-    events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
-    state_res,
 };
-use serde_json::{Map, Value, value::RawValue};
+use serde_json::value::RawValue;
 
-use super::{fetch, pdu::IncomingPdu, sender};
+use super::{
+    fetch,
+    pdu::IncomingPdu,
+    place::{self, StateBefore, create_event_id, new_event},
+};
 use crate::{
     Error, Result, Server,
-    service::{
-        push,
-        rooms::{
-            pdu::Pdu,
-            resolve,
-            timeline::{self, Appended, Template},
-        },
-    },
+    service::rooms::timeline,
     store::{
-        WriteTx,
-        events::{NewEvent, Placement, StateMap, StoredEvent},
-        federation::{EventPlace, Outgoing},
-        push::NewPushAction,
+        events::{Placement, StateMap, StoredEvent},
+        federation::EventPlace,
     },
 };
 
@@ -65,17 +54,10 @@ impl Handling {
     };
 }
 
-/// Where the state before an event comes from.
-pub enum StateBefore {
-    /// The resolution of its prev events' states, with the states after
-    /// prev events we do not hold (fetched from another server).
-    FromPrevEvents(Vec<StateMap>),
-    /// Given: the state a resident server returned with a join.
-    Known(StateMap),
-}
-
-/// Verifies and ingests PDUs of one room in depth order; one room's PDUs
-/// are ingested one at a time.
+/// Verifies and ingests PDUs of one room, in depth order. PDUs whose auth
+/// and prev events are held (or come before them in the same
+/// transaction) are placed together in one write; one that needs events
+/// fetched first goes on its own. One room's PDUs are ingested one at a time.
 pub async fn receive(
     server: &Arc<Server>,
     origin: &ServerName,
@@ -89,22 +71,110 @@ pub async fn receive(
     }))
     .await;
     let mut results = Vec::new();
-    let mut ok = Vec::new();
+    let mut verified = Vec::new();
     for (id, checked) in checked {
         match checked {
-            Ok(pdu) => ok.push((id, pdu)),
+            Ok(pdu) => verified.push(pdu),
             Err(e) => results.push((id, Err(e))),
         }
     }
-    ok.sort_by_key(|(_, p)| p.depth);
-    for (id, pdu) in ok {
+    verified.sort_by_key(|p| p.depth);
+    let cited: Vec<String> = verified
+        .iter()
+        .flat_map(|p| {
+            [p.event_id.to_string()]
+                .into_iter()
+                .chain(p.auth_ids.clone())
+                .chain(p.prev_ids.clone())
+        })
+        .collect();
+    let mut held = match server.db.event_places(&cited).await {
+        Ok(places) => places,
+        Err(e) => {
+            let failed = verified
+                .into_iter()
+                .map(|p| (p.event_id, Err(Error::internal(&e.message))));
+            return results.into_iter().chain(failed).collect();
+        }
+    };
+    let mut batch: Vec<IncomingPdu> = Vec::new();
+    for pdu in verified {
+        let id = pdu.event_id.clone();
+        if let Some(place) = held.get(id.as_str()).filter(|p| p.outlier == 0) {
+            let known = match &place.rejected {
+                Some(reason) => Err(Error::forbidden(format!("Event was rejected: {reason}"))),
+                None => Ok(()),
+            };
+            results.push((id, known));
+            continue;
+        }
+        let in_batch = |e: &String| batch.iter().any(|b| b.event_id.as_str() == e);
+        let ready = pdu
+            .auth_ids
+            .iter()
+            .all(|a| held.contains_key(a) || in_batch(a))
+            && pdu.prev_ids.iter().all(|p| {
+                in_batch(p)
+                    || held
+                        .get(p)
+                        .is_some_and(|h| h.outlier == 0 || h.rejected.is_some())
+            });
+        if ready {
+            batch.push(pdu);
+            continue;
+        }
+        results.extend(place_batch(server, rules, std::mem::take(&mut batch)).await);
         let result = ingest(server, origin, rules, pdu, Handling::RECEIVED).await;
-        if let Err(e) = &result {
-            tracing::info!(event_id = %id, %origin, error = %e.message.as_str(), "PDU not accepted");
+        if result.is_ok()
+            && let Ok(mut places) = server.db.event_places(&[id.to_string()]).await
+        {
+            held.extend(places.drain());
         }
         results.push((id, result));
     }
+    results.extend(place_batch(server, rules, batch).await);
+    for (id, result) in &results {
+        if let Err(e) = result {
+            tracing::info!(event_id = %id, %origin, error = %e.message.as_str(), "PDU not accepted");
+        }
+    }
     results
+}
+
+/// Places a batch in one write; when that write fails, each on its own, so
+/// one bad event never takes the others down.
+async fn place_batch(
+    server: &Arc<Server>,
+    rules: &RoomVersionRules,
+    batch: Vec<IncomingPdu>,
+) -> Vec<(OwnedEventId, Result<()>)> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let events = batch
+        .iter()
+        .map(|p| (p, StateBefore::FromPrevEvents(Vec::new())))
+        .collect();
+    match place::place_all(server, rules, events, false).await {
+        Ok(results) => batch
+            .iter()
+            .map(|p| p.event_id.clone())
+            .zip(results)
+            .collect(),
+        Err(e) if batch.len() == 1 => vec![(batch[0].event_id.clone(), Err(e))],
+        Err(e) => {
+            tracing::warn!(error = %e.message, size = batch.len(), "placing a batch failed; placing its events one by one");
+            let mut results = Vec::with_capacity(batch.len());
+            for pdu in &batch {
+                let before = StateBefore::FromPrevEvents(Vec::new());
+                results.push((
+                    pdu.event_id.clone(),
+                    place::place(server, rules, pdu, before, false).await,
+                ));
+            }
+            results
+        }
+    }
 }
 
 /// Ingests one verified event: fetches what it depends on, then persists
@@ -116,7 +186,9 @@ pub async fn ingest(
     pdu: IncomingPdu,
     handling: Handling,
 ) -> Result<()> {
-    if let Some(place) = known(server, &pdu.event_id).await? {
+    if let Some(place) = known(server, &pdu.event_id).await?
+        && place.outlier == 0
+    {
         return match place.rejected {
             Some(reason) => Err(Error::forbidden(format!("Event was rejected: {reason}"))),
             None => Ok(()),
@@ -124,14 +196,8 @@ pub async fn ingest(
     }
     fill_auth_events(server, origin, rules, &pdu).await?;
     let extra_states = fill_prev_events(server, origin, rules, &pdu, handling).await?;
-    persist(
-        server,
-        rules,
-        &pdu,
-        StateBefore::FromPrevEvents(extra_states),
-        handling,
-    )
-    .await
+    let before = StateBefore::FromPrevEvents(extra_states);
+    place::place(server, rules, &pdu, before, handling.broadcast).await
 }
 
 async fn known(server: &Server, event_id: &EventId) -> Result<Option<EventPlace>> {
@@ -256,7 +322,9 @@ async fn fill_gap(
 }
 
 /// The state after an event we do not hold, from `origin`: the state
-/// before it (`/state`) plus itself; every event of it stored as an outlier.
+/// before it (`/state`) plus itself when it is a state event; those events
+/// are stored as outliers (a message is not stored at all: it takes its
+/// place in the timeline if it arrives itself).
 async fn remote_state_after(
     server: &Arc<Server>,
     origin: &ServerName,
@@ -273,7 +341,9 @@ async fn remote_state_after(
     let mut everything = state;
     everything.extend(auth_chain);
     let this = state_key_of(server, rules, &event);
-    everything.push(event);
+    if this.is_some() {
+        everything.push(event);
+    }
     store_outliers(server, rules, room_id, everything).await?;
     let accepted: Vec<String> = state_ids
         .iter()
@@ -428,325 +498,4 @@ async fn store_without_state(
     }
     w.commit().await?;
     Ok(stored)
-}
-
-/// v12: the create event is not among the auth events but is named by the room id.
-fn create_event_id(room_id: &RoomId, rules: &RoomVersionRules) -> Option<String> {
-    rules
-        .authorization
-        .room_create_event_id_as_room_id
-        .then(|| format!("${}", &room_id.as_str()[1..]))
-}
-
-/// The row of a received event at `position`.
-pub(super) fn new_event<'a>(
-    position: &i64,
-    pdu: &'a IncomingPdu,
-    state_group_before: Option<i64>,
-    placement: Placement,
-    unsigned_extra: Option<&'a str>,
-) -> NewEvent<'a> {
-    NewEvent {
-        stream_ordering: *position,
-        event_id: pdu.event_id.as_str(),
-        room_id: pdu.room_id.as_str(),
-        event_type: pdu.kind_str(),
-        state_key: pdu.state_key(),
-        sender: pdu.pdu.sender.as_str(),
-        origin_server_ts: pdu.pdu.origin_server_ts.get().into(),
-        depth: pdu.depth,
-        pdu: &pdu.json,
-        prev_events: &pdu.prev_ids,
-        auth_events: &pdu.auth_ids,
-        unsigned_extra,
-        state_group_before,
-        txn: None,
-        redacts: pdu.pdu.redacts.as_ref().map(|r| r.as_str()),
-        placement,
-    }
-}
-
-/// The state entries the auth rules read for `pdu`, with the create event.
-fn auth_keys(rules: &RoomVersionRules, pdu: &Pdu) -> Result<Vec<(String, String)>> {
-    let mut keys: Vec<(String, String)> = state_res::auth_types_for_event(
-        &pdu.kind,
-        &pdu.sender,
-        pdu.state_key.as_deref(),
-        &pdu.content,
-        &rules.authorization,
-    )
-    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?
-    .into_iter()
-    .map(|(t, k)| (t.to_string(), k))
-    .collect();
-    keys.push((StateEventType::RoomCreate.to_string(), String::new()));
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
-}
-
-/// The events of `state` at `keys`, read through `w`.
-async fn state_events(
-    w: &mut WriteTx<'_>,
-    state: &StateMap,
-    keys: &[(String, String)],
-) -> Result<Vec<Pdu>> {
-    let ids: Vec<String> = keys.iter().filter_map(|k| state.get(k).cloned()).collect();
-    w.events_by_id(&ids)
-        .await?
-        .iter()
-        .map(Pdu::from_stored)
-        .collect()
-}
-
-/// Checks 4–6 and the write: the event, its state, the room's new current
-/// state and forward extremities, its notifications and, when broadcast,
-/// its place in other servers' outboxes. Returns once committed.
-pub async fn persist(
-    server: &Arc<Server>,
-    rules: &RoomVersionRules,
-    pdu: &IncomingPdu,
-    before: StateBefore,
-    handling: Handling,
-) -> Result<()> {
-    let room_id = &pdu.room_id;
-    let template = template_of(pdu)?;
-    let planned = push::plan(server, room_id, &pdu.pdu.sender, &template).await?;
-    let mut w = server.db.write().await?;
-    // The stream counter before the room, as the event writer takes them
-    // (the other order deadlocks on PostgreSQL): the event and up to two
-    // new state groups.
-    w.reserve_stream_positions(3).await?;
-    let room = w
-        .lock_room(room_id.as_str(), server.db.backend())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
-    let skip_soft_fail = matches!(before, StateBefore::Known(_));
-    let (group_before, map_before) = state_before(&mut w, rules, pdu, before).await?;
-
-    let keys = auth_keys(rules, &pdu.pdu)?;
-    if let Err(reason) = check_auth(&mut w, rules, pdu, &map_before, &keys).await {
-        w.insert_rejected(
-            pdu.event_id.as_str(),
-            room_id.as_str(),
-            &pdu.json,
-            reason.message.as_str(),
-            pdu.depth,
-            group_before,
-        )
-        .await?;
-        w.commit().await?;
-        return Err(reason);
-    }
-    let current = match room.state_group {
-        Some(group) if group == group_before.unwrap_or(i64::MIN) => map_before.clone(),
-        Some(group) => w.state_map(group).await?,
-        None => StateMap::new(),
-    };
-    let soft_failed = !skip_soft_fail && {
-        let current_events = state_events(&mut w, &current, &keys).await?;
-        timeline::authorize_by_state(rules, &pdu.pdu, &current_events).is_err()
-    };
-    let placement = if soft_failed {
-        tracing::info!(event_id = %pdu.event_id, "event soft-failed");
-        Placement::SoftFailed
-    } else {
-        Placement::Received
-    };
-
-    let replaced = match pdu.state_key() {
-        Some(key) => match map_before.get(&(pdu.kind_str().to_owned(), key.to_owned())) {
-            Some(id) => w.events_by_id(std::slice::from_ref(id)).await?.pop(),
-            None => None,
-        },
-        None => None,
-    };
-    let unsigned = timeline::unsigned_extra(Map::new(), replaced.as_ref())?;
-    let position = w.next_stream_position().await?;
-    let new_event = new_event(&position, pdu, group_before, placement, unsigned.as_deref());
-    w.stage_received(&new_event).await?;
-    if !soft_failed {
-        update_current_state(&mut w, rules, room_id, room.state_group, &current, position).await?;
-        let ts = crate::now_ms();
-        let thread_ids: Vec<String> = planned.iter().map(|p| p.thread_id.clone()).collect();
-        let rows: Vec<NewPushAction<'_>> = planned
-            .iter()
-            .zip(&thread_ids)
-            .map(|(p, thread_id)| NewPushAction {
-                user_id: p.user_id.as_str(),
-                stream_ordering: position,
-                room_id: room_id.as_str(),
-                event_id: pdu.event_id.as_str(),
-                thread_id,
-                actions: &p.actions,
-                highlight: p.highlight,
-                ts,
-            })
-            .collect();
-        w.insert_push_actions(&rows).await?;
-    }
-    let destinations = if handling.broadcast {
-        queue_for_room(server, &mut w, pdu, position).await?
-    } else {
-        Vec::new()
-    };
-    w.commit().await?;
-    tracing::debug!(event_id = %pdu.event_id, %room_id, ?placement, "event received");
-    if !soft_failed {
-        let member = (pdu.pdu.kind == TimelineEventType::RoomMember)
-            .then(|| pdu.state_key().map(str::to_owned))
-            .flatten();
-        let appended = Appended {
-            event_id: pdu.event_id.clone(),
-            stream_ordering: position,
-            room_id: room_id.clone(),
-            member,
-            event: new_event.to_stored(),
-        };
-        timeline::notify(server, &[appended]).await;
-    }
-    sender::wake(server, &destinations);
-    Ok(())
-}
-
-/// The state before the event and its group (`None`: the empty state).
-async fn state_before(
-    w: &mut WriteTx<'_>,
-    rules: &RoomVersionRules,
-    pdu: &IncomingPdu,
-    before: StateBefore,
-) -> Result<(Option<i64>, StateMap)> {
-    let room_id = pdu.room_id.as_str();
-    let extra = match before {
-        StateBefore::Known(map) => {
-            let group = w.insert_state_snapshot(room_id, None, &map).await?;
-            return Ok((Some(group), map));
-        }
-        StateBefore::FromPrevEvents(extra) => extra,
-    };
-    let places = w.event_places(&pdu.prev_ids).await?;
-    let mut groups: Vec<i64> = places
-        .values()
-        .filter_map(EventPlace::state_group_after)
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
-    match (groups.as_slice(), extra.is_empty()) {
-        ([], true) => Ok((None, StateMap::new())),
-        ([group], true) => Ok((Some(*group), w.state_map(*group).await?)),
-        _ => {
-            let mut maps = extra;
-            for group in &groups {
-                maps.push(w.state_map(*group).await?);
-            }
-            let resolved = resolve::resolve_maps(w, rules, maps).await?;
-            let group = w
-                .insert_state_snapshot(room_id, groups.first().copied(), &resolved)
-                .await?;
-            Ok((Some(group), resolved))
-        }
-    }
-}
-
-/// Checks 4 and 5: against the event's auth events, then the state before it.
-async fn check_auth(
-    w: &mut WriteTx<'_>,
-    rules: &RoomVersionRules,
-    pdu: &IncomingPdu,
-    before: &StateMap,
-    keys: &[(String, String)],
-) -> Result<()> {
-    let mut auth_ids = pdu.auth_ids.clone();
-    auth_ids.extend(create_event_id(&pdu.room_id, rules));
-    let auth = w.events_by_id(&auth_ids).await?;
-    timeline::authorize(rules, &pdu.pdu, &auth)?;
-    let before_events = state_events(w, before, keys).await?;
-    timeline::authorize_by_state(rules, &pdu.pdu, &before_events)
-}
-
-/// The room's current state after the event: the state after its forward
-/// extremities, resolved when they differ.
-async fn update_current_state(
-    w: &mut WriteTx<'_>,
-    rules: &RoomVersionRules,
-    room_id: &RoomId,
-    current_group: Option<i64>,
-    current: &StateMap,
-    position: i64,
-) -> Result<()> {
-    let extremities = w.extremity_ids(room_id.as_str()).await?;
-    let places = w.event_places(&extremities).await?;
-    let mut groups: Vec<i64> = places
-        .values()
-        .filter_map(EventPlace::state_group_after)
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
-    let (group, state) = match groups.as_slice() {
-        [] => return Ok(()),
-        [group] if Some(*group) == current_group => return Ok(()),
-        [group] => (*group, w.state_map(*group).await?),
-        _ => {
-            let resolved = resolve::resolve_groups(w, rules, &groups).await?;
-            if resolved == *current {
-                return Ok(());
-            }
-            let group = w
-                .insert_state_snapshot(room_id.as_str(), current_group, &resolved)
-                .await?;
-            (group, resolved)
-        }
-    };
-    w.replace_current_state(room_id.as_str(), group, current, &state, position)
-        .await?;
-    Ok(())
-}
-
-/// Queues the event for every other server in the room (and the target of
-/// a membership change, who may just have left); returns the destinations.
-async fn queue_for_room(
-    server: &Server,
-    w: &mut WriteTx<'_>,
-    pdu: &IncomingPdu,
-    position: i64,
-) -> Result<Vec<String>> {
-    let mut destinations = w
-        .servers_of_rooms(&[pdu.room_id.as_str()])
-        .await?
-        .remove(pdu.room_id.as_str())
-        .unwrap_or_default();
-    if pdu.pdu.kind == TimelineEventType::RoomMember
-        && let Some((_, target_server)) = pdu.state_key().and_then(|k| k.split_once(':'))
-    {
-        destinations.push(target_server.to_owned());
-    }
-    destinations.sort();
-    destinations.dedup();
-    destinations.retain(|d| d != server.server_name().as_str());
-    let items: Vec<(&str, Outgoing<'_>)> = destinations
-        .iter()
-        .map(|d| {
-            (
-                d.as_str(),
-                Outgoing::Pdu {
-                    event_id: pdu.event_id.as_str(),
-                    position,
-                },
-            )
-        })
-        .collect();
-    w.outbox_push(&items).await?;
-    Ok(destinations)
-}
-
-/// The event as push rules see a client's send.
-fn template_of(pdu: &IncomingPdu) -> Result<Template> {
-    let content: Value = serde_json::from_str(pdu.pdu.content.get())?;
-    Ok(Template {
-        event_type: pdu.pdu.kind.clone(),
-        content,
-        state_key: pdu.pdu.state_key.clone(),
-        redacts: pdu.pdu.redacts.clone(),
-        unsigned: Map::new(),
-    })
 }

@@ -25,8 +25,9 @@ use serde_json::{Value, json, value::RawValue};
 
 use super::{
     history,
-    ingest::{self, Handling, StateBefore},
+    ingest::{self, Handling},
     pdu::{self, IncomingPdu},
+    place::{self, StateBefore},
     remote_error,
 };
 use crate::{
@@ -377,7 +378,7 @@ async fn store_stub(
     }
     let position = w.next_stream_position().await?;
     let unsigned = unsigned.map(|u| u.to_string());
-    let mut new_event = ingest::new_event(
+    let mut new_event = place::new_event(
         &position,
         pdu,
         room.state_group,
@@ -509,7 +510,14 @@ async fn join_through(
         fetch_missing: false,
     };
     let _room = server.room_ingest.lock(room_id.as_str()).await;
-    ingest::persist(server, &rules, &join, StateBefore::Known(state), handling).await?;
+    place::place(
+        server,
+        &rules,
+        &join,
+        StateBefore::Known(state),
+        handling.broadcast,
+    )
+    .await?;
     tracing::info!(%room_id, %user, %resident, "joined over federation");
     Ok(())
 }
@@ -625,7 +633,7 @@ pub async fn invite_remote(
     }
     let _room = server.room_ingest.lock(room_id.as_str()).await;
     let before = StateBefore::FromPrevEvents(Vec::new());
-    ingest::persist(server, &rules, &incoming, before, Handling::BROADCAST).await
+    place::place(server, &rules, &incoming, before, true).await
 }
 
 fn signed_by(object: &CanonicalJsonObject, server_name: &ServerName) -> bool {

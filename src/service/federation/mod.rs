@@ -3,8 +3,9 @@
 //! - [`server_keys`]: our published keys, and other servers' keys fetched
 //!   directly or through notaries, verified and cached;
 //! - [`request_auth`]: the X-Matrix check on every inbound request;
-//! - [`pdu`] and [`ingest`]: events from other servers, checked and placed
-//!   in the room's graph; [`fetch`]: asking for what is missing;
+//! - [`pdu`], [`ingest`] and [`place`]: events from other servers, checked,
+//!   completed with what they depend on, and placed in the room's graph;
+//!   [`fetch`]: asking other servers for what is missing;
 //! - [`sender`]: the per-destination queues of outgoing transactions.
 
 pub mod backfill;
@@ -14,6 +15,7 @@ pub mod history;
 pub mod ingest;
 pub mod membership;
 pub mod pdu;
+pub mod place;
 pub mod request_auth;
 pub mod sender;
 pub mod server_keys;
