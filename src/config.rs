@@ -64,6 +64,9 @@ pub struct Federation {
     /// failure doubles it, up to `retry_max_ms`.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// Served as `/.well-known/matrix/server`: the host (and port) other
+    /// servers should connect to for this server name. Unset: not served.
+    pub well_known_server: Option<OwnedServerName>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +214,7 @@ impl Default for Config {
                 send_transactions: true,
                 retry_min_ms: 1000,
                 retry_max_ms: 10 * 60 * 1000,
+                well_known_server: None,
             },
             tls: None,
         }

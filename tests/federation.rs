@@ -8,16 +8,14 @@ mod common;
 
 use std::io::Cursor;
 
-use common::{Backend, TestServer, json_of};
+use common::{
+    Backend, TestServer, json_of,
+    signed::{federation_url, signed, signed_json, signing_key, x_matrix},
+};
 use image::{ImageFormat, RgbImage};
 use rand::RngCore;
 use reqwest::{Method, StatusCode, header};
-use ruma::{
-    CanonicalJsonObject,
-    api::federation::authentication::{XMatrix, XMatrixSigningInput},
-    serde::Base64,
-    signatures::PublicKeyMap,
-};
+use ruma::{CanonicalJsonObject, serde::Base64, signatures::PublicKeyMap};
 use serde_json::{Value, json};
 
 each_backend!(
@@ -31,6 +29,7 @@ each_backend!(
     openid_tokens_prove_who_a_user_is,
     forged_and_malformed_events_are_refused,
     room_events_are_served_to_servers_in_the_room,
+    server_well_known_delegates_when_configured,
 );
 
 /// Two servers: one named by IP literal, one by `localhost` (discovery
@@ -45,13 +44,6 @@ async fn pair(backend: Backend) -> (TestServer, TestServer) {
     (a, b)
 }
 
-fn federation_url(s: &TestServer, path: &str) -> String {
-    format!(
-        "{}{path}",
-        s.federation_base.as_ref().expect("federation listener")
-    )
-}
-
 /// An unauthenticated request to the federation listener (the key API).
 async fn unsigned(
     s: &TestServer,
@@ -64,82 +56,6 @@ async fn unsigned(
         req = req.json(&body);
     }
     json_of(req.send().await.unwrap(), &method, path).await
-}
-
-/// The signing key of `s`, read from its data directory, as a test that
-/// plays that server needs it.
-fn signing_key(s: &TestServer) -> corvid_federation::ServerSigningKey {
-    let path = s
-        .data_dir()
-        .join(format!("{}.signing.key", s.server_name()));
-    corvid_federation::ServerSigningKey::load_or_generate(&path).unwrap()
-}
-
-/// The `Authorization` header `origin` would send for this request to `destination`.
-fn x_matrix(
-    key: &corvid_federation::ServerSigningKey,
-    origin: &str,
-    destination: &str,
-    method: &Method,
-    path: &str,
-    body: Option<&Value>,
-) -> String {
-    let bytes = body
-        .map(|b| serde_json::to_vec(b).unwrap())
-        .unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method.as_str())
-        .uri(path)
-        .body(bytes)
-        .unwrap();
-    let input = XMatrixSigningInput::new(
-        origin.try_into().unwrap(),
-        destination.try_into().unwrap(),
-        key.key_pair(),
-    );
-    let signed = XMatrix::sign_http_request(&request, input).unwrap();
-    http::HeaderValue::from(&signed)
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// A request to `to` signed as `from` (whose keys `to` fetches from `from`).
-async fn signed(
-    from: &TestServer,
-    to: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let auth = x_matrix(
-        &signing_key(from),
-        from.server_name(),
-        to.server_name(),
-        &method,
-        path,
-        body.as_ref(),
-    );
-    let mut req = to
-        .http()
-        .request(method, federation_url(to, path))
-        .header(header::AUTHORIZATION, auth);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    req.send().await.unwrap()
-}
-
-/// [`signed`], with the JSON answer validated against the spec.
-async fn signed_json(
-    from: &TestServer,
-    to: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let res = signed(from, to, method.clone(), path, body).await;
-    json_of(res, &method, path).await
 }
 
 fn canonical(value: &Value) -> CanonicalJsonObject {
@@ -1177,4 +1093,29 @@ async fn room_events_are_served_to_servers_in_the_room(backend: Backend) {
     let path = format!("/_matrix/federation/v1/event/{}", enc(last));
     let (status, body) = signed_json(&c, &a, Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+/// `/.well-known/matrix/server` names the configured delegate, and is 404
+/// when the server does not delegate.
+async fn server_well_known_delegates_when_configured(backend: Backend) {
+    let delegating = TestServer::start_with(backend, |c| {
+        c.federation.well_known_server = Some("matrix.example.org:8448".try_into().unwrap());
+    })
+    .await
+    .unwrap();
+    let (status, body) = delegating
+        .request(Method::GET, "/.well-known/matrix/server", None, None)
+        .await;
+    assert_eq!(
+        (status, &body["m.server"]),
+        (StatusCode::OK, &json!("matrix.example.org:8448"))
+    );
+    let plain = TestServer::start(backend).await.unwrap();
+    let (status, body) = plain
+        .request(Method::GET, "/.well-known/matrix/server", None, None)
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Backend, TestServer, User, gate::Gate, urlencode};
+use common::{Backend, TestServer, User, gate::Gate, signed::signed_json, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -286,8 +286,8 @@ async fn join_and_talk_across_two_servers(backend: Backend) {
 }
 
 /// Three servers, one room with a user on each: 300 messages sent at once
-/// from all three reach every user exactly once, each sender's in the order
-/// it sent them (every message descends from the sender's previous one);
+/// from all three reach every user exactly once, each after the events it
+/// cites as prev events (so each sender's in the order it sent them);
 /// typing, read receipts and presence cross servers; a server that was down
 /// catches up on what it missed.
 async fn three_servers_deliver_every_message_once(backend: Backend) {
@@ -365,6 +365,10 @@ async fn three_servers_deliver_every_message_once(backend: Backend) {
                 "order of {sender}'s messages at {i}"
             );
         }
+    }
+    // Every server delivers each message after the events it cites.
+    for i in 0..3 {
+        assert_dag_order(servers[(i + 1) % 3], servers[i], seen[i].events(&room)).await;
     }
 
     // Typing on B, a read receipt on C and presence on A reach the others.
@@ -1042,4 +1046,30 @@ async fn history_from_before_a_join_is_backfilled(backend: Backend) {
         !page.to_string().contains("before you came"),
         "history bob's server could not see was backfilled in full: {page}"
     );
+}
+
+/// `timeline` (as a user of `at` received it) lists every event after its
+/// prev events that it lists too; the prev events are read over federation
+/// as `asker` (another server in the room).
+async fn assert_dag_order(asker: &TestServer, at: &TestServer, timeline: &[Value]) {
+    let index: HashMap<&str, usize> = timeline
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((e["event_id"].as_str()?, i)))
+        .collect();
+    for (i, event) in timeline.iter().enumerate() {
+        let id = event["event_id"].as_str().unwrap();
+        let path = format!("/_matrix/federation/v1/event/{}", urlencode(id));
+        let (status, body) = signed_json(asker, at, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for prev in body["pdus"][0]["prev_events"].as_array().unwrap() {
+            if let Some(&p) = index.get(prev.as_str().unwrap()) {
+                assert!(
+                    p < i,
+                    "{id} came before its prev event {prev} at {}",
+                    at.server_name()
+                );
+            }
+        }
+    }
 }

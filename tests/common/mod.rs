@@ -5,6 +5,7 @@
 
 pub mod gate;
 pub mod schema;
+pub mod signed;
 pub mod tls;
 
 use std::{path::PathBuf, time::Duration};

@@ -32,7 +32,11 @@ pub const SPEC_VERSIONS: [&str; 22] = [
 ];
 
 pub fn routes(router: Routes) -> Routes {
-    router.ruma(versions).ruma(well_known).ruma(capabilities)
+    router
+        .ruma(versions)
+        .ruma(well_known)
+        .ruma(server_well_known)
+        .ruma(capabilities)
 }
 
 async fn versions(
@@ -44,6 +48,22 @@ async fn versions(
     );
     response.unstable_features = BTreeMap::new();
     Ok(response)
+}
+
+/// spec: server-server API, "Server discovery": where other servers reach
+/// this one, when it delegates (`federation.well_known_server`); served
+/// beside the client well-known, on the listener the server name points at.
+async fn server_well_known(
+    server: Arc<Server>,
+    _: Ruma<ruma::api::federation::discovery::discover_homeserver::Request>,
+) -> Result<ruma::api::federation::discovery::discover_homeserver::Response> {
+    let delegate = server
+        .config
+        .federation
+        .well_known_server
+        .clone()
+        .ok_or_else(|| crate::Error::not_found("This server does not delegate federation"))?;
+    Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(delegate))
 }
 
 async fn well_known(

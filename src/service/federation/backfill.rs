@@ -47,18 +47,8 @@ pub async fn backfill(server: &Server, room_id: &RoomId) -> Result<usize> {
     if server.backfills.recently(room_id) {
         return Ok(0);
     }
-    let from: Vec<OwnedEventId> = server
-        .db
-        .backward_extremities(room_id.as_str(), 20)
-        .await?
-        .into_iter()
-        .filter_map(|id| id.try_into().ok())
-        .collect();
-    if from.is_empty() {
-        return Ok(0);
-    }
-    let version = rooms::require_room(server, room_id).await?;
-    let rules = corvid_federation::rules_for(&version).map_err(crate::Error::internal)?;
+    // Nobody else to ask (a room of this server alone): the common case, and
+    // one indexed read, before the walk for the oldest events below.
     let servers: Vec<OwnedServerName> = server
         .db
         .room_servers(room_id.as_str())
@@ -67,6 +57,22 @@ pub async fn backfill(server: &Server, room_id: &RoomId) -> Result<usize> {
         .filter(|s| s != server.server_name().as_str())
         .filter_map(|s| s.try_into().ok())
         .collect();
+    if servers.is_empty() {
+        return Ok(0);
+    }
+    let from: Vec<OwnedEventId> = server
+        .db
+        .backward_extremities(room_id.as_str(), 20)
+        .await?
+        .into_iter()
+        .filter_map(|id| id.try_into().ok())
+        .collect();
+    if from.is_empty() {
+        server.backfills.mark(room_id);
+        return Ok(0);
+    }
+    let version = rooms::require_room(server, room_id).await?;
+    let rules = corvid_federation::rules_for(&version).map_err(crate::Error::internal)?;
     for destination in servers {
         match fetch::backfill(server, &destination, room_id, from.clone(), PER_REQUEST).await {
             Ok(pdus) => {
