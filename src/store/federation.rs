@@ -523,3 +523,18 @@ impl WriteTx<'_> {
         Ok(())
     }
 }
+
+impl Db {
+    /// Whether an event in the timeline cites this one as a prev event: an
+    /// outlier that is older history than what the timeline holds.
+    pub async fn cited_by_timeline(&self, event_id: &str) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM event_edges x CROSS JOIN events e \
+             WHERE x.prev_event_id = $1 AND e.event_id = x.event_id AND e.outlier = 0 LIMIT 1",
+        )
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+}

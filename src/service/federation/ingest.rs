@@ -28,8 +28,10 @@ use crate::{
     },
 };
 
-/// Events asked of another server for one gap, at most.
-const MISSING_EVENTS_LIMIT: u32 = 50;
+/// Events asked of another server per `/get_missing_events`, and how many
+/// answers one gap may take.
+const MISSING_EVENTS_LIMIT: u32 = 100;
+const GAP_ROUNDS: usize = 10;
 
 /// What to do with an accepted event besides storing it.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +102,11 @@ pub async fn receive(
     let mut batch: Vec<IncomingPdu> = Vec::new();
     for pdu in verified {
         let id = pdu.event_id.clone();
-        if let Some(place) = held.get(id.as_str()).filter(|p| p.outlier == 0) {
+        let placed = match held.get(id.as_str()) {
+            Some(place) => in_graph(server, place).await.unwrap_or(true),
+            None => false,
+        };
+        if let Some(place) = held.get(id.as_str()).filter(|_| placed) {
             let known = match &place.rejected {
                 Some(reason) => Err(Error::forbidden(format!("Event was rejected: {reason}"))),
                 None => Ok(()),
@@ -187,7 +193,7 @@ pub async fn ingest(
     handling: Handling,
 ) -> Result<()> {
     if let Some(place) = known(server, &pdu.event_id).await?
-        && place.outlier == 0
+        && in_graph(server, &place).await?
     {
         return match place.rejected {
             Some(reason) => Err(Error::forbidden(format!("Event was rejected: {reason}"))),
@@ -198,6 +204,18 @@ pub async fn ingest(
     let extra_states = fill_prev_events(server, origin, rules, &pdu, handling).await?;
     let before = StateBefore::FromPrevEvents(extra_states);
     place::place(server, rules, &pdu, before, handling.broadcast).await
+}
+
+/// Whether a held event has its place in the graph already: placed, or an
+/// outlier older than the timeline (history before this server joined,
+/// which must not be placed now, after events that came after it). An
+/// outlier at the front (first met as an auth event) is placed when it
+/// arrives itself.
+async fn in_graph(server: &Server, place: &EventPlace) -> Result<bool> {
+    if place.outlier == 0 || place.rejected.is_some() {
+        return Ok(true);
+    }
+    server.db.cited_by_timeline(&place.event_id).await
 }
 
 async fn known(server: &Server, event_id: &EventId) -> Result<Option<EventPlace>> {
@@ -253,6 +271,9 @@ async fn fill_prev_events(
         missing = without_state(server, &prevs).await?;
     }
     let mut states = Vec::with_capacity(missing.len());
+    if !missing.is_empty() {
+        tracing::info!(event_id = %pdu.event_id, ?missing, %origin, "prev events missing: placing the event on the state at them");
+    }
     for prev in missing {
         let prev = OwnedEventId::try_from(prev).map_err(|e| Error::bad_json(e.to_string()))?;
         states.push(remote_state_after(server, origin, rules, &pdu.room_id, &prev).await?);
@@ -274,8 +295,11 @@ async fn without_state(server: &Server, ids: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `/get_missing_events` from our forward extremities to the event, each
-/// result ingested oldest first (without asking again for their own gaps).
+/// `/get_missing_events` from our forward extremities to the event, asked
+/// again from the oldest events of each answer while they still cite events
+/// we lack (at most [`GAP_ROUNDS`] answers): placing an event on the state at
+/// a prev event instead would show it before that prev event once it came.
+/// Then each event is ingested oldest first (without asking again).
 async fn fill_gap(
     server: &Arc<Server>,
     origin: &ServerName,
@@ -291,29 +315,50 @@ async fn fill_gap(
             .collect(),
         Err(_) => return,
     };
-    let events = match fetch::missing_events(
-        server,
-        origin,
-        room_id,
-        earliest,
-        vec![pdu.event_id.clone()],
-        MISSING_EVENTS_LIMIT,
-    )
-    .await
-    {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::info!(%origin, error = %e.message.as_str(), "get_missing_events failed");
-            return;
+    let mut found: HashMap<String, IncomingPdu> = HashMap::new();
+    let mut latest = vec![pdu.event_id.clone()];
+    for _ in 0..GAP_ROUNDS {
+        let events = match fetch::missing_events(
+            server,
+            origin,
+            room_id,
+            earliest.clone(),
+            latest,
+            MISSING_EVENTS_LIMIT,
+        )
+        .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::info!(%origin, error = %e.message.as_str(), "get_missing_events failed");
+                break;
+            }
+        };
+        let answered = events.len();
+        for event in verify_all(server, rules, room_id, events).await {
+            found.insert(event.event_id.to_string(), event);
         }
-    };
-    let mut verified = verify_all(server, rules, room_id, events).await;
-    verified.sort_by_key(|p| p.depth);
+        let cited: Vec<String> = found.values().flat_map(|e| e.prev_ids.clone()).collect();
+        let Ok(held) = server.db.event_places(&cited).await else {
+            break;
+        };
+        let lacking = |id: &String| !found.contains_key(id) && !held.contains_key(id);
+        latest = found
+            .values()
+            .filter(|e| e.prev_ids.iter().any(lacking))
+            .map(|e| e.event_id.clone())
+            .collect();
+        if latest.is_empty() || answered < MISSING_EVENTS_LIMIT as usize {
+            break;
+        }
+    }
+    let mut found: Vec<IncomingPdu> = found.into_values().collect();
+    found.sort_by_key(|p| p.depth);
     let quiet = Handling {
         fetch_missing: false,
         ..Handling::RECEIVED
     };
-    for missing in verified {
+    for missing in found {
         let id = missing.event_id.clone();
         if let Err(e) = Box::pin(ingest(server, origin, rules, missing, quiet)).await {
             tracing::info!(event_id = %id, error = %e.message.as_str(), "missing event not accepted");
