@@ -517,6 +517,11 @@ async fn partitioned_servers_resolve_conflicting_state_alike(backend: Backend) {
     for (s, user) in [(&b, &bob), (&b, &dave), (&c, &carol)] {
         let (status, body) = join_via(s, user, &room, a.server_name()).await;
         assert_eq!(status, StatusCode::OK, "join: {body}");
+        // dave's join is B's own event (B is in the room by then) and
+        // reaches A in a transaction: carol's server, joining through A,
+        // learns of it only once A has it (or from a later event citing it).
+        let id = user.user_id.clone();
+        wait_for_state(&a, &alice, &room, |state| membership(state, &id) == "join").await;
     }
     let observers = [(&a, &alice), (&b, &bob), (&c, &carol)];
     for (s, user) in observers {
