@@ -2,8 +2,8 @@
 //! certificates from the test CA: Synapse fetches and notarises Corvid's
 //! keys, and each server asks the other for a user's profile, so each
 //! verifies the other's X-Matrix signatures; rooms of either server are
-//! joined from the other (by invite and by room id), and messages, typing
-//! and receipts cross both ways.
+//! joined from the other (by invite and by room id), and messages, edits,
+//! reactions, typing and receipts cross both ways.
 
 mod common;
 #[path = "common/synapse.rs"]
@@ -15,7 +15,11 @@ use ruma::{CanonicalJsonObject, serde::Base64, signatures::PublicKeyMap};
 use serde_json::{Value, json};
 use synapse::TestSynapse;
 
-each_backend!(keys_and_profiles_both_ways, rooms_shared_with_synapse);
+each_backend!(
+    keys_and_profiles_both_ways,
+    rooms_shared_with_synapse,
+    relations_receipts_typing_with_synapse,
+);
 
 /// A federating Corvid named `localhost:PORT` and a Synapse; `None` when
 /// Synapse cannot be installed outside CI.
@@ -197,20 +201,38 @@ impl Host<'_> {
         }
     }
 
-    async fn send_text(&self, user: &common::User, room: &str, text: &str) {
-        let txn = format!("t{}", corvid::now_ms());
+    /// Sends an event and returns its id.
+    async fn send(&self, user: &common::User, room: &str, kind: &str, content: Value) -> String {
+        let txn = format!("t{}-{}", corvid::now_ms(), rand::random::<u32>());
         let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            "/_matrix/client/v3/rooms/{}/send/{kind}/{txn}",
             urlencode(room)
         );
-        let body = json!({"msgtype": "m.text", "body": text});
         let (status, res) = self
-            .request(Method::PUT, &path, &user.token, Some(body))
+            .request(Method::PUT, &path, &user.token, Some(content))
             .await;
         assert_eq!(
             status,
             StatusCode::OK,
-            "send on {}: {res}\n{}",
+            "send {kind} on {}: {res}\n{}",
+            self.name(),
+            self.log()
+        );
+        res["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    async fn send_text(&self, user: &common::User, room: &str, text: &str) -> String {
+        let body = json!({"msgtype": "m.text", "body": text});
+        self.send(user, room, "m.room.message", body).await
+    }
+
+    /// A request that must succeed.
+    async fn expect_ok(&self, method: Method, path: &str, user: &common::User, body: Value) {
+        let (status, res) = self.request(method, path, &user.token, Some(body)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path} on {}: {res}\n{}",
             self.name(),
             self.log()
         );
@@ -222,37 +244,27 @@ impl Host<'_> {
             urlencode(room),
             urlencode(via)
         );
-        let (status, res) = self
-            .request(Method::POST, &path, &user.token, Some(json!({})))
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "join on {}: {res}\n{}",
-            self.name(),
-            self.log()
-        );
+        self.expect_ok(Method::POST, &path, user, json!({})).await;
     }
 
-    /// Polls the room's recent history until it holds `text` (30 s at most).
-    async fn wait_for_text(&self, user: &common::User, room: &str, text: &str) {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
-            urlencode(room)
-        );
+    /// GETs `path` as `user` until `found` holds for the answer (30 s at
+    /// most) and returns that answer.
+    async fn poll(
+        &self,
+        user: &common::User,
+        path: &str,
+        what: &str,
+        found: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let (status, page) = self.request(Method::GET, &path, &user.token, None).await;
-            let found = status == StatusCode::OK
-                && page["chunk"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == text));
-            if found {
-                return;
+            let (status, answer) = self.request(Method::GET, path, &user.token, None).await;
+            if status == StatusCode::OK && found(&answer) {
+                return answer;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{text:?} never reached {} on {}: {status} {page}\n{}",
+                "{what}: not seen by {} on {} within 30 s; last answer to {path}: {status} {answer}\n{}",
                 user.user_id,
                 self.name(),
                 self.log()
@@ -261,31 +273,158 @@ impl Host<'_> {
         }
     }
 
-    /// Polls `/sync` until the user is invited to the room (30 s at most).
+    /// Polls the room's recent history until it holds `text`.
+    async fn wait_for_text(&self, user: &common::User, room: &str, text: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            urlencode(room)
+        );
+        self.poll(user, &path, &format!("message {text:?}"), |page| {
+            (page["chunk"].as_array())
+                .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == text))
+        })
+        .await;
+    }
+
+    /// Polls `/sync` until the user is invited to the room.
     async fn wait_for_invite(&self, user: &common::User, room: &str) {
+        let path = "/_matrix/client/v3/sync?timeout=500";
+        self.poll(user, path, &format!("invite to {room}"), |sync| {
+            !sync["rooms"]["invite"][room].is_null()
+        })
+        .await;
+    }
+
+    /// The `next_batch` of a sync, a point to look for changes after.
+    async fn sync_token(&self, user: &common::User) -> String {
+        let sync = self
+            .poll(user, "/_matrix/client/v3/sync?timeout=0", "a sync", |_| {
+                true
+            })
+            .await;
+        sync["next_batch"].as_str().expect("next_batch").to_owned()
+    }
+
+    /// Follows incremental `/sync`s from `since` (each from the last one's
+    /// `next_batch`, as a client does: Synapse answers a repeated request
+    /// from its cache) until the room's ephemeral events include one of
+    /// `kind` for which `found` holds (30 s at most).
+    async fn wait_for_ephemeral(
+        &self,
+        user: &common::User,
+        room: &str,
+        since: &str,
+        kind: &str,
+        found: impl Fn(&Value) -> bool,
+    ) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut since = since.to_owned();
+        let mut seen = Vec::new();
         loop {
-            let (status, body) = self
-                .request(
-                    Method::GET,
-                    "/_matrix/client/v3/sync?timeout=500",
-                    &user.token,
-                    None,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            if !body["rooms"]["invite"][room].is_null() {
-                return;
+            let path = format!(
+                "/_matrix/client/v3/sync?timeout=500&since={}",
+                urlencode(&since)
+            );
+            let (status, sync) = self.request(Method::GET, &path, &user.token, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {sync}\n{}", self.log());
+            let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array();
+            let events = events.into_iter().flatten().filter(|e| e["type"] == kind);
+            for event in events {
+                if found(event) {
+                    return;
+                }
+                seen.push(event.clone());
             }
+            since = sync["next_batch"].as_str().expect("next_batch").to_owned();
             assert!(
                 std::time::Instant::now() < deadline,
-                "no invite to {room} for {} on {}\n{}",
+                "{kind} in {room}: not seen by {} on {} within 30 s; got {seen:?}\n{}",
                 user.user_id,
                 self.name(),
                 self.log()
             );
         }
     }
+
+    /// Polls `/relations/{target}/{rel_type}` until it lists `event_id`.
+    async fn wait_for_relation(
+        &self,
+        user: &common::User,
+        room: &str,
+        target: &str,
+        rel_type: &str,
+        event_id: &str,
+    ) -> Value {
+        let path = format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/{rel_type}",
+            urlencode(room),
+            urlencode(target)
+        );
+        let what = format!("{rel_type} {event_id} of {target}");
+        let page = self
+            .poll(user, &path, &what, |page| {
+                (page["chunk"].as_array())
+                    .is_some_and(|c| c.iter().any(|e| e["event_id"] == event_id))
+            })
+            .await;
+        let chunk = page["chunk"].as_array().unwrap();
+        chunk
+            .iter()
+            .find(|e| e["event_id"] == event_id)
+            .unwrap()
+            .clone()
+    }
+}
+
+/// A Corvid room: alice invites bob, whose Synapse countersigns the invite;
+/// bob joins through Corvid (make_join / send_join).
+async fn corvid_room_joined_from_synapse(
+    corvid: &TestServer,
+    synapse: &TestSynapse,
+    alice: &common::User,
+    bob: &common::User,
+) -> String {
+    let room = corvid
+        .create_room(
+            alice,
+            json!({"preset": "private_chat", "name": "On Corvid"}),
+        )
+        .await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room));
+    let body = json!({"user_id": bob.user_id});
+    (Host::Corvid(corvid))
+        .expect_ok(Method::POST, &invite, alice, body)
+        .await;
+    let s = Host::Synapse(synapse);
+    s.wait_for_invite(bob, &room).await;
+    s.join(bob, &room, corvid.server_name()).await;
+    room
+}
+
+/// A Synapse room with a message of bob's from before alice joins it by id
+/// through Synapse.
+async fn synapse_room_joined_from_corvid(
+    synapse: &TestSynapse,
+    alice: &common::User,
+    bob: &common::User,
+    corvid: &TestServer,
+) -> String {
+    let (status, res) = synapse
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &bob.token,
+            json!({"preset": "public_chat", "name": "On Synapse"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let room = res["room_id"].as_str().unwrap().to_owned();
+    (Host::Synapse(synapse))
+        .send_text(bob, &room, "before alice came")
+        .await;
+    (Host::Corvid(corvid))
+        .join(alice, &room, &synapse.server_name())
+        .await;
+    room
 }
 
 /// A Corvid room joined from Synapse after an invite, and a Synapse room
@@ -298,48 +437,154 @@ async fn rooms_shared_with_synapse(backend: Backend) {
     let alice = corvid.register("alice").await;
     let bob = synapse.register("bob").await;
 
-    // A Corvid room: alice invites bob, whose Synapse countersigns the
-    // invite; bob joins through Corvid (make_join / send_join).
-    let room = corvid
-        .create_room(
-            &alice,
-            json!({"preset": "private_chat", "name": "On Corvid"}),
-        )
-        .await;
-    let (status, res) = corvid
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room)),
-            &alice.token,
-            json!({"user_id": bob.user_id}),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "invite to Synapse: {res}\n{}",
-        s.log()
-    );
-    s.wait_for_invite(&bob, &room).await;
-    s.join(&bob, &room, corvid.server_name()).await;
+    let room = corvid_room_joined_from_synapse(&corvid, &synapse, &alice, &bob).await;
     c.send_text(&alice, &room, "hello from Corvid").await;
     s.send_text(&bob, &room, "hello from Synapse").await;
     s.wait_for_text(&bob, &room, "hello from Corvid").await;
     c.wait_for_text(&alice, &room, "hello from Synapse").await;
 
-    // A Synapse room: alice joins it by id through Synapse.
-    let (status, res) = synapse
-        .post(
-            "/_matrix/client/v3/createRoom",
-            &bob.token,
-            json!({"preset": "public_chat", "name": "On Synapse"}),
-        )
+    let their_room = synapse_room_joined_from_corvid(&synapse, &alice, &bob, &corvid).await;
+    s.wait_for_text(&bob, &their_room, "before alice came")
         .await;
-    assert_eq!(status, StatusCode::OK, "{res}");
-    let their_room = res["room_id"].as_str().unwrap().to_owned();
-    s.send_text(&bob, &their_room, "before alice came").await;
-    c.join(&alice, &their_room, &synapse.server_name()).await;
     s.send_text(&bob, &their_room, "welcome alice").await;
     c.send_text(&alice, &their_room, "thanks bob").await;
     c.wait_for_text(&alice, &their_room, "welcome alice").await;
     s.wait_for_text(&bob, &their_room, "thanks bob").await;
+}
+
+/// One side of a shared room: a host, its user and a message of theirs.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    host: Host<'a>,
+    user: &'a common::User,
+    message: &'a str,
+}
+
+/// In a room of each server, each side edits its own message (an edit by
+/// anyone else is not applied: spec, "Event replacements"), reacts to the
+/// other's, types and sends a read receipt; the other side sees each.
+async fn relations_receipts_typing_with_synapse(backend: Backend) {
+    let Some((corvid, synapse)) = corvid_and_synapse(backend).await else {
+        return;
+    };
+    let (c, s) = (Host::Corvid(&corvid), Host::Synapse(&synapse));
+    let alice = corvid.register("alice").await;
+    let bob = synapse.register("bob").await;
+    let rooms = [
+        corvid_room_joined_from_synapse(&corvid, &synapse, &alice, &bob).await,
+        synapse_room_joined_from_corvid(&synapse, &alice, &bob, &corvid).await,
+    ];
+    for room in &rooms {
+        let alices = c.send_text(&alice, room, "alice's message").await;
+        let bobs = s.send_text(&bob, room, "bob's message").await;
+        s.wait_for_text(&bob, room, "alice's message").await;
+        c.wait_for_text(&alice, room, "bob's message").await;
+        let on_corvid = Side {
+            host: c,
+            user: &alice,
+            message: &alices,
+        };
+        let on_synapse = Side {
+            host: s,
+            user: &bob,
+            message: &bobs,
+        };
+        edit_react_type_and_read(room, on_corvid, on_synapse).await;
+        edit_react_type_and_read(room, on_synapse, on_corvid).await;
+    }
+}
+
+/// `from` edits its message, reacts to `to`'s, types and reads `to`'s
+/// message, then stops typing; `to` sees each.
+async fn edit_react_type_and_read(room: &str, from: Side<'_>, to: Side<'_>) {
+    let since = to.host.sync_token(to.user).await;
+    let new_body = format!("edited by {}", from.user.user_id);
+    let edit = json!({
+        "msgtype": "m.text",
+        "body": format!("* {new_body}"),
+        "m.new_content": {"msgtype": "m.text", "body": new_body},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": from.message},
+    });
+    let edit = from
+        .host
+        .send(from.user, room, "m.room.message", edit)
+        .await;
+    let reaction = json!({"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": to.message, "key": "👍",
+    }});
+    let reaction = from
+        .host
+        .send(from.user, room, "m.reaction", reaction)
+        .await;
+    let typing = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        urlencode(room),
+        urlencode(&from.user.user_id)
+    );
+    let start = json!({"typing": true, "timeout": 30_000});
+    from.host
+        .expect_ok(Method::PUT, &typing, from.user, start)
+        .await;
+    let receipt = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        urlencode(room),
+        urlencode(to.message)
+    );
+    from.host
+        .expect_ok(Method::POST, &receipt, from.user, json!({}))
+        .await;
+
+    let seen = (to.host)
+        .wait_for_relation(to.user, room, from.message, "m.replace", &edit)
+        .await;
+    assert_eq!(seen["content"]["m.new_content"]["body"], new_body, "{seen}");
+    let original = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        urlencode(room),
+        urlencode(from.message)
+    );
+    (to.host)
+        .poll(
+            to.user,
+            &original,
+            "the edit bundled with the original",
+            |e| e["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit.as_str(),
+        )
+        .await;
+    let seen = (to.host)
+        .wait_for_relation(to.user, room, to.message, "m.annotation", &reaction)
+        .await;
+    assert_eq!(
+        (&seen["sender"], &seen["content"]["m.relates_to"]["key"]),
+        (&json!(from.user.user_id), &json!("👍")),
+        "{seen}"
+    );
+    let typer = json!(from.user.user_id);
+    let typing_users = |e: &Value| {
+        e["content"]["user_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    (to.host)
+        .wait_for_ephemeral(to.user, room, &since, "m.typing", |e| {
+            typing_users(e).contains(&typer)
+        })
+        .await;
+    (to.host)
+        .wait_for_ephemeral(to.user, room, &since, "m.receipt", |e| {
+            e["content"][to.message]["m.read"][&from.user.user_id]["ts"].is_u64()
+        })
+        .await;
+
+    let since = to.host.sync_token(to.user).await;
+    let stop = json!({"typing": false});
+    from.host
+        .expect_ok(Method::PUT, &typing, from.user, stop)
+        .await;
+    (to.host)
+        .wait_for_ephemeral(to.user, room, &since, "m.typing", |e| {
+            !typing_users(e).contains(&typer)
+        })
+        .await;
 }
