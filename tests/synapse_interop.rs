@@ -3,13 +3,19 @@
 //! keys, and each server asks the other for a user's profile, so each
 //! verifies the other's X-Matrix signatures; rooms of either server are
 //! joined from the other (by invite and by room id), and messages, edits,
-//! reactions, typing and receipts cross both ways.
+//! reactions, typing and receipts cross both ways; matrix-js-sdk clients
+//! with Rust crypto on each server share an encrypted DM.
 
 mod common;
 #[path = "common/synapse.rs"]
 mod synapse;
 
-use common::{Backend, TestServer, json_of, urlencode};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use common::{Backend, TestServer, json_of, tls::TestCa, urlencode};
 use reqwest::{Method, StatusCode};
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::PublicKeyMap};
 use serde_json::{Value, json};
@@ -19,6 +25,7 @@ each_backend!(
     keys_and_profiles_both_ways,
     rooms_shared_with_synapse,
     relations_receipts_typing_with_synapse,
+    encrypted_dm_with_synapse,
 );
 
 /// A federating Corvid named `localhost:PORT` and a Synapse; `None` when
@@ -587,4 +594,70 @@ async fn edit_react_type_and_read(room: &str, from: Side<'_>, to: Side<'_>) {
             !typing_users(e).contains(&typer)
         })
         .await;
+}
+
+/// matrix-js-sdk with its Rust crypto on each server (`conformance/js/
+/// e2ee_federated.mjs`): cross-signing, an encrypted DM opened on each
+/// server with the other's user, messages both ways decrypted by the other,
+/// and a second device on each side that the other learns of and encrypts to.
+async fn encrypted_dm_with_synapse(backend: Backend) {
+    let Some(node) = js_sdk_node() else {
+        return;
+    };
+    let Some((corvid, synapse)) = corvid_and_synapse(backend).await else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/e2ee_federated.mjs");
+    let mut command = Command::new(node);
+    command
+        .arg(script)
+        .arg("--servers")
+        .args([&corvid.base, corvid.server_name()])
+        .args([synapse.base(), synapse.server_name()])
+        // Synapse's client API is TLS with the test CA's certificate.
+        .env("NODE_EXTRA_CA_CERTS", TestCa::get().ca_file())
+        .env("JS_CONFORMANCE_TIMEOUT_S", "180")
+        .stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed, 0 failed"),
+        "e2ee_federated.mjs failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        synapse.log_tail(60)
+    );
+    println!("{stdout}");
+}
+
+/// The Node 22 of `conformance/js` (installed by its `install.sh`); `None`
+/// (with a message) when it cannot be installed outside CI.
+fn js_sdk_node() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/install.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output();
+    let problem = match output {
+        Ok(out) if out.status.success() => {
+            let node = String::from_utf8(out.stdout).expect("node path");
+            return Some(PathBuf::from(node.trim()));
+        }
+        Ok(out) => format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("cannot run {}: {e}", script.display()),
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "matrix-js-sdk is needed in CI: {problem}"
+    );
+    eprintln!("skipping the matrix-js-sdk interop test: {problem}");
+    None
 }

@@ -1,10 +1,12 @@
-// Shared machinery of the matrix-js-sdk conformance scenarios (scenario.mjs, messenger.mjs):
+// Shared machinery of the matrix-js-sdk conformance scenarios (scenario.mjs, messenger.mjs, ...):
 // console silencing, arguments, problem reporting, bounded waits, the server process,
 // raw HTTP, registration, and the run/finish logic with its global timeout.
 //
-// Every scenario is run as
+// A scenario is run as
 //   node <scenario>.mjs <corvid-binary> <workdir> <config-file> <port>
-// and starts the server itself (cwd = workdir, `serve --config <config-file>`).
+// and starts the server itself (cwd = workdir, `serve --config <config-file>`), or, when its
+// servers are already running (e2ee_federated.mjs), as
+//   node <scenario>.mjs --servers <arguments of the scenario's own>
 //
 // Environment:
 //   JS_CONFORMANCE_VERBOSE=1   let the SDK log to the console (normally silenced)
@@ -48,20 +50,23 @@ export const sdk = await import("matrix-js-sdk");
 // ---------------------------------------------------------------------------
 // Arguments and constants
 // ---------------------------------------------------------------------------
-const [binary, workdir, configPath, portArg] = process.argv.slice(2);
-if (!binary || !workdir || !configPath || !portArg) {
+const args = process.argv.slice(2);
+/** The scenario's own arguments when it is given running servers (`--servers ...`), else null. */
+export const SERVER_ARGS = args[0] === "--servers" ? args.slice(1) : null;
+const [binary, workdir, configPath, portArg] = SERVER_ARGS ? [] : args;
+if (!SERVER_ARGS && (!binary || !workdir || !configPath || !portArg)) {
     process.stderr.write(`usage: node ${path.basename(process.argv[1] ?? "scenario.mjs")} <corvid-binary> <workdir> <config-file> <port>\n`);
     process.exit(2);
 }
-export const BASE_URL = `http://127.0.0.1:${Number(portArg)}`;
+export const BASE_URL = SERVER_ARGS ? null : `http://127.0.0.1:${Number(portArg)}`;
 export const GLOBAL_TIMEOUT_MS = Number(process.env.JS_CONFORMANCE_TIMEOUT_S ?? 240) * 1000;
 export const REQUEST_TIMEOUT_MS = 30_000;
 const SERVER_START_TIMEOUT_MS = 30_000;
 const SERVER_STOP_TIMEOUT_MS = 30_000;
 export const PASSWORD = "conformance-password-" + Math.random().toString(36).slice(2);
 export const WORKDIR = workdir;
-export const SERVER_LOG = path.join(workdir, "server.log");
-const PID_FILE = path.join(workdir, "server.pid");
+export const SERVER_LOG = SERVER_ARGS ? null : path.join(workdir, "server.log");
+const PID_FILE = SERVER_ARGS ? null : path.join(workdir, "server.pid");
 
 export const problems = []; // assertion failures (the scenario continues and reports all of them)
 export const notes = []; // informational remarks (do not fail the run)
@@ -138,6 +143,7 @@ function serverEnv() {
 
 export function startServer() {
     if (finished) throw new FatalError("scenario already finished"); // e.g. after the global timeout
+    if (SERVER_ARGS) throw new FatalError("startServer: the scenario was given running servers");
     const logFd = fs.openSync(SERVER_LOG, "a");
     fs.writeSync(logFd, `\n===== starting ${binary} serve --config ${configPath} at ${new Date().toISOString()} =====\n`);
     const proc = spawn(binary, ["serve", "--config", configPath], {
@@ -223,11 +229,11 @@ export function tail(file, lines) {
 // ---------------------------------------------------------------------------
 // Matrix helpers
 // ---------------------------------------------------------------------------
-export async function api(method, pathAndQuery, { token, body } = {}) {
+export async function api(method, pathAndQuery, { token, body, base = BASE_URL } = {}) {
     const headers = {};
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    const r = await fetch(BASE_URL + pathAndQuery, {
+    const r = await fetch(base + pathAndQuery, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -243,19 +249,22 @@ export async function api(method, pathAndQuery, { token, body } = {}) {
     return { status: r.status, json, text };
 }
 
-export async function register(username) {
+/** Registers `username` on the server at `base` (by default the scenario's own Corvid, named
+ *  `localhost`). */
+export async function register(username, { base = BASE_URL, serverName = "localhost" } = {}) {
     const req = {
         username,
         password: PASSWORD,
         auth: { type: "m.login.dummy" },
         initial_device_display_name: "corvid js-sdk conformance",
     };
-    let r = await api("POST", "/_matrix/client/v3/register", { body: req });
+    let r = await api("POST", "/_matrix/client/v3/register", { body: req, base });
     if (r.status === 401 && r.json?.session) {
         // The server wants a user-interactive auth session first: complete the dummy stage in it.
         note(`POST /register with auth m.login.dummy but no session answered 401; retrying within session`);
         r = await api("POST", "/_matrix/client/v3/register", {
             body: { ...req, auth: { type: "m.login.dummy", session: r.json.session } },
+            base,
         });
     }
     if (r.status !== 200 || !r.json) {
@@ -267,8 +276,8 @@ export async function register(username) {
             throw new FatalError(`POST /register (${username}): response lacks "${k}": ${r.text.slice(0, 500)}`);
         }
     }
-    if (user_id !== `@${username}:localhost`) {
-        problem(`POST /register: user_id is ${user_id}, expected @${username}:localhost`);
+    if (user_id !== `@${username}:${serverName}`) {
+        problem(`POST /register: user_id is ${user_id}, expected @${username}:${serverName}`);
     }
     return { userId: user_id, accessToken: access_token, deviceId: device_id };
 }
@@ -336,8 +345,10 @@ export async function run(scenario, { stopClients = () => {}, summary = () => nu
         }
         out(`FAILED (${problems.length} problem(s), last step: ${step}):`);
         for (const p of problems) out(`  - ${p}`);
-        out(`--- last lines of ${SERVER_LOG} ---`);
-        out(tail(SERVER_LOG, 40));
+        if (SERVER_LOG) {
+            out(`--- last lines of ${SERVER_LOG} ---`);
+            out(tail(SERVER_LOG, 40));
+        }
         if (sdkLog.length) {
             out(`--- last SDK log lines ---`);
             out(sdkLog.slice(-30).join("\n"));
