@@ -2,13 +2,20 @@
 # Federation between two Corvid servers on loopback, over TLS with a CA made
 # for the run: send on A → seen in /sync of users on B (latency, lost,
 # duplicated), at a conversational rate and at a high one, next to the same
-# workload within one server. SQLite (BACKEND=postgres for PostgreSQL).
+# workload within one server; then at a rate above what B can take in
+# ("flood"), whose "delivered to every receiver" figure is the events/s B
+# receives; then users of B joining a room of A with 1,000 members, each a
+# full federated join (make_join, send_join, the room's state and auth chain
+# checked and stored by B).
+# SQLite (BACKEND=postgres for PostgreSQL).
 #
 # Usage: bench/federation.sh          Needs: cargo, openssl; PostgreSQL on
 # 127.0.0.1:5432 for BACKEND=postgres. Prints the tables; raw JSON lines go
 # to bench/runs/federation-<timestamp>/results.jsonl (gitignored).
 # PROFILE=1 records the receiving server with `perf record -g` during the
 # fast run (RUN_DIR/perf.data); ONLY_FAST=1 skips the other runs.
+# LATENCY_ARGS, FAST_ARGS, FLOOD_ARGS and JOIN_ARGS replace the workloads'
+# arguments.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +23,8 @@ BACKEND=${BACKEND:-sqlite}
 RUN_DIR="$ROOT/bench/runs/federation-$(date -u +%Y%m%dT%H%M%SZ)"
 LATENCY_ARGS=${LATENCY_ARGS:-"--receivers 4 --senders 2 --rate 20 --duration 15 --grace 10"}
 FAST_ARGS=${FAST_ARGS:-"--receivers 4 --senders 4 --rate 200 --duration 10 --grace 15"}
+FLOOD_ARGS=${FLOOD_ARGS:-"--receivers 4 --senders 8 --rate 1000 --duration 5 --grace 20"}
+JOIN_ARGS=${JOIN_ARGS:-"--members 1000 --trials 3"}
 mkdir -p "$RUN_DIR"
 PIDS=()
 DATABASES=()
@@ -111,5 +120,11 @@ if [ -n "${PERF_PID:-}" ]; then
     kill -INT "$PERF_PID"
     wait "$PERF_PID" || true
     echo "profile: perf report -i $RUN_DIR/perf.data" >&2
+fi
+if [ -z "${ONLY_FAST:-}" ]; then
+    # shellcheck disable=SC2086
+    run "A -> B flood, $BACKEND" latency $FLOOD_ARGS --receivers-url "http://127.0.0.1:$B_PORT"
+    # shellcheck disable=SC2086
+    run "join from B, $BACKEND" join $JOIN_ARGS --joiners-url "http://127.0.0.1:$B_PORT"
 fi
 echo "results: $RUN_DIR/results.jsonl" >&2

@@ -228,6 +228,17 @@ impl Client {
         .map(|_| ())
     }
 
+    pub async fn leave(&self, user: &User, room_id: &str) -> ApiResult<()> {
+        self.call(
+            Method::POST,
+            &format!("/rooms/{}/leave", enc(room_id)),
+            Some(&user.token),
+            Some(&json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn send(
         &self,
         user: &User,

@@ -1,10 +1,13 @@
 //! `join`: time for a new user to join a room with J members and get its
-//! first `/sync`.
+//! first `/sync`. With `--joiners-url` the new users belong to a second
+//! server, so each join is a federated one: make_join/send_join and the
+//! room's whole state and auth chain sent to, checked and stored by that
+//! server.
 
 use std::time::Instant;
 
 use crate::{
-    client::{ApiError, ApiResult},
+    client::{ApiError, ApiResult, Client, User, check_loopback},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -18,6 +21,27 @@ pub struct Args {
     /// New users timed one after another.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
+    /// Register the joining users on this other homeserver (loopback), which
+    /// must federate with the one under test. Each leaves after its trial,
+    /// so that every trial joins from a server no longer in the room.
+    #[arg(long)]
+    pub joiners_url: Option<String>,
+}
+
+/// Where the timed users live and how they join.
+struct Joiners {
+    client: Client,
+    /// The room's server, for `?via=` (federated joins only).
+    via: Option<String>,
+}
+
+impl Joiners {
+    async fn join(&self, user: &User, room: &str) -> ApiResult<()> {
+        match &self.via {
+            Some(via) => self.client.join_via(user, room, via).await,
+            None => self.client.join(user, room).await,
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
@@ -29,19 +53,23 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     let room = ctx.create_rooms(&users[0], 1).await?.remove(0);
     ctx.join_all(&users[1..], std::slice::from_ref(&room))
         .await?;
+    let joiners = joiners(ctx, a, &users[0], report)?;
 
     let errors = ErrorLog::default();
     let (mut join_t, mut sync_t, mut total_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0usize;
     for trial in 0..a.trials.max(1) {
-        let user = ctx.register("jnew", trial).await?;
+        let user = joiners
+            .client
+            .register(&ctx.username("jnew", trial), &ctx.password)
+            .await?;
         let t0 = Instant::now();
-        if let Err(e) = ctx.client.join(&user, &room).await {
+        if let Err(e) = joiners.join(&user, &room).await {
             errors.record(e);
             continue;
         }
         let t1 = Instant::now();
-        match ctx.client.sync(&user, None, 0, None).await {
+        match joiners.client.sync(&user, None, 0, None).await {
             Ok((v, n)) => {
                 let t2 = Instant::now();
                 join_t.push(t1 - t0);
@@ -54,18 +82,15 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
                     (t2 - t1).as_secs_f64() * 1000.0
                 );
                 if v["rooms"]["join"].get(&room).is_none() {
-                    let mut text = v.to_string();
-                    text.truncate(500);
-                    errors.record(ApiError {
-                        method: "GET".into(),
-                        url: "/sync (first after join)".into(),
-                        request_body: None,
-                        status: Some(200),
-                        response_body: format!("joined room {room} missing: {text}"),
-                    });
+                    errors.record(missing_room(&room, &v));
                 }
             }
             Err(e) => errors.record(e),
+        }
+        if joiners.via.is_some()
+            && let Err(e) = joiners.client.leave(&user, &room).await
+        {
+            errors.record(e);
         }
     }
     let (j, s, t) = (summarize(&join_t), summarize(&sync_t), summarize(&total_t));
@@ -86,4 +111,38 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     report.count("first_sync_bytes", "first /sync size", bytes as u64);
     report.errors = Some(errors);
     Ok(())
+}
+
+fn joiners(ctx: &Ctx, a: &Args, creator: &User, report: &mut Report) -> ApiResult<Joiners> {
+    let Some(url) = &a.joiners_url else {
+        return Ok(Joiners {
+            client: ctx.client.clone(),
+            via: None,
+        });
+    };
+    let base = check_loopback(url).map_err(|e| ApiError {
+        method: "-".into(),
+        url: url.clone(),
+        request_body: None,
+        status: None,
+        response_body: e,
+    })?;
+    report.param("joiners_on", url.as_str());
+    let via = creator.user_id.split_once(':').map(|(_, s)| s.to_owned());
+    Ok(Joiners {
+        client: Client::new(&base),
+        via,
+    })
+}
+
+fn missing_room(room: &str, sync: &serde_json::Value) -> ApiError {
+    let mut text = sync.to_string();
+    text.truncate(500);
+    ApiError {
+        method: "GET".into(),
+        url: "/sync (first after join)".into(),
+        request_body: None,
+        status: Some(200),
+        response_body: format!("joined room {room} missing: {text}"),
+    }
 }

@@ -197,6 +197,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
 
     let starts = starts.lock().expect("lock").clone();
     let mut lat = Vec::new();
+    let mut last_delivery = send_start;
     let (mut lost, mut dup, mut unexpected) = (0u64, 0u64, 0u64);
     for m in &seen_maps {
         let m = m.lock().expect("lock");
@@ -205,6 +206,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
                 None => lost += 1,
                 Some(times) => {
                     lat.push(times[0].saturating_duration_since(starts[s]));
+                    last_delivery = last_delivery.max(times[0]);
                     dup += times.len() as u64 - 1;
                 }
             }
@@ -218,6 +220,13 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
         "send_rate_achieved",
         "send rate achieved",
         ok.len() as f64 / sending_s,
+        "msg/s",
+    );
+    // Above the receiving side's capacity this falls behind the send rate.
+    report.figure(
+        "delivery_rate",
+        "delivered to every receiver",
+        ok.len() as f64 / (last_delivery - send_start).as_secs_f64().max(1e-3),
         "msg/s",
     );
     report.latency("e2e", "send-start -> seen in /sync", &s);
