@@ -83,9 +83,6 @@ pub struct TxnKey<'a> {
     pub txn_id: &'a str,
 }
 
-/// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
-const ROWS_PER_STATEMENT: usize = 200;
-
 /// Event rows staged in a write transaction, written by [`WriteTx::flush`].
 #[derive(Default)]
 pub struct Staged {
@@ -633,7 +630,7 @@ impl WriteTx<'_> {
     ) -> Result<HashMap<(&'k str, TxnKey<'k>), Option<String>>> {
         let mut found: HashMap<(&str, TxnKey<'_>), Option<String>> =
             keys.iter().map(|k| (*k, None)).collect();
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        for chunk in keys.chunks(self.backend.rows_per_statement(4)) {
             let conditions = (0..chunk.len())
                 .map(|i| {
                     let n = 4 * i;
@@ -720,7 +717,7 @@ impl WriteTx<'_> {
         prev_events: &[String],
         event_id: &str,
     ) -> Result<()> {
-        for chunk in prev_events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in prev_events.chunks(self.backend.rows_per_statement(1)) {
             let sql = format!(
                 "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})",
                 super::placeholders(2, chunk.len())
@@ -749,7 +746,7 @@ impl WriteTx<'_> {
         if staged.events.is_empty() {
             return Ok(());
         }
-        for chunk in staged.events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in staged.events.chunks(self.backend.rows_per_statement(15)) {
             let sql = format!(
                 "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
                  depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id, outlier, soft_failed) VALUES {}",
@@ -788,7 +785,7 @@ impl WriteTx<'_> {
             ("event_edges", "prev_event_id", prevs.collect::<Vec<_>>()),
             ("event_auth", "auth_event_id", auths.collect::<Vec<_>>()),
         ] {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            for chunk in rows.chunks(self.backend.rows_per_statement(2)) {
                 let sql = format!(
                     "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
                     values_clause(chunk.len(), 2)
@@ -805,7 +802,7 @@ impl WriteTx<'_> {
             .iter()
             .filter_map(|e| Some((e, e.txn.as_ref()?)))
             .collect();
-        for chunk in txns.chunks(ROWS_PER_STATEMENT) {
+        for chunk in txns.chunks(self.backend.rows_per_statement(5)) {
             let sql = format!(
                 "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES {}",
                 values_clause(chunk.len(), 5)
@@ -832,7 +829,7 @@ impl WriteTx<'_> {
             heads.insert(&e.room_id, &e.event_id);
         }
         let heads: Vec<(&str, &str)> = heads.into_iter().collect();
-        for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        for chunk in heads.chunks(self.backend.rows_per_statement(2)) {
             let sql = format!(
                 "DELETE FROM room_forward_extremities WHERE room_id IN ({})",
                 super::placeholders(1, chunk.len())
@@ -960,7 +957,7 @@ impl Db {
         }
         let mut by_group: HashMap<i64, HashMap<(String, Option<String>), StoredEvent>> =
             HashMap::new();
-        for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        for chunk in groups.chunks(self.backend().rows_per_statement(1)) {
             let rows: Vec<Row> = {
                 let sql = format!(
                     "WITH RECURSIVE chain(root, state_group, prev_group, n) AS ( \

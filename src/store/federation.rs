@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Db, WriteTx, events::StoredEvent, events::prefixed_event_columns, placeholders};
+use super::{
+    Backend, Db, WriteTx, events::StoredEvent, events::prefixed_event_columns, placeholders,
+};
 use crate::Result;
 
 /// Where a known event sits: what ingesting its children needs.
@@ -77,9 +79,15 @@ async fn places_in(
     Ok(out)
 }
 
-async fn auth_chain_in(conn: &mut sqlx::AnyConnection, ids: &[String]) -> Result<HashSet<String>> {
+/// The chains of a room's events share most of their events, which each
+/// recursive query walks once: as few queries as the backend binds well.
+async fn auth_chain_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    ids: &[String],
+) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
-    for chunk in ids.chunks(200) {
+    for chunk in ids.chunks(backend.rows_per_statement(1)) {
         let sql = AUTH_CHAIN_SQL.replace("{ids}", &placeholders(1, chunk.len()));
         let mut q = sqlx::query_as::<_, (String,)>(&sql);
         for id in chunk {
@@ -98,7 +106,7 @@ impl Db {
 
     /// Every event reachable from `ids` through `auth_events` (not `ids` themselves).
     pub async fn auth_chain(&self, ids: &[String]) -> Result<HashSet<String>> {
-        auth_chain_in(&mut *self.pool().acquire().await?, ids).await
+        auth_chain_in(&mut *self.pool().acquire().await?, self.backend(), ids).await
     }
 
     /// `(event id, prev event ids, depth)` of known events of the room, for
@@ -299,7 +307,7 @@ impl WriteTx<'_> {
     pub async fn auth_chain(&mut self, ids: &[String]) -> Result<HashSet<String>> {
         // Walks event_auth rows, which staged events only get when flushed.
         self.flush().await?;
-        auth_chain_in(&mut self.tx, ids).await
+        auth_chain_in(&mut self.tx, self.backend, ids).await
     }
 
     /// Events by id, read through this transaction.
@@ -381,7 +389,7 @@ impl WriteTx<'_> {
     /// Queues items for destinations; positions order a destination's
     /// outbox (an EDU takes a new stream position).
     pub async fn outbox_push(&mut self, items: &[(&str, Outgoing<'_>)]) -> Result<()> {
-        for chunk in items.chunks(100) {
+        for chunk in items.chunks(self.backend.rows_per_statement(5)) {
             let sql = format!(
                 "INSERT INTO federation_outbox (destination, position, event_id, edu_type, edu_content) VALUES {}",
                 (0..chunk.len())

@@ -38,12 +38,6 @@ pub struct NotificationRow {
     pub read: i64,
 }
 
-/// Rows per multi-row statement. Kept small: binding a parameter with
-/// sqlx on SQLite looks its name up in the statement's list of them, so a
-/// statement's binding cost grows with the square of its parameter count
-/// (a 100-row insert here took 3 ms, most of it in that lookup).
-const ROWS_PER_STATEMENT: usize = 16;
-
 /// SQL: how far the user has read the thread of push action `a`: their
 /// furthest read receipt (public or private) in the room, unthreaded or in
 /// that thread.
@@ -53,7 +47,7 @@ const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM rece
 
 impl WriteTx<'_> {
     pub async fn insert_push_actions(&mut self, rows: &[NewPushAction<'_>]) -> Result<()> {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(self.backend.rows_per_statement(8)) {
             let values = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + 8 * i, 8)))
                 .collect::<Vec<_>>()
@@ -85,7 +79,7 @@ impl WriteTx<'_> {
             counts.1 += i64::from(r.highlight);
         }
         let added: Vec<_> = added.into_iter().collect();
-        for chunk in added.chunks(ROWS_PER_STATEMENT) {
+        for chunk in added.chunks(self.backend.rows_per_statement(5)) {
             let values = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + 5 * i, 5)))
                 .collect::<Vec<_>>()

@@ -27,6 +27,22 @@ pub struct StateChange {
     pub event_id: Option<String>,
 }
 
+/// A state event becoming current: its key, id and (member events) membership.
+struct CurrentEntry<'a> {
+    key: (&'a str, &'a str),
+    event_id: &'a str,
+    membership: Option<&'a str>,
+}
+
+/// `($1, $3, $4, $5, $2), ($1, $6, $7, $8, $2), …` (`own` = 3): `rows`
+/// rows, each `own` parameters of its own between the shared `$1` and `$2`.
+fn rows_between_shared(rows: usize, own: usize) -> String {
+    (0..rows)
+        .map(|r| format!("($1, {}, $2)", placeholders(3 + r * own, own)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl WriteTx<'_> {
     /// A local state event: its group, then the current state it now heads.
     pub(super) async fn apply_state_event(
@@ -38,14 +54,13 @@ impl WriteTx<'_> {
         self.insert_event_group(ev, state_key).await?;
         self.set_room_state_group(ev.room_id, ev.stream_ordering)
             .await?;
-        self.set_current_entry(
-            ev.room_id,
-            (ev.event_type, state_key),
-            ev.event_id,
-            ev.stream_ordering,
+        let entry = CurrentEntry {
+            key: (ev.event_type, state_key),
+            event_id: ev.event_id,
             membership,
-        )
-        .await
+        };
+        self.set_current_entries(ev.room_id, &[entry], ev.stream_ordering)
+            .await
     }
 
     /// The group of the state after a state event: its state before plus itself.
@@ -155,16 +170,22 @@ impl WriteTx<'_> {
             .filter_map(|c| c.event_id.clone())
             .collect();
         let memberships = self.memberships_of_events(&member_events).await?;
-        for change in &changes {
+        let entries: Vec<CurrentEntry<'_>> = changes
+            .iter()
+            .filter_map(|c| {
+                let event_id = c.event_id.as_deref()?;
+                Some(CurrentEntry {
+                    key: (c.event_type.as_str(), c.state_key.as_str()),
+                    event_id,
+                    membership: memberships.get(event_id).map(String::as_str),
+                })
+            })
+            .collect();
+        self.set_current_entries(room_id, &entries, position)
+            .await?;
+        for change in changes.iter().filter(|c| c.event_id.is_none()) {
             let key = (change.event_type.as_str(), change.state_key.as_str());
-            match &change.event_id {
-                Some(event_id) => {
-                    let membership = memberships.get(event_id).map(String::as_str);
-                    self.set_current_entry(room_id, key, event_id, position, membership)
-                        .await?;
-                }
-                None => self.remove_current_entry(room_id, key).await?,
-            }
+            self.remove_current_entry(room_id, key).await?;
         }
         Ok(changes)
     }
@@ -178,41 +199,56 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    pub async fn set_current_entry(
+    /// Makes `entries` current, from `position` on: `current_state` rows,
+    /// and `memberships` rows for the member events among them.
+    async fn set_current_entries(
         &mut self,
         room_id: &str,
-        (event_type, state_key): (&str, &str),
-        event_id: &str,
+        entries: &[CurrentEntry<'_>],
         position: i64,
-        membership: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering",
-        )
-        .bind(room_id)
-        .bind(event_type)
-        .bind(state_key)
-        .bind(event_id)
-        .bind(position)
-        .execute(&mut *self.tx)
-        .await?;
-        if let Some(membership) = membership.filter(|_| event_type == "m.room.member") {
-            let server_name = state_key.split_once(':').map_or("", |(_, s)| s);
-            sqlx::query(
+        for chunk in entries.chunks(self.backend.rows_per_statement(4)) {
+            let sql = format!(
+                "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES {} \
+                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id, \
+                 stream_ordering = excluded.stream_ordering",
+                rows_between_shared(chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql).bind(room_id).bind(position);
+            for e in chunk {
+                q = q.bind(e.key.0).bind(e.key.1).bind(e.event_id);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        let members: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .filter(|e| e.key.0 == "m.room.member")
+            .filter_map(|e| Some((e.key.1, e.membership?, e.event_id)))
+            .collect();
+        for chunk in members.chunks(self.backend.rows_per_statement(4)) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let n = 3 + 4 * i;
+                    format!("($1, ${n}, ${}, ${}, $2, ${})", n + 1, n + 2, n + 3)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, server_name) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 VALUES {values} \
                  ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, \
-                 stream_ordering = excluded.stream_ordering, forgotten = 0",
-            )
-            .bind(room_id)
-            .bind(state_key)
-            .bind(membership)
-            .bind(event_id)
-            .bind(position)
-            .bind(server_name)
-            .execute(&mut *self.tx)
-            .await?;
+                 stream_ordering = excluded.stream_ordering, forgotten = 0"
+            );
+            let mut q = sqlx::query(&sql).bind(room_id).bind(position);
+            for (user_id, membership, event_id) in chunk {
+                let server_name = user_id.split_once(':').map_or("", |(_, s)| s);
+                q = q
+                    .bind(*user_id)
+                    .bind(*membership)
+                    .bind(*event_id)
+                    .bind(server_name);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -312,8 +348,7 @@ impl WriteTx<'_> {
         group: i64,
         entries: &[(&str, &str, &str)],
     ) -> Result<()> {
-        // Chunked multi-row inserts: one round trip per 200 rows.
-        for chunk in entries.chunks(200) {
+        for chunk in entries.chunks(self.backend.rows_per_statement(3)) {
             let values = (0..chunk.len())
                 .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
                 .collect::<Vec<_>>()
@@ -357,4 +392,15 @@ where
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(|(t, k, e, _)| ((t, k), e)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shared_parameters_frame_each_row() {
+        assert_eq!(
+            super::rows_between_shared(2, 3),
+            "($1, $3, $4, $5, $2), ($1, $6, $7, $8, $2)"
+        );
+    }
 }
