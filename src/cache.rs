@@ -1,23 +1,26 @@
-//! Small in-process helpers: per-user caches of settings kept in account
-//! data (push rules, ignored users), and per-key locks.
+//! Small in-process helpers: short-lived caches of what is read on hot
+//! paths (per-user settings kept in account data such as push rules and
+//! ignored users; other servers' signing keys), and per-key locks.
 //!
 //! A cache entry lives a few seconds: the process that changes a setting
 //! updates its own entry at once, and a change made through another server
 //! process is seen here within [`TtlCache::TTL`].
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
+    hash::Hash,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use ruma::{OwnedUserId, UserId};
+use ruma::OwnedUserId;
 
-pub struct TtlCache<V> {
-    entries: Mutex<HashMap<OwnedUserId, (Instant, Arc<V>)>>,
+pub struct TtlCache<V, K = OwnedUserId> {
+    entries: Mutex<HashMap<K, (Instant, Arc<V>)>>,
 }
 
-impl<V> Default for TtlCache<V> {
+impl<V, K> Default for TtlCache<V, K> {
     fn default() -> Self {
         Self {
             entries: Mutex::default(),
@@ -25,22 +28,37 @@ impl<V> Default for TtlCache<V> {
     }
 }
 
-impl<V> TtlCache<V> {
+impl<V, K: Hash + Eq> TtlCache<V, K> {
     pub const TTL: Duration = Duration::from_secs(5);
     const CAPACITY: usize = 100_000;
 
-    pub fn get(&self, user: &UserId) -> Option<Arc<V>> {
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entries = self.entries.lock().expect("cache lock");
-        let (at, value) = entries.get(user)?;
+        let (at, value) = entries.get(key)?;
         (at.elapsed() < Self::TTL).then(|| value.clone())
     }
 
-    pub fn insert(&self, user: &UserId, value: Arc<V>) {
+    pub fn insert<Q>(&self, key: &Q, value: Arc<V>)
+    where
+        Q: ToOwned<Owned = K> + ?Sized,
+    {
         let mut entries = self.entries.lock().expect("cache lock");
         if entries.len() >= Self::CAPACITY {
             entries.retain(|_, (at, _)| at.elapsed() < Self::TTL);
         }
-        entries.insert(user.to_owned(), (Instant::now(), value));
+        entries.insert(key.to_owned(), (Instant::now(), value));
+    }
+
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.lock().expect("cache lock").remove(key);
     }
 }
 

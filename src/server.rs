@@ -19,9 +19,10 @@ pub struct Server {
     pub signing_key: Arc<ServerSigningKey>,
     /// Signed requests to other servers.
     pub federation: FederationClient,
-    /// Other servers' keys: when each was last fetched, so a server
-    /// without the key asked for is not asked again at once.
-    pub key_fetches: crate::service::federation::server_keys::FetchThrottle,
+    /// Other servers' keys: a short-lived copy of those stored, and when
+    /// each server was last asked, so one without the key asked for is not
+    /// asked again at once.
+    pub remote_keys: crate::service::federation::server_keys::RemoteKeys,
     pub notifier: Notifier,
     pub rate_limiter: RateLimiter,
     pub device_activity: DeviceActivity,
@@ -191,7 +192,7 @@ impl Server {
             db,
             signing_key,
             federation,
-            key_fetches: Default::default(),
+            remote_keys: Default::default(),
             notifier: Notifier::default(),
             rate_limiter,
             device_activity: DeviceActivity::start(me.clone()),

@@ -5,7 +5,10 @@
 //! else the state at the gap from `/state`) — and handed to
 //! [`super::place`] for steps 4 to 6 and the write.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::future::join_all;
 use ruma::{
@@ -431,14 +434,20 @@ pub async fn verify_all(
     room_id: &RoomId,
     raws: Vec<Box<RawValue>>,
 ) -> Vec<IncomingPdu> {
-    let checks = raws.into_iter().map(|raw| async move {
-        let object = super::pdu::parse_object(&raw)?;
-        super::pdu::verify(server, object, rules, room_id).await
-    });
+    let mut objects = Vec::with_capacity(raws.len());
+    for raw in &raws {
+        match super::pdu::parse_object(raw) {
+            Ok(object) => objects.push(object),
+            Err(e) => {
+                tracing::info!(error = %e.message.as_str(), "event from another server dropped")
+            }
+        }
+    }
     let mut verified: Vec<IncomingPdu> = Vec::new();
-    for result in join_all(checks).await {
+    let mut ids = HashSet::new();
+    for result in super::pdu::verify_many(server, objects, rules, room_id).await {
         match result {
-            Ok(pdu) if !verified.iter().any(|v| v.event_id == pdu.event_id) => verified.push(pdu),
+            Ok(pdu) if ids.insert(pdu.event_id.clone()) => verified.push(pdu),
             Ok(_) => {}
             Err(e) => {
                 tracing::info!(error = %e.message.as_str(), "event from another server dropped")
@@ -446,6 +455,30 @@ pub async fn verify_all(
         }
     }
     verified
+}
+
+/// The events of `raws` we do not hold yet (a rejoin, or a backfill that
+/// overlaps what we have, needs no second signature check).
+async fn not_held(
+    server: &Server,
+    rules: &RoomVersionRules,
+    raws: Vec<Box<RawValue>>,
+) -> Result<Vec<Box<RawValue>>> {
+    let ids: Vec<Option<String>> = raws
+        .iter()
+        .map(|raw| {
+            let object = super::pdu::parse_object(raw).ok()?;
+            Some(super::pdu::event_id_of(&object, rules)?.to_string())
+        })
+        .collect();
+    let known: Vec<String> = ids.iter().flatten().cloned().collect();
+    let held = server.db.event_places(&known).await?;
+    Ok(raws
+        .into_iter()
+        .zip(ids)
+        .filter(|(_, id)| id.as_ref().is_none_or(|id| !held.contains_key(id)))
+        .map(|(raw, _)| raw)
+        .collect())
 }
 
 /// Stores events whose place in the graph we do not know (auth chains, the
@@ -481,10 +514,8 @@ async fn store_without_state(
     raws: Vec<Box<RawValue>>,
     placement: Placement,
 ) -> Result<usize> {
+    let raws = not_held(server, rules, raws).await?;
     let mut pdus = verify_all(server, rules, room_id, raws).await;
-    let ids: Vec<String> = pdus.iter().map(|p| p.event_id.to_string()).collect();
-    let held = server.db.event_places(&ids).await?;
-    pdus.retain(|p| !held.contains_key(p.event_id.as_str()));
     if pdus.is_empty() {
         return Ok(0);
     }

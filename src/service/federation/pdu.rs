@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use corvid_federation::{event_id_for, room_id_for_create};
+use futures::future::join_all;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId,
     canonical_json::redact,
@@ -68,10 +69,53 @@ pub fn event_id_of(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Op
 /// room the PDU must be in.
 pub async fn verify(
     server: &Server,
-    mut object: CanonicalJsonObject,
+    object: CanonicalJsonObject,
     rules: &RoomVersionRules,
     expected_room: &RoomId,
 ) -> Result<IncomingPdu> {
+    let placed = locate(object, rules, expected_room)?;
+    let keys = signing_keys(server, &placed.object, rules).await?;
+    check_signatures(placed, &keys, rules)
+}
+
+/// [`verify`] for many PDUs (the state and auth chain of a join, a
+/// backfill): the hashing and signature checks, which take most of the
+/// time, spread over the cores. Results in the order of `objects`.
+pub async fn verify_many(
+    server: &Server,
+    objects: Vec<CanonicalJsonObject>,
+    rules: &RoomVersionRules,
+    expected_room: &RoomId,
+) -> Vec<Result<IncomingPdu>> {
+    let (rules_, room) = (rules.clone(), expected_room.to_owned());
+    let located = on_all_cores(objects, move |o| locate(o, &rules_, &room)).await;
+    // Side by side: servers whose keys are not cached yet are asked at once.
+    let keyed = join_all(located.into_iter().map(|placed| async move {
+        let placed = placed?;
+        let keys = signing_keys(server, &placed.object, rules).await?;
+        Ok((placed, keys))
+    }))
+    .await;
+    let rules = rules.clone();
+    on_all_cores(keyed, move |k| {
+        k.and_then(|(p, keys)| check_signatures(p, &keys, &rules))
+    })
+    .await
+}
+
+/// A PDU of the right format in the right room, its signatures unchecked.
+struct Located {
+    object: CanonicalJsonObject,
+    event_id: OwnedEventId,
+    room_id: OwnedRoomId,
+}
+
+/// Check 1 (format), the event id, and the room.
+fn locate(
+    mut object: CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    expected_room: &RoomId,
+) -> Result<Located> {
     object.remove("unsigned");
     object.remove("event_id");
     check_pdu_format(&object, &rules.event_format)
@@ -88,8 +132,26 @@ pub async fn verify(
             "{event_id} is in {room_id}, not {expected_room}"
         )));
     }
-    let keys = signing_keys(server, &object, rules).await?;
-    let object = match verify_event(&keys, &object, rules) {
+    Ok(Located {
+        object,
+        event_id,
+        room_id,
+    })
+}
+
+/// Checks 2 and 3: signatures (a failure refuses the event) and content
+/// hash (a mismatch redacts it).
+fn check_signatures(
+    located: Located,
+    keys: &PublicKeyMap,
+    rules: &RoomVersionRules,
+) -> Result<IncomingPdu> {
+    let Located {
+        object,
+        event_id,
+        room_id,
+    } = located;
+    let object = match verify_event(keys, &object, rules) {
         Ok(Verified::All) => object,
         Ok(Verified::Signatures) => {
             tracing::info!(%event_id, "content hash mismatch: event redacted");
@@ -118,6 +180,39 @@ pub async fn verify(
         pdu,
         depth,
     })
+}
+
+/// `f` over `items`, in order; a large batch is split over the blocking
+/// pool, one part per core.
+async fn on_all_cores<T, R, F>(items: Vec<T>, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> R + Clone + Send + 'static,
+{
+    const WORTH_SPLITTING: usize = 64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < WORTH_SPLITTING || cores == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let part = items.len().div_ceil(cores);
+    let mut items = items.into_iter();
+    let mut parts = Vec::with_capacity(cores);
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(part).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let f = f.clone();
+        parts.push(tokio::task::spawn_blocking(move || {
+            chunk.into_iter().map(f).collect::<Vec<R>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part.await.expect("a verification thread panicked"));
+    }
+    out
 }
 
 /// The keys of every server whose signature the event needs, valid when

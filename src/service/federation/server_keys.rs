@@ -23,7 +23,12 @@ use ruma::{
 };
 use serde_json::value::to_raw_value;
 
-use crate::{Error, Result, Server, now_ms, store::server_keys::FetchedKey};
+use crate::{
+    Error, Result, Server,
+    cache::TtlCache,
+    now_ms,
+    store::server_keys::{FetchedKey, ServerKeyRow},
+};
 
 /// spec (room versions 5+): a key's `valid_until_ts` is trusted at most
 /// 7 days into the future from when it was fetched.
@@ -32,15 +37,20 @@ const MAX_TRUSTED_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
 /// for this long.
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
+/// What this process knows of other servers' keys besides the database.
 #[derive(Default)]
-pub struct FetchThrottle {
+pub struct RemoteKeys {
+    /// Each server's stored keys, read once for the many events of one
+    /// server that are verified together (a join brings thousands).
+    stored: TtlCache<Vec<ServerKeyRow>, OwnedServerName>,
+    /// When each server was last asked for its keys.
     last: Mutex<HashMap<OwnedServerName, Instant>>,
     /// One fetch per server at a time: the others wait for its result
     /// (many events of one server are verified side by side).
     in_flight: crate::cache::KeyedLocks,
 }
 
-impl FetchThrottle {
+impl RemoteKeys {
     /// Whether `server` may be asked now; records the attempt if so.
     fn try_start(&self, server: &ServerName) -> bool {
         let mut last = self.last.lock().expect("key fetch throttle");
@@ -129,15 +139,15 @@ pub async fn public_keys(
     if satisfied(&cached) {
         return Ok(cached);
     }
-    let _fetching = server.key_fetches.in_flight.lock(origin.as_str()).await;
-    let cached = cached_keys(server, origin, valid_at).await?;
-    if satisfied(&cached) || !server.key_fetches.try_start(origin) {
+    let _fetching = server.remote_keys.in_flight.lock(origin.as_str()).await;
+    let cached = stored_keys(server, origin, valid_at).await?;
+    if satisfied(&cached) || !server.remote_keys.try_start(origin) {
         return Ok(cached);
     }
     if let Err(e) = fetch_direct(server, origin).await {
         tracing::info!(%origin, error = %e, "fetching keys from the server itself failed");
     }
-    let keys = cached_keys(server, origin, valid_at).await?;
+    let keys = stored_keys(server, origin, valid_at).await?;
     if satisfied(&keys) {
         return Ok(keys);
     }
@@ -147,7 +157,7 @@ pub async fn public_keys(
         }
         match fetch_via_notary(server, notary, origin).await {
             Ok(()) => {
-                let keys = cached_keys(server, origin, valid_at).await?;
+                let keys = stored_keys(server, origin, valid_at).await?;
                 if satisfied(&keys) {
                     return Ok(keys);
                 }
@@ -155,7 +165,7 @@ pub async fn public_keys(
             Err(e) => tracing::info!(%origin, %notary, error = %e, "notary key query failed"),
         }
     }
-    cached_keys(server, origin, valid_at).await
+    stored_keys(server, origin, valid_at).await
 }
 
 fn own_public_keys(server: &Server) -> PublicKeySet {
@@ -167,13 +177,28 @@ fn own_public_keys(server: &Server) -> PublicKeySet {
     keys
 }
 
+/// `origin`'s keys valid at `valid_at`, as this process last read them.
+/// Stored keys are only ever added or extended, so a key found here is
+/// one the database holds; one missing is looked for in the database.
 async fn cached_keys(server: &Server, origin: &ServerName, valid_at: i64) -> Result<PublicKeySet> {
+    match server.remote_keys.stored.get(origin) {
+        Some(rows) => Ok(valid_keys(&rows, valid_at)),
+        None => stored_keys(server, origin, valid_at).await,
+    }
+}
+
+async fn stored_keys(server: &Server, origin: &ServerName, valid_at: i64) -> Result<PublicKeySet> {
     let rows = server.db.server_keys(origin.as_str()).await?;
-    Ok(rows
-        .into_iter()
+    let keys = valid_keys(&rows, valid_at);
+    server.remote_keys.stored.insert(origin, rows.into());
+    Ok(keys)
+}
+
+fn valid_keys(rows: &[ServerKeyRow], valid_at: i64) -> PublicKeySet {
+    rows.iter()
         .filter(|row| row.valid_until_ts >= valid_at)
-        .filter_map(|row| Some((row.key_id, Base64::parse(row.public_key).ok()?)))
-        .collect())
+        .filter_map(|row| Some((row.key_id.clone(), Base64::parse(&row.public_key).ok()?)))
+        .collect()
 }
 
 /// `GET /_matrix/key/v2/server` on `origin` itself.
