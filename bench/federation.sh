@@ -52,7 +52,8 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server NAME HOST -> prints "client_port pid"
+# start_server NAME HOST: sets STARTED_PORT (client) and STARTED_PID. Run in
+# this shell, not a subshell, so that cleanup knows the process and database.
 start_server() {
     local name=$1 host=$2 client federation database
     client=$(free_port)
@@ -90,11 +91,14 @@ TOML
         curl -sf "http://127.0.0.1:$client/_matrix/client/versions" >/dev/null && break
         sleep 0.1
     done
-    echo "$client $pid"
+    STARTED_PORT=$client
+    STARTED_PID=$pid
 }
 
-read -r A_PORT A_PID < <(start_server a 127.0.0.1)
-read -r B_PORT B_PID < <(start_server b localhost)
+start_server a 127.0.0.1
+A_PORT=$STARTED_PORT A_PID=$STARTED_PID
+start_server b localhost
+B_PORT=$STARTED_PORT B_PID=$STARTED_PID
 echo "A on 127.0.0.1:$A_PORT (pid $A_PID), B on 127.0.0.1:$B_PORT (pid $B_PID), $BACKEND" >&2
 
 run() { # label args...
