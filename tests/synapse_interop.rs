@@ -11,7 +11,7 @@ mod common;
 mod synapse;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
 };
 
@@ -601,7 +601,7 @@ async fn edit_react_type_and_read(room: &str, from: Side<'_>, to: Side<'_>) {
 /// server with the other's user, messages both ways decrypted by the other,
 /// and a second device on each side that the other learns of and encrypts to.
 async fn encrypted_dm_with_synapse(backend: Backend) {
-    let Some(node) = js_sdk_node() else {
+    let Some(node) = common::conformance_tool("js", "matrix-js-sdk (Node 22)") else {
         return;
     };
     let Some((corvid, synapse)) = corvid_and_synapse(backend).await else {
@@ -631,33 +631,4 @@ async fn encrypted_dm_with_synapse(backend: Backend) {
         synapse.log_tail(60)
     );
     println!("{stdout}");
-}
-
-/// The Node 22 of `conformance/js` (installed by its `install.sh`); `None`
-/// (with a message) when it cannot be installed outside CI.
-fn js_sdk_node() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/js/install.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output();
-    let problem = match output {
-        Ok(out) if out.status.success() => {
-            let node = String::from_utf8(out.stdout).expect("node path");
-            return Some(PathBuf::from(node.trim()));
-        }
-        Ok(out) => format!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => format!("cannot run {}: {e}", script.display()),
-    };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "matrix-js-sdk is needed in CI: {problem}"
-    );
-    eprintln!("skipping the matrix-js-sdk interop test: {problem}");
-    None
 }

@@ -15,10 +15,9 @@ import {
     BASE_URL,
     FatalError,
     PASSWORD,
-    REQUEST_TIMEOUT_MS,
     WORKDIR,
     api,
-    describeError,
+    call,
     note,
     out,
     problem,
@@ -27,25 +26,18 @@ import {
     safeJson,
     sdk,
     setStep,
+    startCryptoClient,
     startServer,
     stopServer,
+    uploadSigningKeysWithPassword,
     waitForVersions,
     waitUntil,
-    withTimeout,
 } from "./lib.mjs";
 
 const OBSERVE_TIMEOUT_MS = 30_000;
 const MESSAGES_EACH_WAY = 3;
 const clients = [];
 const markers = []; // every plaintext body sent in the encrypted room
-
-async function call(promise, what) {
-    try {
-        return await withTimeout(promise, REQUEST_TIMEOUT_MS, what);
-    } catch (e) {
-        throw new FatalError(`${what} failed: ${describeError(e)}`);
-    }
-}
 
 const observe = (cond, what, ms = OBSERVE_TIMEOUT_MS) => waitUntil(cond, ms, what, 100);
 
@@ -75,8 +67,7 @@ function newUser(name, creds) {
 }
 
 async function startDevice(user, label, creds) {
-    let prepared = false;
-    const client = sdk.createClient({
+    const options = {
         baseUrl: BASE_URL,
         userId: creds.userId,
         accessToken: creds.accessToken,
@@ -88,14 +79,8 @@ async function startDevice(user, label, creds) {
             },
             cacheSecretStorageKey: (keyId, _info, key) => user.secretKeys.set(keyId, key),
         },
-    });
-    clients.push(client);
-    client.on(sdk.ClientEvent.Sync, (state) => {
-        if (state === sdk.SyncState.Prepared) prepared = true;
-    });
-    await call(client.initRustCrypto({ useIndexedDB: false }), `${label}: initRustCrypto`);
-    await call(client.startClient({ initialSyncLimit: 30 }), `${label}: startClient`);
-    await observe(() => prepared, `${label}: sync state PREPARED`);
+    };
+    const client = await startCryptoClient(label, options, clients);
     return { client, crypto: client.getCrypto(), label, deviceId: creds.deviceId, user };
 }
 
@@ -105,20 +90,7 @@ async function bootstrap(device) {
     const { client, crypto, user } = device;
     await call(
         crypto.bootstrapCrossSigning({
-            authUploadDeviceSigningKeys: async (makeRequest) => {
-                try {
-                    await makeRequest(null);
-                } catch (e) {
-                    const session = e?.data?.session;
-                    if (!session) throw e;
-                    await makeRequest({
-                        type: "m.login.password",
-                        identifier: { type: "m.id.user", user: client.getUserId() },
-                        password: PASSWORD,
-                        session,
-                    });
-                }
-            },
+            authUploadDeviceSigningKeys: uploadSigningKeysWithPassword(client),
         }),
         `${device.label}: bootstrapCrossSigning`,
     );

@@ -13,9 +13,9 @@
 import {
     FatalError,
     PASSWORD,
-    REQUEST_TIMEOUT_MS,
     SERVER_ARGS,
     api,
+    call,
     describeError,
     out,
     problem,
@@ -24,8 +24,9 @@ import {
     safeJson,
     sdk,
     setStep,
+    startCryptoClient,
+    uploadSigningKeysWithPassword,
     waitUntil,
-    withTimeout,
 } from "./lib.mjs";
 
 const OBSERVE_TIMEOUT_MS = 30_000;
@@ -39,34 +40,14 @@ if (SERVER_ARGS?.length !== 4) {
 }
 const [CORVID_URL, CORVID_NAME, OTHER_URL, OTHER_NAME] = SERVER_ARGS;
 
-async function call(promise, what) {
-    try {
-        return await withTimeout(promise, REQUEST_TIMEOUT_MS, what);
-    } catch (e) {
-        throw new FatalError(`${what} failed: ${describeError(e)}`);
-    }
-}
-
 const observe = (cond, what, ms = OBSERVE_TIMEOUT_MS) => waitUntil(cond, ms, what, 100);
 
 const marker = (who) => `${who}-secret-${Math.random().toString(36).slice(2, 12)}`;
 
 /** A client with Rust crypto (in-memory store) on the server at `baseUrl`, synced. */
 async function startDevice(label, baseUrl, creds) {
-    let prepared = false;
-    const client = sdk.createClient({
-        baseUrl,
-        userId: creds.userId,
-        accessToken: creds.accessToken,
-        deviceId: creds.deviceId,
-    });
-    clients.push(client);
-    client.on(sdk.ClientEvent.Sync, (state) => {
-        if (state === sdk.SyncState.Prepared) prepared = true;
-    });
-    await call(client.initRustCrypto({ useIndexedDB: false }), `${label}: initRustCrypto`);
-    await call(client.startClient({ initialSyncLimit: 30 }), `${label}: startClient`);
-    await observe(() => prepared, `${label}: sync state PREPARED`);
+    const { userId, accessToken, deviceId } = creds;
+    const client = await startCryptoClient(label, { baseUrl, userId, accessToken, deviceId }, clients);
     return { client, crypto: client.getCrypto(), label, creds };
 }
 
@@ -75,20 +56,7 @@ async function bootstrapCrossSigning(device) {
     const { client, crypto } = device;
     await call(
         crypto.bootstrapCrossSigning({
-            authUploadDeviceSigningKeys: async (makeRequest) => {
-                try {
-                    await makeRequest(null);
-                } catch (e) {
-                    const session = e?.data?.session;
-                    if (!session) throw e;
-                    await makeRequest({
-                        type: "m.login.password",
-                        identifier: { type: "m.id.user", user: client.getUserId() },
-                        password: PASSWORD,
-                        session,
-                    });
-                }
-            },
+            authUploadDeviceSigningKeys: uploadSigningKeysWithPassword(client),
         }),
         `${device.label}: bootstrapCrossSigning`,
     );

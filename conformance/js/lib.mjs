@@ -105,6 +105,49 @@ export async function withTimeout(promise, ms, what) {
     }
 }
 
+/** `promise`'s value; a FatalError naming `what` when it fails or takes over REQUEST_TIMEOUT_MS. */
+export async function call(promise, what) {
+    try {
+        return await withTimeout(promise, REQUEST_TIMEOUT_MS, what);
+    } catch (e) {
+        throw new FatalError(`${what} failed: ${describeError(e)}`);
+    }
+}
+
+/** A client with Rust crypto (in-memory store) made with `options`, added to `clients` (to be
+ *  stopped at the end), started and synced. */
+export async function startCryptoClient(label, options, clients) {
+    let prepared = false;
+    const client = sdk.createClient(options);
+    clients.push(client);
+    client.on(sdk.ClientEvent.Sync, (state) => {
+        if (state === sdk.SyncState.Prepared) prepared = true;
+    });
+    await call(client.initRustCrypto({ useIndexedDB: false }), `${label}: initRustCrypto`);
+    await call(client.startClient({ initialSyncLimit: 30 }), `${label}: startClient`);
+    await waitUntil(() => prepared, REQUEST_TIMEOUT_MS, `${label}: sync state PREPARED`, 100);
+    return client;
+}
+
+/** bootstrapCrossSigning's upload: without auth first; with the password when the server asks
+ *  for it (as Element asks the user). */
+export function uploadSigningKeysWithPassword(client) {
+    return async (makeRequest) => {
+        try {
+            await makeRequest(null);
+        } catch (e) {
+            const session = e?.data?.session;
+            if (!session) throw e;
+            await makeRequest({
+                type: "m.login.password",
+                identifier: { type: "m.id.user", user: client.getUserId() },
+                password: PASSWORD,
+                session,
+            });
+        }
+    };
+}
+
 /** Polls `cond` (sync or async) until it is truthy, or fails after `ms`. */
 export async function waitUntil(cond, ms, what, intervalMs = 50) {
     const deadline = Date.now() + ms;

@@ -14,7 +14,7 @@ import {
     FatalError,
     REQUEST_TIMEOUT_MS,
     api,
-    describeError,
+    call,
     out,
     problem,
     register,
@@ -25,20 +25,11 @@ import {
     startServer,
     waitForVersions,
     waitUntil,
-    withTimeout,
 } from "./lib.mjs";
 
 const OBSERVE_TIMEOUT_MS = 15_000;
 const PHOTO = { width: 640, height: 480 };
 const clients = [];
-
-async function call(promise, what) {
-    try {
-        return await withTimeout(promise, REQUEST_TIMEOUT_MS, what);
-    } catch (e) {
-        throw new FatalError(`${what} failed: ${describeError(e)}`);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A photo to send: a PNG made here (zlib + CRC-32), and readers of image sizes

@@ -19,6 +19,7 @@ import {
     FatalError,
     REQUEST_TIMEOUT_MS,
     api,
+    call,
     describeError,
     note,
     out,
@@ -32,7 +33,6 @@ import {
     startServer,
     waitForVersions,
     waitUntil,
-    withTimeout,
 } from "./lib.mjs";
 
 /** Longest wait for one observation (a sync round trip or two, on a loaded machine). */
@@ -86,14 +86,6 @@ async function observe(cond, what, seen = () => "", ms = OBSERVE_TIMEOUT_MS) {
     } catch (e) {
         const s = seen();
         throw new FatalError(`${e.message}${s ? `; seen instead: ${s}` : ""}`);
-    }
-}
-
-async function call(promise, what) {
-    try {
-        return await withTimeout(promise, REQUEST_TIMEOUT_MS, what);
-    } catch (e) {
-        throw new FatalError(`${what} failed: ${describeError(e)}`);
     }
 }
 

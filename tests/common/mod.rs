@@ -31,6 +31,40 @@ pub fn redis_url() -> Option<String> {
     }
 }
 
+/// Runs `conformance/<dir>/install.sh`, which installs what some tests need
+/// (a pinned Synapse, matrix-js-sdk) and prints the program to run them
+/// with. `None`, with a message, when that fails outside CI; under `CI` a
+/// failure panics, never a silent skip.
+pub fn conformance_tool(dir: &str, what: &str) -> Option<PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance")
+        .join(dir)
+        .join("install.sh");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let problem = match output {
+        Ok(out) if out.status.success() => {
+            let program = String::from_utf8(out.stdout).expect("program path");
+            return Some(PathBuf::from(program.trim()));
+        }
+        Ok(out) => format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("cannot run {}: {e}", script.display()),
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is needed in CI: {problem}"
+    );
+    eprintln!("skipping the tests that need {what}: {problem}");
+    None
+}
+
 /// Points `config` at the test Redis under a prefix of its own, so tests
 /// running at the same time do not see each other's keys.
 pub fn use_redis(config: &mut Config, url: &str) {

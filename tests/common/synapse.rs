@@ -39,7 +39,10 @@ impl TestSynapse {
     /// Installs Synapse if needed and starts it. `None` (with a message) when
     /// it cannot be installed outside CI; under `CI` that is a failure.
     pub async fn start() -> Option<Self> {
-        let python = tokio::task::spawn_blocking(install).await.unwrap()?;
+        let python =
+            tokio::task::spawn_blocking(|| crate::common::conformance_tool("synapse", "Synapse"))
+                .await
+                .unwrap()?;
         let port = free_port().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), port);
@@ -195,34 +198,6 @@ impl Drop for TestSynapse {
         self.child.kill().ok();
         self.child.wait().ok();
     }
-}
-
-/// Runs `install.sh` and returns the venv's python.
-fn install() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/synapse/install.sh");
-    let in_ci = std::env::var_os("CI").is_some();
-    let output = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output();
-    let problem = match output {
-        Ok(out) if out.status.success() => {
-            let python = String::from_utf8(out.stdout).expect("python path");
-            return Some(PathBuf::from(python.trim()));
-        }
-        Ok(out) => format!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => format!("cannot run {}: {e}", script.display()),
-    };
-    if in_ci {
-        panic!("Synapse is needed in CI: {problem}");
-    }
-    eprintln!("skipping Synapse interop: {problem}");
-    None
 }
 
 /// Writes `homeserver.yaml` (and its signing key and log configuration)
