@@ -18,6 +18,8 @@ import {
     WORKDIR,
     api,
     call,
+    clearBody,
+    expectDecrypted,
     note,
     out,
     problem,
@@ -112,28 +114,6 @@ async function bootstrap(device) {
         problem(`${device.label}: cross-signing status after bootstrap: ${safeJson(status)}`);
     }
     if (!(await crypto.getActiveSessionBackupVersion())) problem(`${device.label}: no active key backup after bootstrap`);
-}
-
-/** The event's plaintext body on `device`, decrypting it if needed; null while it cannot. */
-async function clearBody(device, roomId, eventId) {
-    const ev = device.client.getRoom(roomId)?.findEventById(eventId);
-    if (!ev) return null;
-    await device.client.decryptEventIfNeeded(ev);
-    if (ev.isDecryptionFailure()) return null;
-    return ev.getClearContent()?.body ?? null;
-}
-
-async function expectDecrypted(device, roomId, eventId, body) {
-    let seen = null;
-    try {
-        await observe(async () => (seen = await clearBody(device, roomId, eventId)) === body, `${device.label}: decrypts "${body}"`);
-    } catch {
-        const ev = device.client.getRoom(roomId)?.findEventById(eventId);
-        problem(
-            `${device.label}: event ${eventId} should decrypt to "${body}"; got ${safeJson(seen)}` +
-                (ev ? ` (type ${ev.getWireType()}, failure: ${ev.decryptionFailureReason ?? "none"})` : " (not in the timeline)"),
-        );
-    }
 }
 
 async function send(device, roomId, body) {

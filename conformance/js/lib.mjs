@@ -148,6 +148,34 @@ export function uploadSigningKeysWithPassword(client) {
     };
 }
 
+/** The event's plaintext body on `device` ({ client, label }), decrypting it if needed; null
+ *  while it cannot. */
+export async function clearBody(device, roomId, eventId) {
+    const ev = device.client.getRoom(roomId)?.findEventById(eventId);
+    if (!ev) return null;
+    await device.client.decryptEventIfNeeded(ev);
+    if (ev.isDecryptionFailure()) return null;
+    return ev.getClearContent()?.body ?? null;
+}
+
+/** Whether the event decrypts to `body` on `device` within `ms`; a problem saying what it got
+ *  instead when not. */
+export async function expectDecrypted(device, roomId, eventId, body, ms = 30_000) {
+    let seen = null;
+    try {
+        const decrypts = async () => (seen = await clearBody(device, roomId, eventId)) === body;
+        await waitUntil(decrypts, ms, `${device.label}: decrypts "${body}"`, 100);
+        return true;
+    } catch {
+        const ev = device.client.getRoom(roomId)?.findEventById(eventId);
+        problem(
+            `${device.label}: event ${eventId} should decrypt to "${body}"; got ${safeJson(seen)}` +
+                (ev ? ` (type ${ev.getWireType()}, failure: ${ev.decryptionFailureReason ?? "none"})` : " (not in the timeline)"),
+        );
+        return false;
+    }
+}
+
 /** Polls `cond` (sync or async) until it is truthy, or fails after `ms`. */
 export async function waitUntil(cond, ms, what, intervalMs = 50) {
     const deadline = Date.now() + ms;
