@@ -313,9 +313,13 @@ async fn verify_password(password: String, hash: String) -> Result<bool> {
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
-/// Hashing is CPU-bound and takes megabytes per hash, so it runs on two
-/// dedicated threads: more at once would only queue for the cores, and
-/// each extra thread would keep its own freed megabytes.
+/// Passwords are hashed one at a time, on a dedicated thread: each hash
+/// holds 7 MiB while it runs, which set the server's peak memory (two
+/// threads added 17 MiB to it during a burst of registrations). One
+/// thread still hashes about 40 passwords a second, and logins are rare:
+/// clients keep their access tokens.
+const HASHING_THREADS: usize = 1;
+
 async fn on_hashing_thread<T: Send + 'static>(
     job: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -324,7 +328,7 @@ async fn on_hashing_thread<T: Send + 'static>(
     let jobs = JOBS.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..2 {
+        for i in 0..HASHING_THREADS {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("corvid-hash-{i}"))
