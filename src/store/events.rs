@@ -750,7 +750,7 @@ impl WriteTx<'_> {
             let sql = format!(
                 "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
                  depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id, outlier, soft_failed) VALUES {}",
-                values_clause(chunk.len(), 15)
+                super::values_rows(chunk.len(), 1, 15, "({})")
             );
             let mut q = sqlx::query(&sql);
             for e in chunk {
@@ -788,7 +788,7 @@ impl WriteTx<'_> {
             for chunk in rows.chunks(self.backend.rows_per_statement(2)) {
                 let sql = format!(
                     "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
-                    values_clause(chunk.len(), 2)
+                    super::values_rows(chunk.len(), 1, 2, "({})")
                 );
                 let mut q = sqlx::query(&sql);
                 for (event_id, other) in chunk {
@@ -805,7 +805,7 @@ impl WriteTx<'_> {
         for chunk in txns.chunks(self.backend.rows_per_statement(5)) {
             let sql = format!(
                 "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES {}",
-                values_clause(chunk.len(), 5)
+                super::values_rows(chunk.len(), 1, 5, "({})")
             );
             let mut q = sqlx::query(&sql);
             for (e, t) in chunk {
@@ -841,7 +841,7 @@ impl WriteTx<'_> {
             q.execute(&mut *self.tx).await?;
             let sql = format!(
                 "INSERT INTO room_forward_extremities (room_id, event_id) VALUES {}",
-                values_clause(chunk.len(), 2)
+                super::values_rows(chunk.len(), 1, 2, "({})")
             );
             let mut q = sqlx::query(&sql);
             for (room_id, event_id) in chunk {
@@ -883,14 +883,6 @@ impl WriteTx<'_> {
         }
         Ok(())
     }
-}
-
-/// `($1, $2), ($3, $4), …` for `rows` rows of `columns` values.
-fn values_clause(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", super::placeholders(1 + r * columns, columns)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub(super) fn prefixed_event_columns(prefix: &str) -> String {
@@ -1054,11 +1046,3 @@ pub struct MemberSummary {
 /// Rooms per statement in the many-rooms reads: each adds one bound parameter
 /// and one small scan.
 const ROOMS_PER_STATEMENT: usize = 100;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn values_clauses_number_placeholders_row_by_row() {
-        assert_eq!(super::values_clause(2, 3), "($1, $2, $3), ($4, $5, $6)");
-    }
-}

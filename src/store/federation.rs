@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{
     Backend, Db, WriteTx, events::StoredEvent, events::prefixed_event_columns, placeholders,
+    values_rows,
 };
 use crate::Result;
 
@@ -392,10 +393,7 @@ impl WriteTx<'_> {
         for chunk in items.chunks(self.backend.rows_per_statement(5)) {
             let sql = format!(
                 "INSERT INTO federation_outbox (destination, position, event_id, edu_type, edu_content) VALUES {}",
-                (0..chunk.len())
-                    .map(|r| format!("({})", placeholders(1 + r * 5, 5)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                values_rows(chunk.len(), 1, 5, "({})")
             );
             let mut q = sqlx::query(&sql);
             for (destination, item) in chunk {

@@ -380,6 +380,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The rows of a multi-row `VALUES`: `rows` rows of `own` parameters each,
+/// numbered from `$first` on, each set in `frame` in place of its `{}`:
+/// `"({})"`, or e.g. `"($1, {}, $2)"` around parameters every row shares.
+pub fn values_rows(rows: usize, first: usize, own: usize, frame: &str) -> String {
+    (0..rows)
+        .map(|r| frame.replacen("{}", &placeholders(first + r * own, own), 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Placeholder list `$from, $from+1, …` for an `IN (…)` clause.
 pub fn placeholders(from: usize, count: usize) -> String {
     (from..from + count)
@@ -391,6 +401,15 @@ pub fn placeholders(from: usize, count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_rows_number_parameters_row_by_row() {
+        assert_eq!(values_rows(2, 1, 3, "({})"), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(
+            values_rows(2, 3, 3, "($1, {}, $2)"),
+            "($1, $3, $4, $5, $2), ($1, $6, $7, $8, $2)"
+        );
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Db, WriteTx, placeholders};
+use super::{Db, WriteTx, placeholders, values_rows};
 use crate::Result;
 
 pub struct NewPushAction<'a> {
@@ -48,10 +48,7 @@ const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM rece
 impl WriteTx<'_> {
     pub async fn insert_push_actions(&mut self, rows: &[NewPushAction<'_>]) -> Result<()> {
         for chunk in rows.chunks(self.backend.rows_per_statement(8)) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + 8 * i, 8)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(chunk.len(), 1, 8, "({})");
             let sql = format!(
                 "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, \
                  thread_id, actions, highlight, ts) VALUES {values}"
@@ -80,10 +77,7 @@ impl WriteTx<'_> {
         }
         let added: Vec<_> = added.into_iter().collect();
         for chunk in added.chunks(self.backend.rows_per_statement(5)) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + 5 * i, 5)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(chunk.len(), 1, 5, "({})");
             let sql = format!(
                 "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
                  VALUES {values} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{
     WriteTx,
     events::{NewEvent, StateMap},
-    placeholders,
+    placeholders, values_rows,
 };
 use crate::Result;
 
@@ -32,15 +32,6 @@ struct CurrentEntry<'a> {
     key: (&'a str, &'a str),
     event_id: &'a str,
     membership: Option<&'a str>,
-}
-
-/// `($1, $3, $4, $5, $2), ($1, $6, $7, $8, $2), …` (`own` = 3): `rows`
-/// rows, each `own` parameters of its own between the shared `$1` and `$2`.
-fn rows_between_shared(rows: usize, own: usize) -> String {
-    (0..rows)
-        .map(|r| format!("($1, {}, $2)", placeholders(3 + r * own, own)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl WriteTx<'_> {
@@ -212,7 +203,7 @@ impl WriteTx<'_> {
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES {} \
                  ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id, \
                  stream_ordering = excluded.stream_ordering",
-                rows_between_shared(chunk.len(), 3)
+                values_rows(chunk.len(), 3, 3, "($1, {}, $2)")
             );
             let mut q = sqlx::query(&sql).bind(room_id).bind(position);
             for e in chunk {
@@ -226,18 +217,12 @@ impl WriteTx<'_> {
             .filter_map(|e| Some((e.key.1, e.membership?, e.event_id)))
             .collect();
         for chunk in members.chunks(self.backend.rows_per_statement(4)) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let n = 3 + 4 * i;
-                    format!("($1, ${n}, ${}, ${}, $2, ${})", n + 1, n + 2, n + 3)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
             let sql = format!(
-                "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, server_name) \
-                 VALUES {values} \
+                "INSERT INTO memberships (room_id, user_id, membership, event_id, server_name, stream_ordering) \
+                 VALUES {} \
                  ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, \
-                 stream_ordering = excluded.stream_ordering, forgotten = 0"
+                 stream_ordering = excluded.stream_ordering, forgotten = 0",
+                values_rows(chunk.len(), 3, 4, "($1, {}, $2)")
             );
             let mut q = sqlx::query(&sql).bind(room_id).bind(position);
             for (user_id, membership, event_id) in chunk {
@@ -349,10 +334,7 @@ impl WriteTx<'_> {
         entries: &[(&str, &str, &str)],
     ) -> Result<()> {
         for chunk in entries.chunks(self.backend.rows_per_statement(3)) {
-            let values = (0..chunk.len())
-                .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(chunk.len(), 2, 3, "($1, {})");
             let sql = format!(
                 "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {values}"
             );
@@ -392,15 +374,4 @@ where
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(|(t, k, e, _)| ((t, k), e)).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn shared_parameters_frame_each_row() {
-        assert_eq!(
-            super::rows_between_shared(2, 3),
-            "($1, $3, $4, $5, $2), ($1, $6, $7, $8, $2)"
-        );
-    }
 }
