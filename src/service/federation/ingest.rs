@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::{
     fetch,
-    pdu::IncomingPdu,
+    pdu::{IncomingPdu, Located},
     place::{self, StateBefore, create_event_id, new_event},
 };
 use crate::{
@@ -338,7 +338,10 @@ async fn fill_gap(
             }
         };
         let answered = events.len();
-        for event in verify_all(server, rules, room_id, events).await {
+        let Ok(events) = verify_all(server, rules, room_id, events).await else {
+            break;
+        };
+        for event in events {
             found.insert(event.event_id.to_string(), event);
         }
         let cited: Vec<String> = found.values().flat_map(|e| e.prev_ids.clone()).collect();
@@ -427,58 +430,72 @@ fn state_key_of(
     Some((kind, key, id))
 }
 
-/// Checks 1–3 for many raw PDUs at once; those failing are logged and left out.
-pub async fn verify_all(
+/// Checks 1–3 for many raw PDUs at once; those failing are logged and left
+/// out, and a PDU given twice is checked once.
+async fn verify_all(
     server: &Server,
     rules: &RoomVersionRules,
     room_id: &RoomId,
     raws: Vec<Box<RawValue>>,
-) -> Vec<IncomingPdu> {
-    let mut objects = Vec::with_capacity(raws.len());
-    for raw in &raws {
-        match super::pdu::parse_object(raw) {
-            Ok(object) => objects.push(object),
-            Err(e) => {
-                tracing::info!(error = %e.message.as_str(), "event from another server dropped")
-            }
-        }
-    }
-    let mut verified: Vec<IncomingPdu> = Vec::new();
-    let mut ids = HashSet::new();
-    for result in super::pdu::verify_many(server, objects, rules, room_id).await {
-        match result {
-            Ok(pdu) if ids.insert(pdu.event_id.clone()) => verified.push(pdu),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::info!(error = %e.message.as_str(), "event from another server dropped")
-            }
-        }
-    }
-    verified
+) -> Result<Vec<IncomingPdu>> {
+    let located = locate_all(rules, room_id, raws).await?;
+    check_all(server, rules, located).await
 }
 
-/// The events of `raws` we do not hold yet (a rejoin, or a backfill that
-/// overlaps what we have, needs no second signature check).
-async fn not_held(
+/// [`verify_all`] for the PDUs we do not hold yet (a rejoin, or a backfill
+/// that overlaps what we have, needs no second signature check).
+async fn verify_new(
     server: &Server,
     rules: &RoomVersionRules,
+    room_id: &RoomId,
     raws: Vec<Box<RawValue>>,
-) -> Result<Vec<Box<RawValue>>> {
-    let ids: Vec<Option<String>> = raws
+) -> Result<Vec<IncomingPdu>> {
+    let mut located = locate_all(rules, room_id, raws).await?;
+    let ids: Vec<String> = located.iter().map(|l| l.event_id().to_string()).collect();
+    let held = server.db.event_places(&ids).await?;
+    located.retain(|l| !held.contains_key(l.event_id().as_str()));
+    check_all(server, rules, located).await
+}
+
+/// Check 1, the event id and the room of each PDU, once per event id.
+async fn locate_all(
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+    raws: Vec<Box<RawValue>>,
+) -> Result<Vec<Located>> {
+    let objects = raws
         .iter()
-        .map(|raw| {
-            let object = super::pdu::parse_object(raw).ok()?;
-            Some(super::pdu::event_id_of(&object, rules)?.to_string())
-        })
+        .filter_map(|raw| kept(super::pdu::parse_object(raw)))
         .collect();
-    let known: Vec<String> = ids.iter().flatten().cloned().collect();
-    let held = server.db.event_places(&known).await?;
-    Ok(raws
+    let mut ids = HashSet::new();
+    Ok(super::pdu::locate_many(objects, rules, room_id)
+        .await?
         .into_iter()
-        .zip(ids)
-        .filter(|(_, id)| id.as_ref().is_none_or(|id| !held.contains_key(id)))
-        .map(|(raw, _)| raw)
+        .filter_map(kept)
+        .filter(|l| ids.insert(l.event_id().to_owned()))
         .collect())
+}
+
+/// Checks 2 and 3 of located PDUs.
+async fn check_all(
+    server: &Server,
+    rules: &RoomVersionRules,
+    located: Vec<Located>,
+) -> Result<Vec<IncomingPdu>> {
+    Ok(super::pdu::check_many(server, located, rules)
+        .await?
+        .into_iter()
+        .filter_map(kept)
+        .collect())
+}
+
+/// The value of a check that passed; a failed one is logged and dropped.
+fn kept<T>(checked: Result<T>) -> Option<T> {
+    checked
+        .inspect_err(
+            |e| tracing::info!(error = %e.message.as_str(), "event from another server dropped"),
+        )
+        .ok()
 }
 
 /// Stores events whose place in the graph we do not know (auth chains, the
@@ -514,8 +531,7 @@ async fn store_without_state(
     raws: Vec<Box<RawValue>>,
     placement: Placement,
 ) -> Result<usize> {
-    let raws = not_held(server, rules, raws).await?;
-    let mut pdus = verify_all(server, rules, room_id, raws).await;
+    let mut pdus = verify_new(server, rules, room_id, raws).await?;
     if pdus.is_empty() {
         return Ok(0);
     }

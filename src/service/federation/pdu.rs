@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use corvid_federation::{event_id_for, room_id_for_create};
 use futures::future::join_all;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, RoomId,
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
     signatures::{
@@ -78,20 +78,27 @@ pub async fn verify(
     check_signatures(placed, &keys, rules)
 }
 
-/// [`verify`] for many PDUs (the state and auth chain of a join, a
-/// backfill): the hashing and signature checks, which take most of the
-/// time, spread over the cores. Results in the order of `objects`.
-pub async fn verify_many(
-    server: &Server,
+/// [`locate`] for many PDUs (the state and auth chain of a join, a
+/// backfill), spread over the cores: computing event ids is hashing.
+/// Results in the order of `objects`.
+pub async fn locate_many(
     objects: Vec<CanonicalJsonObject>,
     rules: &RoomVersionRules,
     expected_room: &RoomId,
-) -> Vec<Result<IncomingPdu>> {
-    let (rules_, room) = (rules.clone(), expected_room.to_owned());
-    let located = on_all_cores(objects, move |o| locate(o, &rules_, &room)).await;
-    // Side by side: servers whose keys are not cached yet are asked at once.
+) -> Result<Vec<Result<Located>>> {
+    let (rules, room) = (rules.clone(), expected_room.to_owned());
+    on_all_cores(objects, move |o| locate(o, &rules, &room)).await
+}
+
+/// Checks 2 and 3 for many located PDUs: their servers' keys (those not
+/// cached yet asked for side by side), then the signature and hash checks
+/// spread over the cores. Results in the order of `located`.
+pub async fn check_many(
+    server: &Server,
+    located: Vec<Located>,
+    rules: &RoomVersionRules,
+) -> Result<Vec<Result<IncomingPdu>>> {
     let keyed = join_all(located.into_iter().map(|placed| async move {
-        let placed = placed?;
         let keys = signing_keys(server, &placed.object, rules).await?;
         Ok((placed, keys))
     }))
@@ -104,10 +111,16 @@ pub async fn verify_many(
 }
 
 /// A PDU of the right format in the right room, its signatures unchecked.
-struct Located {
+pub struct Located {
     object: CanonicalJsonObject,
     event_id: OwnedEventId,
     room_id: OwnedRoomId,
+}
+
+impl Located {
+    pub fn event_id(&self) -> &EventId {
+        &self.event_id
+    }
 }
 
 /// Check 1 (format), the event id, and the room.
@@ -184,7 +197,7 @@ fn check_signatures(
 
 /// `f` over `items`, in order; a large batch is split over the blocking
 /// pool, one part per core.
-async fn on_all_cores<T, R, F>(items: Vec<T>, f: F) -> Vec<R>
+async fn on_all_cores<T, R, F>(items: Vec<T>, f: F) -> Result<Vec<R>>
 where
     T: Send + 'static,
     R: Send + 'static,
@@ -193,7 +206,7 @@ where
     const WORTH_SPLITTING: usize = 64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if items.len() < WORTH_SPLITTING || cores == 1 {
-        return items.into_iter().map(f).collect();
+        return Ok(items.into_iter().map(f).collect());
     }
     let part = items.len().div_ceil(cores);
     let mut items = items.into_iter();
@@ -208,11 +221,11 @@ where
             chunk.into_iter().map(f).collect::<Vec<R>>()
         }));
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(part * parts.len());
     for part in parts {
-        out.extend(part.await.expect("a verification thread panicked"));
+        out.extend(part.await.map_err(Error::internal)?);
     }
-    out
+    Ok(out)
 }
 
 /// The keys of every server whose signature the event needs, valid when
