@@ -52,6 +52,14 @@ impl<V, K: Hash + Eq> TtlCache<V, K> {
         }
         entries.insert(key.to_owned(), (Instant::now(), value));
     }
+
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.lock().expect("cache lock").remove(key);
+    }
 }
 
 /// One async mutex per key (a room, a server), made on first use and

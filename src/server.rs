@@ -32,6 +32,7 @@ pub struct Server {
     pub presence: Presence,
     pub deliveries: DeliveryRecorder,
     pub push_rules: crate::service::push::RuleCache,
+    pub push_contexts: crate::service::push::RoomContextCache,
     pub ignored_users: crate::service::ignore::IgnoreCache,
     pub media: crate::service::media::Media,
     /// Events of one room are received one at a time.
@@ -202,6 +203,7 @@ impl Server {
             presence,
             deliveries: DeliveryRecorder::start(me.clone()),
             push_rules: Default::default(),
+            push_contexts: Default::default(),
             ignored_users: Default::default(),
             room_ingest: Default::default(),
             inbound_origins: Default::default(),

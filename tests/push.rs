@@ -14,7 +14,8 @@ on_both_backends!(
     mentions_highlight_and_room_mentions_need_power,
     thread_counts_and_threaded_receipts,
     muted_room_does_not_count,
-    notifications_list_and_invites
+    notifications_list_and_invites,
+    notifications_survive_the_move_to_one_row_per_event
 );
 
 const RULES: &str = "/_matrix/client/v3/pushrules/global";
@@ -442,4 +443,92 @@ async fn notifications_list_and_invites(s: TestServer) {
         (&invite["type"], &invite["content"]["membership"]),
         (&json!("m.room.member"), &json!("invite"))
     );
+}
+
+/// Migration 12 moved push actions from one row per recipient to one row per
+/// event: undone by hand here (the old table rebuilt from the new one), it
+/// runs again on restart and nothing a user sees changes.
+async fn notifications_survive_the_move_to_one_row_per_event(mut s: TestServer) {
+    let (alice, bob, room) = two_in_a_room(&s).await;
+    let carol = s.register("carol").await;
+    s.join(&carol, &room).await;
+    let first = send(
+        &s,
+        &bob,
+        &room,
+        "b1",
+        json!({"msgtype": "m.text", "body": "one"}),
+    )
+    .await;
+    send(
+        &s,
+        &bob,
+        &room,
+        "b2",
+        json!({"msgtype": "m.text", "body": "two", "m.mentions": {"user_ids": [alice.user_id]}}),
+    )
+    .await;
+    read_up_to(&s, &alice, &room, &first, None).await;
+    let before = (
+        notifications_of(&s, &alice).await,
+        notifications_of(&s, &carol).await,
+    );
+    assert_eq!(before.0.0["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(before.0.1["notifications"].as_array().unwrap().len(), 1);
+
+    let recipients = if s.config.database_url.starts_with("postgres") {
+        "json_each(n.recipients::json) j"
+    } else {
+        "json_each(n.recipients) j"
+    };
+    let highlight = if s.config.database_url.starts_with("postgres") {
+        "jsonb_exists(n.highlights::jsonb, j.key)"
+    } else {
+        "json_type(n.highlights, '$.\"' || j.key || '\"') IS NOT NULL"
+    };
+    let undo = format!(
+        "CREATE TABLE event_push_actions (user_id TEXT NOT NULL, stream_ordering BIGINT NOT NULL, \
+         room_id TEXT NOT NULL, event_id TEXT NOT NULL, thread_id TEXT NOT NULL, actions TEXT NOT NULL, \
+         highlight BIGINT NOT NULL, ts BIGINT NOT NULL, PRIMARY KEY (user_id, stream_ordering)); \
+         INSERT INTO event_push_actions SELECT j.key, n.stream_ordering, n.room_id, n.event_id, \
+         n.thread_id, CAST(j.value AS TEXT), CASE WHEN {highlight} THEN 1 ELSE 0 END, n.ts \
+         FROM event_notifications n, {recipients}; \
+         DROP TABLE event_notifications; DELETE FROM schema_migrations WHERE version = 12;"
+    );
+    let db = corvid::store::Db::connect(&s.config.database_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&undo).execute(db.pool()).await.unwrap();
+    let (moved,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM event_push_actions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(moved, 4, "two messages, each notifying two users");
+    db.close().await;
+    s.restart().await;
+
+    assert_eq!(
+        (
+            notifications_of(&s, &alice).await,
+            notifications_of(&s, &carol).await
+        ),
+        before
+    );
+}
+
+/// A user's `GET /notifications`, all of them and only the highlights,
+/// without the events' `unsigned.age` (it grows between two calls).
+async fn notifications_of(s: &TestServer, user: &User) -> (Value, Value) {
+    let list = |path: &'static str| async move {
+        let (status, mut body) = s.get(path, &user.token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for n in body["notifications"].as_array_mut().unwrap() {
+            n["event"]["unsigned"].take();
+        }
+        body
+    };
+    (
+        list("/_matrix/client/v3/notifications").await,
+        list("/_matrix/client/v3/notifications?only=highlight").await,
+    )
 }

@@ -10,7 +10,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use ruma::{
@@ -27,12 +30,46 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{account_data, ignore, rooms::timeline::Template};
-use crate::{Error, Result, Server, store::events::StoredEvent};
+use crate::{
+    Error, Result, Server,
+    store::{events::StoredEvent, push::Recipients},
+};
 
 const PUSH_RULES: &str = "m.push_rules";
 
 /// Users' rule sets, read from account data.
 pub type RuleCache = crate::cache::TtlCache<Ruleset>;
+
+/// Rooms' [`RoomContext`]s, read for every event sent. One is dropped when a
+/// state event of its room is stored by this process; a change stored by
+/// another process is seen within [`crate::cache::TtlCache::TTL`].
+#[derive(Default)]
+pub struct RoomContextCache {
+    rooms: crate::cache::TtlCache<RoomContext, OwnedRoomId>,
+    /// Moves with every change: a context read while it moved may miss the
+    /// change, so it is used once but not kept.
+    changes: AtomicU64,
+}
+
+impl RoomContextCache {
+    /// The room's state changed.
+    pub fn forget(&self, room_id: &RoomId) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.rooms.remove(room_id);
+    }
+
+    async fn get(&self, server: &Server, room_id: &RoomId) -> Result<Arc<RoomContext>> {
+        if let Some(context) = self.rooms.get(room_id) {
+            return Ok(context);
+        }
+        let changes = self.changes.load(Ordering::SeqCst);
+        let context = Arc::new(RoomContext::load(server, room_id).await?);
+        if self.changes.load(Ordering::SeqCst) == changes {
+            self.rooms.insert(room_id, context.clone());
+        }
+        Ok(context)
+    }
+}
 
 /// The user's push rules.
 pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
@@ -137,15 +174,6 @@ pub async fn set_actions(
     .await
 }
 
-/// A notification an event about to be sent will cause.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    pub user_id: OwnedUserId,
-    pub thread_id: String,
-    pub actions: String,
-    pub highlight: bool,
-}
-
 /// Whom an event about to be sent notifies, and how: the rules of every
 /// local member of the room (and of an invitee) applied to it. Decided in
 /// the sender's task before the event enters the event writer, so rules for
@@ -159,8 +187,8 @@ pub async fn plan(
     room_id: &RoomId,
     sender: &UserId,
     template: &Template,
-) -> Result<Vec<Planned>> {
-    let context = RoomContext::load(server, room_id).await?;
+) -> Result<Recipients> {
+    let context = server.push_contexts.get(server, room_id).await?;
     let mut event = json!({
         "type": template.event_type.to_string(),
         "content": template.content,
@@ -180,7 +208,7 @@ pub async fn plan(
         .iter()
         .cloned()
         .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
-    let mut planned = Vec::new();
+    let mut notified = Vec::new();
     for (member, display_name) in recipients {
         if member == sender
             || ignore::ignored_by(server, &member)
@@ -199,15 +227,34 @@ pub async fn plan(
         ctx.power_levels = context.power_levels.clone();
         let actions = first_match(&rules, &flat, &ctx).await;
         if actions.iter().any(Action::should_notify) {
-            planned.push(Planned {
-                user_id: member,
-                thread_id: thread.clone(),
-                actions: serde_json::to_string(actions)?,
-                highlight: actions.iter().any(|a| a.is_highlight()),
-            });
+            notified.push((member, actions.to_vec()));
         }
     }
-    Ok(planned)
+    recipients_of(thread, notified)
+}
+
+/// The stored form of whom an event notifies (`store::push::Recipients`).
+fn recipients_of(
+    thread_id: String,
+    notified: Vec<(OwnedUserId, Vec<Action>)>,
+) -> Result<Recipients> {
+    let mut actions = serde_json::Map::new();
+    let mut highlights = serde_json::Map::new();
+    let mut users = Vec::with_capacity(notified.len());
+    for (user, user_actions) in notified {
+        let highlight = user_actions.iter().any(Action::is_highlight);
+        if highlight {
+            highlights.insert(user.to_string(), Value::Bool(true));
+        }
+        actions.insert(user.to_string(), serde_json::to_value(user_actions)?);
+        users.push((user.into(), highlight));
+    }
+    Ok(Recipients {
+        thread_id,
+        users,
+        actions: Value::Object(actions).to_string(),
+        highlights: Value::Object(highlights).to_string(),
+    })
 }
 
 /// The thread root a new event's content puts it in (spec: "Threading").
@@ -246,7 +293,7 @@ fn invited_local_user(server: &Server, template: &Template) -> Option<OwnedUserI
 }
 
 /// What push rules need to know about a room.
-struct RoomContext {
+pub struct RoomContext {
     members: Vec<(OwnedUserId, String)>,
     member_count: UInt,
     power_levels: Option<PushConditionPowerLevelsCtx>,
@@ -402,10 +449,16 @@ pub async fn notifications(
         out.push(Notification {
             room_id: row.room_id.as_str().try_into().map_err(Error::internal)?,
             event,
-            actions: serde_json::from_str(&row.actions)?,
+            actions: actions_of(user, &row.recipients)?,
             read: row.read != 0,
             ts: row.ts,
         });
     }
     Ok((out, next))
+}
+
+/// The actions stored for `user` in a notification's recipients.
+fn actions_of(user: &UserId, recipients: &str) -> Result<Vec<Action>> {
+    let mut all: HashMap<String, Vec<Action>> = serde_json::from_str(recipients)?;
+    Ok(all.remove(user.as_str()).unwrap_or_default())
 }

@@ -1045,4 +1045,4 @@ pub struct MemberSummary {
 
 /// Rooms per statement in the many-rooms reads: each adds one bound parameter
 /// and one small scan.
-const ROOMS_PER_STATEMENT: usize = 100;
+pub(super) const ROOMS_PER_STATEMENT: usize = 100;

@@ -143,6 +143,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/sqlite/0011_federation.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_notifications_per_event.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
@@ -176,6 +180,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         11,
         include_str!("../../migrations/postgres/0011_federation.sql"),
+    ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_notifications_per_event.sql"),
     ),
 ];
 

@@ -3,18 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use super::{Db, WriteTx, placeholders, values_rows};
+use super::{Backend, Db, WriteTx, events::ROOMS_PER_STATEMENT, placeholders, values_rows};
 use crate::Result;
 
-pub struct NewPushAction<'a> {
-    pub user_id: &'a str,
-    pub stream_ordering: i64,
+/// Whom one event notifies, stored with it in one row.
+#[derive(Debug, Clone, Default)]
+pub struct Recipients {
+    /// `main` or the thread root's event id.
+    pub thread_id: String,
+    /// Each notified local user, and whether the event highlights them.
+    pub users: Vec<(String, bool)>,
+    /// The actions each user's rules chose: `{"@u:x": [...], ...}`.
+    pub actions: String,
+    /// The highlighted users: `{"@u:x": true, ...}`.
+    pub highlights: String,
+}
+
+pub struct NewNotification<'a> {
     pub room_id: &'a str,
+    pub stream_ordering: i64,
     pub event_id: &'a str,
-    pub thread_id: &'a str,
-    pub actions: &'a str,
-    pub highlight: bool,
     pub ts: i64,
+    pub recipients: &'a Recipients,
 }
 
 /// Unread notifications of one thread (`main` or a root's event id) of a room.
@@ -31,49 +41,73 @@ pub struct NotificationRow {
     pub room_id: String,
     pub event_id: String,
     pub stream_ordering: i64,
-    pub actions: String,
-    pub highlight: i64,
+    /// All recipients' actions (see [`Recipients::actions`]).
+    pub recipients: String,
     pub ts: i64,
     /// Whether a read receipt of the user covers it.
     pub read: i64,
 }
 
-/// SQL: how far the user has read the thread of push action `a`: their
+/// SQL: how far user `$1` has read the thread of notification `n`: their
 /// furthest read receipt (public or private) in the room, unthreaded or in
 /// that thread.
 const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
-     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.thread_id IN ('', a.thread_id) \
+     WHERE r.room_id = n.room_id AND r.user_id = $1 AND r.thread_id IN ('', n.thread_id) \
      AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
 
+/// SQL: user `$1`'s unthreaded read receipt in room `$2`, below which nothing
+/// of the room is unread (a bound the index can use; [`READ_UPTO`] is exact).
+const UNTHREADED_READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering) FROM receipts r \
+     WHERE r.room_id = $2 AND r.user_id = $1 AND r.thread_id = '' \
+     AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
+
+impl Backend {
+    /// SQL: whether the JSON object in `column` has the key in parameter `key`.
+    fn json_has_key(self, column: &str, key: &str) -> String {
+        match self {
+            // User ids cannot contain '"', so the quoted path is exact.
+            Backend::Sqlite => format!("json_type({column}, '$.\"' || {key} || '\"') IS NOT NULL"),
+            Backend::Postgres => format!("jsonb_exists({column}::jsonb, {key})"),
+        }
+    }
+}
+
 impl WriteTx<'_> {
-    pub async fn insert_push_actions(&mut self, rows: &[NewPushAction<'_>]) -> Result<()> {
-        for chunk in rows.chunks(self.backend.rows_per_statement(8)) {
-            let values = values_rows(chunk.len(), 1, 8, "({})");
+    /// Stores the notifications of new events and adds them to their
+    /// recipients' unread counts.
+    pub async fn insert_notifications(&mut self, rows: &[NewNotification<'_>]) -> Result<()> {
+        let rows: Vec<&NewNotification<'_>> = rows
+            .iter()
+            .filter(|r| !r.recipients.users.is_empty())
+            .collect();
+        for chunk in rows.chunks(self.backend.rows_per_statement(7)) {
+            let values = values_rows(chunk.len(), 1, 7, "({})");
             let sql = format!(
-                "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, \
-                 thread_id, actions, highlight, ts) VALUES {values}"
+                "INSERT INTO event_notifications (room_id, stream_ordering, event_id, thread_id, \
+                 ts, recipients, highlights) VALUES {values}"
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
-                    .bind(r.user_id)
-                    .bind(r.stream_ordering)
                     .bind(r.room_id)
+                    .bind(r.stream_ordering)
                     .bind(r.event_id)
-                    .bind(r.thread_id)
-                    .bind(r.actions)
-                    .bind(i64::from(r.highlight))
-                    .bind(r.ts);
+                    .bind(r.recipients.thread_id.as_str())
+                    .bind(r.ts)
+                    .bind(r.recipients.actions.as_str())
+                    .bind(r.recipients.highlights.as_str());
             }
             q.execute(&mut *self.tx).await?;
         }
         let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
-        for r in rows {
-            let counts = added
-                .entry((r.user_id, r.room_id, r.thread_id))
-                .or_default();
-            counts.0 += 1;
-            counts.1 += i64::from(r.highlight);
+        for r in &rows {
+            for (user, highlight) in &r.recipients.users {
+                let counts = added
+                    .entry((user, r.room_id, &r.recipients.thread_id))
+                    .or_default();
+                counts.0 += 1;
+                counts.1 += i64::from(*highlight);
+            }
         }
         let added: Vec<_> = added.into_iter().collect();
         for chunk in added.chunks(self.backend.rows_per_statement(5)) {
@@ -107,11 +141,13 @@ impl WriteTx<'_> {
             .bind(room_id)
             .execute(&mut *self.tx)
             .await?;
+        let notified = self.backend.json_has_key("n.recipients", "$1");
+        let highlighted = self.backend.json_has_key("n.highlights", "$1");
         let sql = format!(
             "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
-             SELECT a.user_id, a.room_id, a.thread_id, COUNT(*), SUM(a.highlight) \
-             FROM event_push_actions a WHERE a.user_id = $1 AND a.room_id = $2 \
-             AND a.stream_ordering > {READ_UPTO} GROUP BY a.user_id, a.room_id, a.thread_id"
+             SELECT $1, n.room_id, n.thread_id, COUNT(*), SUM(CASE WHEN {highlighted} THEN 1 ELSE 0 END) \
+             FROM event_notifications n WHERE n.room_id = $2 AND n.stream_ordering > {UNTHREADED_READ_UPTO} \
+             AND {notified} AND n.stream_ordering > {READ_UPTO} GROUP BY n.room_id, n.thread_id"
         );
         sqlx::query(&sql)
             .bind(user_id)
@@ -157,8 +193,9 @@ impl Db {
         Ok(rows)
     }
 
-    /// `GET /notifications`: newest first, before position `before`,
-    /// `only_highlight` if asked.
+    /// `GET /notifications`: the user's newest `limit` notifications before
+    /// position `before` (only highlights if asked), newest first: one index
+    /// range scan per room the user is or was in, all in one statement.
     pub async fn notifications(
         &self,
         user_id: &str,
@@ -166,18 +203,41 @@ impl Db {
         limit: i64,
         only_highlight: bool,
     ) -> Result<Vec<NotificationRow>> {
-        let sql = format!(
-            "SELECT a.room_id, a.event_id, a.stream_ordering, a.actions, a.highlight, a.ts, \
-             CASE WHEN a.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END AS read \
-             FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_ordering < $2 \
-             AND a.highlight >= $3 ORDER BY a.stream_ordering DESC LIMIT $4"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(user_id)
-            .bind(before)
-            .bind(i64::from(only_highlight))
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?)
+        let rooms: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT room_id FROM memberships WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
+        let mut filter = self.backend().json_has_key("n.recipients", "$1");
+        if only_highlight {
+            filter += " AND ";
+            filter += &self.backend().json_has_key("n.highlights", "$1");
+        }
+        let mut rows = Vec::new();
+        for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
+            let scans = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT n.room_id, n.event_id, n.stream_ordering, n.recipients, n.ts, \
+                         CASE WHEN n.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END AS read \
+                         FROM event_notifications n WHERE n.room_id = ${} AND n.stream_ordering < $2 \
+                         AND {filter} ORDER BY n.stream_ordering DESC LIMIT $3) AS r{i}",
+                        i + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut q = sqlx::query_as::<_, NotificationRow>(&scans)
+                .bind(user_id)
+                .bind(before)
+                .bind(limit);
+            for (room,) in chunk {
+                q = q.bind(room);
+            }
+            rows.extend(q.fetch_all(self.pool()).await?);
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.stream_ordering));
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(rows)
     }
 }

@@ -27,7 +27,7 @@ use super::{pdu::IncomingPdu, sender};
 use crate::{
     Error, Result, Server,
     service::{
-        push::{self, Planned},
+        push,
         rooms::{
             pdu::Pdu,
             resolve,
@@ -38,7 +38,7 @@ use crate::{
         WriteTx,
         events::{NewEvent, Placement, StateMap, StoredEvent},
         federation::{EventPlace, Outgoing},
-        push::NewPushAction,
+        push::{NewNotification, Recipients},
     },
 };
 
@@ -146,7 +146,7 @@ impl Placing<'_> {
         w: &mut WriteTx<'_>,
         pdu: &IncomingPdu,
         before: StateBefore,
-        plan: &[Planned],
+        plan: &Recipients,
     ) -> Result<Placed> {
         let mut keys = auth_keys(self.rules, &pdu.pdu)?;
         let replaces = pdu
@@ -401,23 +401,16 @@ async fn store_notifications(
     w: &mut WriteTx<'_>,
     pdu: &IncomingPdu,
     position: i64,
-    plan: &[Planned],
+    plan: &Recipients,
 ) -> Result<()> {
-    let ts = crate::now_ms();
-    let rows: Vec<NewPushAction<'_>> = plan
-        .iter()
-        .map(|p| NewPushAction {
-            user_id: p.user_id.as_str(),
-            stream_ordering: position,
-            room_id: pdu.room_id.as_str(),
-            event_id: pdu.event_id.as_str(),
-            thread_id: &p.thread_id,
-            actions: &p.actions,
-            highlight: p.highlight,
-            ts,
-        })
-        .collect();
-    w.insert_push_actions(&rows).await
+    w.insert_notifications(&[NewNotification {
+        room_id: pdu.room_id.as_str(),
+        stream_ordering: position,
+        event_id: pdu.event_id.as_str(),
+        ts: crate::now_ms(),
+        recipients: plan,
+    }])
+    .await
 }
 
 /// v12: the create event is not among the auth events but is named by the room id.

@@ -100,8 +100,12 @@ pub async fn append(
 }
 
 /// Wakes the local users events concern: the rooms' members and, for a
-/// membership change, its subject (who may just have left).
+/// membership change, its subject (who may just have left). Drops what is
+/// cached of the state of rooms whose state changed.
 pub async fn notify(server: &Server, appended: &[Appended]) {
+    for a in appended.iter().filter(|a| a.event.state_key.is_some()) {
+        server.push_contexts.forget(&a.room_id);
+    }
     let mut users: Vec<String> = appended.iter().filter_map(|a| a.member.clone()).collect();
     let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
     rooms.sort_unstable();

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::timeline::{self, Appended, Template, Txn};
 use crate::{
     Error, Result, Server,
-    service::{federation::sender, push::Planned},
-    store::push::NewPushAction,
+    service::federation::sender,
+    store::push::{NewNotification, Recipients},
 };
 
 const MAX_BATCH: usize = 64;
@@ -50,7 +50,7 @@ struct Job {
     template: Template,
     txn: Option<OwnedTxn>,
     /// The notifications the event causes, decided before it was queued.
-    push: Vec<Planned>,
+    push: Recipients,
     reply: oneshot::Sender<Result<OwnedEventId>>,
 }
 
@@ -72,7 +72,7 @@ impl EventWriter {
         sender: OwnedUserId,
         template: Template,
         txn: Option<OwnedTxn>,
-        push: Vec<Planned>,
+        push: Recipients,
     ) -> Result<OwnedEventId> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -180,11 +180,12 @@ async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
         {
             Ok(a) => {
                 results.push(Ok(a.event_id.clone()));
-                notifications.extend(
-                    job.push
-                        .iter()
-                        .map(|p| (a.stream_ordering, a.event_id.clone(), a.room_id.clone(), p)),
-                );
+                notifications.push((
+                    a.stream_ordering,
+                    a.event_id.clone(),
+                    a.room_id.clone(),
+                    &job.push,
+                ));
                 appended.push(a);
             }
             // A failed statement aborts the whole transaction.
@@ -193,20 +194,19 @@ async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
         }
     }
     let ts = crate::now_ms();
-    let rows: Vec<NewPushAction<'_>> = notifications
+    let rows: Vec<NewNotification<'_>> = notifications
         .iter()
-        .map(|(stream_ordering, event_id, room_id, p)| NewPushAction {
-            user_id: p.user_id.as_str(),
-            stream_ordering: *stream_ordering,
-            room_id: room_id.as_str(),
-            event_id: event_id.as_str(),
-            thread_id: &p.thread_id,
-            actions: &p.actions,
-            highlight: p.highlight,
-            ts,
-        })
+        .map(
+            |(stream_ordering, event_id, room_id, recipients)| NewNotification {
+                room_id: room_id.as_str(),
+                stream_ordering: *stream_ordering,
+                event_id: event_id.as_str(),
+                ts,
+                recipients,
+            },
+        )
         .collect();
-    w.insert_push_actions(&rows).await?;
+    w.insert_notifications(&rows).await?;
     let destinations = sender::queue_local_events(server, &mut w, &appended).await?;
     w.commit().await?;
     Ok((results, appended, destinations))
