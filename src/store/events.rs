@@ -2,9 +2,9 @@
 //! snapshots (state groups), and the derived `current_state` and
 //! `memberships` tables, all written in the event's own transaction.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use super::{Db, WriteTx, placeholders};
+use super::{Db, WriteTx, placeholders, state_cache::GroupState};
 use crate::Result;
 
 /// An event as stored: the PDU plus what this server knows about it.
@@ -339,31 +339,77 @@ impl Db {
         .await?)
     }
 
-    /// The state events of a state group, in one query: the delta chain is
-    /// walked to its full snapshot and joined to the events, newest entry
-    /// per key winning. (`CROSS JOIN` fixes the join order for SQLite, whose
-    /// planner otherwise may scan every state group entry in the database.)
+    /// The state events of a state group, oldest first.
     pub async fn state_events_at_group(&self, group: i64) -> Result<Vec<StoredEvent>> {
-        let rows: Vec<StoredEvent> = sqlx::query_as(&format!(
+        let state = self.group_state(group).await?;
+        let mut events: Vec<StoredEvent> = state.values().map(|e| StoredEvent::clone(e)).collect();
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
+    /// A state group's state: its nearest cached ancestor's with the deltas
+    /// below that applied, or the whole delta chain's down from its
+    /// snapshot, newest entry per key winning. (`CROSS JOIN` fixes the join
+    /// order for SQLite, whose planner otherwise may scan every state group
+    /// entry in the database.)
+    async fn group_state(&self, group: i64) -> Result<Arc<GroupState>> {
+        if let Some(state) = self.state_cache.get(group) {
+            return Ok(state);
+        }
+        let generation = self.state_cache.generation();
+        let chain: Vec<(i64,)> = sqlx::query_as(
             "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
                  SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1 \
                  UNION ALL \
                  SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
              ) \
-             SELECT {} FROM chain c CROSS JOIN state_group_entries s CROSS JOIN events e \
-             WHERE s.state_group = c.state_group AND e.event_id = s.event_id ORDER BY c.n DESC",
-            prefixed_event_columns("e")
-        ))
+             SELECT state_group FROM chain ORDER BY n",
+        )
         .bind(group)
         .fetch_all(self.pool())
         .await?;
-        let mut state: HashMap<(String, Option<String>), StoredEvent> = HashMap::new();
-        for event in rows {
-            state.insert((event.event_type.clone(), event.state_key.clone()), event);
+        let chain: Vec<i64> = chain.into_iter().map(|(g,)| g).collect();
+        let cached = chain
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find_map(|(i, g)| Some((i, self.state_cache.get(*g)?)));
+        let (deltas, mut state) = match cached {
+            Some((i, base)) => (&chain[..i], GroupState::clone(&base)),
+            None => (&chain[..], GroupState::new()),
+        };
+        #[derive(sqlx::FromRow)]
+        struct Entry {
+            state_group: i64,
+            #[sqlx(flatten)]
+            event: StoredEvent,
         }
-        let mut events: Vec<StoredEvent> = state.into_values().collect();
-        events.sort_by_key(|e| e.stream_ordering);
-        Ok(events)
+        let mut entries: Vec<Entry> = Vec::new();
+        for chunk in deltas.chunks(self.backend().rows_per_statement(1)) {
+            let sql = format!(
+                "SELECT s.state_group AS state_group, {} FROM state_group_entries s CROSS JOIN events e \
+                 WHERE s.state_group IN ({}) AND e.event_id = s.event_id",
+                prefixed_event_columns("e"),
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as(&sql);
+            for g in chunk {
+                q = q.bind(*g);
+            }
+            entries.extend(q.fetch_all(self.pool()).await?);
+        }
+        // Oldest delta first, so a newer entry for a key replaces an older one.
+        let depth: HashMap<i64, usize> = deltas.iter().enumerate().map(|(i, g)| (*g, i)).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(depth.get(&e.state_group).copied()));
+        for Entry { event, .. } in entries {
+            state.insert(
+                (event.event_type.clone(), event.state_key.clone()),
+                Arc::new(event),
+            );
+        }
+        let state = Arc::new(state);
+        self.state_cache.insert(group, state.clone(), generation);
+        Ok(state)
     }
 
     /// The room's state right after `event`: its state group, and itself when it is a state event.
@@ -858,6 +904,7 @@ impl WriteTx<'_> {
                 .await?;
         }
         for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
+            self.events_changed = true;
             sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
                 .bind(e.redacts.as_deref())
                 .bind(&e.room_id)

@@ -510,6 +510,7 @@ impl WriteTx<'_> {
     /// the events can be stored again in their place in the graph: an
     /// event first met as another's auth event, then received itself.
     pub async fn forget_outliers(&mut self, ids: &[String]) -> Result<()> {
+        self.events_changed |= !ids.is_empty();
         for chunk in ids.chunks(200) {
             let list = placeholders(1, chunk.len());
             for sql in [

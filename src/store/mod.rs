@@ -24,6 +24,7 @@ pub mod rooms;
 pub mod search;
 pub mod server_keys;
 pub mod state;
+pub mod state_cache;
 pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
@@ -65,6 +66,7 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     sqlite_writer: Arc<Mutex<()>>,
+    state_cache: Arc<state_cache::StateCache>,
 }
 
 /// A write transaction; on SQLite it also holds the writer lock.
@@ -75,12 +77,19 @@ pub struct WriteTx<'a> {
     staged: events::Staged,
     /// Stream positions taken from the counter and not used yet.
     positions: std::ops::Range<i64>,
+    state_cache: Arc<state_cache::StateCache>,
+    /// Whether stored events were redacted or replaced: once committed, no
+    /// cached state may hold them as they were.
+    events_changed: bool,
 }
 
 impl WriteTx<'_> {
     pub async fn commit(mut self) -> Result<()> {
         self.flush().await?;
         self.tx.commit().await?;
+        if self.events_changed {
+            self.state_cache.clear();
+        }
         Ok(())
     }
 
@@ -236,6 +245,7 @@ impl Db {
             pool,
             backend,
             sqlite_writer: Arc::new(Mutex::new(())),
+            state_cache: Arc::default(),
         })
     }
 
@@ -289,6 +299,8 @@ impl Db {
             backend: self.backend,
             staged: events::Staged::default(),
             positions: 0..0,
+            state_cache: self.state_cache.clone(),
+            events_changed: false,
             _writer: writer,
         })
     }
