@@ -40,9 +40,10 @@ const PUSH_RULES: &str = "m.push_rules";
 /// Users' rule sets, read from account data.
 pub type RuleCache = crate::cache::TtlCache<Ruleset>;
 
-/// Rooms' [`RoomContext`]s, read for every event sent. One is dropped when a
-/// state event of its room is stored by this process; a change stored by
-/// another process is seen within [`crate::cache::TtlCache::TTL`].
+/// Rooms' [`RoomContext`]s, read for every event sent. A membership stored
+/// by this process updates its room's entry, a change of power levels drops
+/// it; a change stored by another process is seen within
+/// [`crate::cache::TtlCache::TTL`].
 #[derive(Default)]
 pub struct RoomContextCache {
     rooms: crate::cache::TtlCache<RoomContext, OwnedRoomId>,
@@ -52,10 +53,39 @@ pub struct RoomContextCache {
 }
 
 impl RoomContextCache {
-    /// The room's state changed.
-    pub fn forget(&self, room_id: &RoomId) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
-        self.rooms.remove(room_id);
+    /// A state event of the room was stored.
+    pub fn state_changed(&self, server: &Server, event: &StoredEvent) {
+        let Ok(room_id) = <&RoomId>::try_from(event.room_id.as_str()) else {
+            return;
+        };
+        match event.event_type.as_str() {
+            "m.room.member" => {
+                let Some(member) = event
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| OwnedUserId::try_from(k).ok())
+                    .filter(|u| u.server_name() == server.server_name())
+                else {
+                    return;
+                };
+                let content = serde_json::from_str::<Value>(&event.pdu)
+                    .map(|mut pdu| pdu["content"].take())
+                    .unwrap_or_default();
+                let joined = (content["membership"] == "join").then(|| {
+                    content["displayname"]
+                        .as_str()
+                        .map_or_else(|| member.localpart().to_owned(), str::to_owned)
+                });
+                self.changes.fetch_add(1, Ordering::SeqCst);
+                self.rooms
+                    .modify(room_id, |context| context.with_member(member, joined));
+            }
+            "m.room.power_levels" | "m.room.create" => {
+                self.changes.fetch_add(1, Ordering::SeqCst);
+                self.rooms.remove(room_id);
+            }
+            _ => {}
+        }
     }
 
     async fn get(&self, server: &Server, room_id: &RoomId) -> Result<Arc<RoomContext>> {
@@ -206,7 +236,7 @@ pub async fn plan(
     let recipients = context
         .members
         .iter()
-        .cloned()
+        .map(|(user, name)| (user.clone(), name.clone()))
         .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
     let mut notified = Vec::new();
     for (member, display_name) in recipients {
@@ -293,8 +323,10 @@ fn invited_local_user(server: &Server, template: &Template) -> Option<OwnedUserI
 }
 
 /// What push rules need to know about a room.
+#[derive(Clone)]
 pub struct RoomContext {
-    members: Vec<(OwnedUserId, String)>,
+    /// The local members joined, with their display names.
+    members: BTreeMap<OwnedUserId, String>,
     member_count: UInt,
     power_levels: Option<PushConditionPowerLevelsCtx>,
 }
@@ -302,7 +334,7 @@ pub struct RoomContext {
 impl RoomContext {
     async fn load(server: &Server, room_id: &RoomId) -> Result<Self> {
         let version = super::rooms::require_room(server, room_id).await?;
-        let members: Vec<(OwnedUserId, String)> = server
+        let members: BTreeMap<OwnedUserId, String> = server
             .db
             .joined_members_with_names(room_id.as_str())
             .await?
@@ -328,6 +360,17 @@ impl RoomContext {
             members,
             power_levels: power_levels(&state, &rules.authorization),
         })
+    }
+
+    /// The context after `member` joined (with a display name) or left.
+    fn with_member(&self, member: OwnedUserId, joined: Option<String>) -> Self {
+        let mut next = self.clone();
+        match joined {
+            Some(name) => next.members.insert(member, name),
+            None => next.members.remove(&member),
+        };
+        next.member_count = UInt::new_saturating(next.members.len() as u64);
+        next
     }
 }
 

@@ -100,11 +100,11 @@ pub async fn append(
 }
 
 /// Wakes the local users events concern: the rooms' members and, for a
-/// membership change, its subject (who may just have left). Drops what is
-/// cached of the state of rooms whose state changed.
+/// membership change, its subject (who may just have left). Brings what is
+/// cached of the rooms' state up to date.
 pub async fn notify(server: &Server, appended: &[Appended]) {
     for a in appended.iter().filter(|a| a.event.state_key.is_some()) {
-        server.push_contexts.forget(&a.room_id);
+        server.push_contexts.state_changed(server, &a.event);
     }
     let mut users: Vec<String> = appended.iter().filter_map(|a| a.member.clone()).collect();
     let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
