@@ -2,7 +2,10 @@
 //! need, each returning the exact request and response when the server says
 //! no, so a failure can be reported as it happened.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::{Rng, distributions::Alphanumeric};
@@ -117,6 +120,20 @@ impl Client {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> ApiResult<(Value, usize)> {
+        let (value, bytes, _) = self.call_timed(method, path, token, body).await?;
+        Ok((value, bytes))
+    }
+
+    /// [`Client::call`], also returning when the whole response had arrived:
+    /// a timing that stops there leaves out this client's own JSON parsing,
+    /// which is not the server's work.
+    pub async fn call_timed(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> ApiResult<(Value, usize, Instant)> {
         let url = self.url(path);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = token {
@@ -141,6 +158,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| err(Some(status), format!("reading body: {e}")))?;
+        let received = Instant::now();
         if !status.is_success() {
             return Err(err(
                 Some(status),
@@ -156,7 +174,7 @@ impl Client {
                 ),
             )
         })?;
-        Ok((value, bytes.len()))
+        Ok((value, bytes.len(), received))
     }
 
     pub async fn register(&self, username: &str, password: &str) -> ApiResult<User> {
@@ -260,14 +278,14 @@ impl Client {
             .to_owned())
     }
 
-    /// `/sync`; returns the body and its size in bytes.
+    /// `/sync`; returns the body, its size in bytes and when it had arrived.
     pub async fn sync(
         &self,
         user: &User,
         since: Option<&str>,
         timeout_ms: u64,
         filter: Option<&Value>,
-    ) -> ApiResult<(Value, usize)> {
+    ) -> ApiResult<(Value, usize, Instant)> {
         let mut q = format!("?timeout={timeout_ms}");
         if let Some(s) = since {
             q.push_str("&since=");
@@ -277,7 +295,7 @@ impl Client {
             q.push_str("&filter=");
             q.push_str(&enc(&f.to_string()));
         }
-        self.call(Method::GET, &format!("/sync{q}"), Some(&user.token), None)
+        self.call_timed(Method::GET, &format!("/sync{q}"), Some(&user.token), None)
             .await
     }
 

@@ -53,8 +53,8 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
 
         let t = Instant::now();
         match ctx.client.sync(&user, None, 0, None).await {
-            Ok((v, n)) => {
-                let d = t.elapsed();
+            Ok((v, n, received)) => {
+                let d = received - t;
                 times.push(d);
                 bytes = n;
                 let joined = v["rooms"]["join"].as_object();

@@ -70,8 +70,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
         }
         let t1 = Instant::now();
         match joiners.client.sync(&user, None, 0, None).await {
-            Ok((v, n)) => {
-                let t2 = Instant::now();
+            Ok((v, n, t2)) => {
                 join_t.push(t1 - t0);
                 sync_t.push(t2 - t1);
                 total_t.push(t2 - t0);

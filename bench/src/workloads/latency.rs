@@ -109,7 +109,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     let mut recv_tasks = Vec::new();
     for r in &receivers {
         // Start from "now": an initial sync gives the token.
-        let (v, _) = receiving.sync(r, None, 0, Some(&filter)).await?;
+        let (v, _, _) = receiving.sync(r, None, 0, Some(&filter)).await?;
         let since = v["next_batch"].as_str().unwrap_or_default().to_owned();
         let seen: Seen = Arc::default();
         seen_maps.push(seen.clone());
@@ -267,8 +267,7 @@ async fn receive(
             .sync(&user, Some(&since), timeout_ms, Some(&filter))
             .await
         {
-            Ok((v, _)) => {
-                let now = Instant::now();
+            Ok((v, _, now)) => {
                 if let Some(rooms) = v["rooms"]["join"].as_object() {
                     for room in rooms.values() {
                         if room["timeline"]["limited"].as_bool() == Some(true) {
