@@ -153,13 +153,25 @@ impl Db {
         w.commit().await
     }
 
+    /// Read for every authenticated request, so kept in memory for a moment
+    /// (see [`super::read_cache`]).
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        Ok(sqlx::query_as(
+        let token_hash = token_hash.to_owned();
+        if let Some(owner) = self.token_cache.get(&token_hash) {
+            return Ok(Some(owner));
+        }
+        let generation = self.token_cache.generation();
+        let owner: Option<TokenOwner> = sqlx::query_as(
             "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = $1",
         )
-        .bind(token_hash)
+        .bind(&token_hash)
         .fetch_optional(self.pool())
-        .await?)
+        .await?;
+        if let Some(owner) = &owner {
+            self.token_cache
+                .insert(token_hash, owner.clone(), generation);
+        }
+        Ok(owner)
     }
 
     /// Swaps a refresh token for a new token pair. `None` if the refresh token is unknown.
@@ -178,6 +190,7 @@ impl Db {
         let Some((user_id, device_id)) = owner else {
             return Ok(None);
         };
+        w.tokens_revoked = true;
         sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
             .bind(old_refresh_hash)
             .execute(&mut *w.tx)
@@ -189,6 +202,7 @@ impl Db {
 
     pub async fn delete_access_token(&self, token_hash: &str) -> Result<()> {
         let mut w = self.write().await?;
+        w.tokens_revoked = true;
         let refresh: Option<(Option<String>,)> = sqlx::query_as(
             "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING refresh_token_hash",
         )
@@ -462,6 +476,7 @@ pub(super) async fn delete_device(
 }
 
 async fn delete_device_tokens(w: &mut WriteTx<'_>, user_id: &str, device_id: &str) -> Result<()> {
+    w.tokens_revoked = true;
     for table in ["access_tokens", "refresh_tokens"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::{Db, WriteTx, placeholders, state_cache::GroupState};
+use super::{Db, WriteTx, placeholders, read_cache::GroupState};
 use crate::Result;
 
 /// An event as stored: the PDU plus what this server knows about it.
@@ -353,7 +353,7 @@ impl Db {
     /// order for SQLite, whose planner otherwise may scan every state group
     /// entry in the database.)
     async fn group_state(&self, group: i64) -> Result<Arc<GroupState>> {
-        if let Some(state) = self.state_cache.get(group) {
+        if let Some(state) = self.state_cache.get(&group) {
             return Ok(state);
         }
         let generation = self.state_cache.generation();
@@ -373,7 +373,7 @@ impl Db {
             .iter()
             .enumerate()
             .skip(1)
-            .find_map(|(i, g)| Some((i, self.state_cache.get(*g)?)));
+            .find_map(|(i, g)| Some((i, self.state_cache.get(g)?)));
         let (deltas, mut state) = match cached {
             Some((i, base)) => (&chain[..i], GroupState::clone(&base)),
             None => (&chain[..], GroupState::new()),

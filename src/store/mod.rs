@@ -18,13 +18,13 @@ pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod push;
+pub mod read_cache;
 pub mod receipts;
 pub mod relations;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;
 pub mod state;
-pub mod state_cache;
 pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
@@ -66,7 +66,8 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     sqlite_writer: Arc<Mutex<()>>,
-    state_cache: Arc<state_cache::StateCache>,
+    state_cache: Arc<read_cache::StateCache>,
+    token_cache: Arc<read_cache::TokenCache>,
 }
 
 /// A write transaction; on SQLite it also holds the writer lock.
@@ -77,10 +78,13 @@ pub struct WriteTx<'a> {
     staged: events::Staged,
     /// Stream positions taken from the counter and not used yet.
     positions: std::ops::Range<i64>,
-    state_cache: Arc<state_cache::StateCache>,
+    state_cache: Arc<read_cache::StateCache>,
+    token_cache: Arc<read_cache::TokenCache>,
     /// Whether stored events were redacted or replaced: once committed, no
     /// cached state may hold them as they were.
     events_changed: bool,
+    /// Whether access tokens were revoked: once committed, none may stay cached.
+    tokens_revoked: bool,
 }
 
 impl WriteTx<'_> {
@@ -89,6 +93,9 @@ impl WriteTx<'_> {
         self.tx.commit().await?;
         if self.events_changed {
             self.state_cache.clear();
+        }
+        if self.tokens_revoked {
+            self.token_cache.clear();
         }
         Ok(())
     }
@@ -245,7 +252,8 @@ impl Db {
             pool,
             backend,
             sqlite_writer: Arc::new(Mutex::new(())),
-            state_cache: Arc::default(),
+            state_cache: Arc::new(read_cache::state_cache()),
+            token_cache: Arc::new(read_cache::token_cache()),
         })
     }
 
@@ -300,7 +308,9 @@ impl Db {
             staged: events::Staged::default(),
             positions: 0..0,
             state_cache: self.state_cache.clone(),
+            token_cache: self.token_cache.clone(),
             events_changed: false,
+            tokens_revoked: false,
             _writer: writer,
         })
     }

@@ -1,0 +1,138 @@
+//! In-memory copies of what hot paths read again and again: the full states
+//! of recently read state groups, and access tokens' owners.
+//!
+//! A state group's entries never change, so a group is read as its nearest
+//! cached ancestor plus the deltas below it: the first `/sync` of each user
+//! who joins a big room reads only the few joins since the last one instead
+//! of the room's whole state. The events in a state can still be redacted,
+//! and tokens revoked: a redaction or a revocation committed by this process
+//! empties its cache, and an entry older than the cache's time to live is
+//! not used, which bounds how long a change made by another process (another
+//! server process, the admin command) goes unseen.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use super::{accounts::TokenOwner, events::StoredEvent};
+
+/// A room's state: the event at each `(type, state_key)`.
+pub type GroupState = HashMap<(String, Option<String>), Arc<StoredEvent>>;
+
+/// Full states by state group.
+pub type StateCache = ReadCache<i64, Arc<GroupState>>;
+
+/// Token owners by token hash.
+pub type TokenCache = ReadCache<String, TokenOwner>;
+
+pub fn state_cache() -> StateCache {
+    ReadCache::new(8, Duration::from_secs(5))
+}
+
+/// Short-lived: a token revoked by another process keeps working here for
+/// at most this long.
+pub fn token_cache() -> TokenCache {
+    ReadCache::new(10_000, Duration::from_secs(2))
+}
+
+pub struct ReadCache<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+    capacity: usize,
+    ttl: Duration,
+    /// Moves whenever the cache is emptied: a value read from the database
+    /// while it moved may be the one the change replaced, so it is not kept.
+    generation: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::default(),
+            capacity,
+            ttl,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().expect("read cache lock");
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    /// Taken before reading what will be inserted, and handed to
+    /// [`ReadCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Keeps `value` unless the cache was emptied since `generation`.
+    pub fn insert(&self, key: K, value: V, generation: u64) {
+        let mut entries = self.entries.lock().expect("read cache lock");
+        if self.generation() != generation {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        if entries.len() >= self.capacity
+            && let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+
+    /// What is cached may have changed: forget all of it.
+    pub fn clear(&self) {
+        let mut entries = self.entries.lock().expect("read cache lock");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_overlapped_a_clear_is_not_kept() {
+        let cache = ReadCache::new(4, Duration::from_secs(5));
+        cache.insert(1, "a", cache.generation());
+        assert_eq!(cache.get(&1), Some("a"));
+        let started = cache.generation();
+        cache.clear();
+        assert_eq!(cache.get(&1), None);
+        cache.insert(2, "b", started);
+        assert_eq!(cache.get(&2), None);
+        cache.insert(2, "b", cache.generation());
+        assert_eq!(cache.get(&2), Some("b"));
+    }
+
+    #[test]
+    fn the_oldest_entry_makes_room() {
+        let cache = ReadCache::new(2, Duration::from_secs(5));
+        for key in 0..3 {
+            cache.insert(key, key, cache.generation());
+        }
+        assert_eq!(cache.get(&0), None);
+        assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let cache = ReadCache::new(2, Duration::ZERO);
+        cache.insert(1, 1, cache.generation());
+        assert_eq!(cache.get(&1), None);
+    }
+}
