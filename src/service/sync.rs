@@ -12,7 +12,7 @@
 //! they too keep growing across restarts.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -137,11 +137,12 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
     let mut wake = server.notifier.subscribe(user.user_id.as_str());
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     loop {
-        let pos = server.db.stream_position().await?;
+        let (pos, presence) =
+            tokio::try_join!(server.db.stream_position(), server.presence.position())?;
         let upto = SyncToken {
             pos,
             typing: server.typing.position(),
-            presence: server.presence.position().await?,
+            presence,
             to_device: pos,
         };
         let (response, deliveries, has_news) = build(server, user, &req, upto).await?;
@@ -174,31 +175,39 @@ async fn build(
     let upto = upto_all.pos;
     let since = req.since.map(|s| s.pos);
     let mut response = Response::new(upto_all.to_string());
-    let memberships = server.db.memberships_of(user.user_id.as_str()).await?;
-    let mut ephemeral = ephemeral_events(server, user, req, &memberships, upto_all).await?;
-    let changed_rooms = match since {
-        Some(s) => {
-            let rooms: Vec<String> = memberships
-                .iter()
-                .map(|(room, _, _)| room.clone())
-                .collect();
-            server.db.rooms_with_events_after(&rooms, s).await?
+    // Independent reads run together: on PostgreSQL each is a round trip,
+    // and a sync's latency is the length of its chain of them.
+    let (memberships, presence, account_data, encryption) = tokio::try_join!(
+        server.db.memberships_of(user.user_id.as_str()),
+        presence::for_sync(
+            server,
+            &user.user_id,
+            req.since.map(|s| s.presence),
+            upto_all.presence,
+            &req.filter.presence,
+        ),
+        server
+            .db
+            .account_data_since(user.user_id.as_str(), since.unwrap_or(0)),
+        encryption(server, user, req, upto_all),
+    )?;
+    response.presence.events = presence;
+    let changed_rooms = async {
+        match since {
+            Some(s) => {
+                let rooms: Vec<String> = memberships
+                    .iter()
+                    .map(|(room, _, _)| room.clone())
+                    .collect();
+                server.db.rooms_with_events_after(&rooms, s).await
+            }
+            None => Ok(HashMap::new()),
         }
-        None => HashMap::new(),
     };
-    let since_presence = req.since.map(|s| s.presence);
-    response.presence.events = presence::for_sync(
-        server,
-        &user.user_id,
-        since_presence,
-        upto_all.presence,
-        &req.filter.presence,
-    )
-    .await?;
-    let account_data = server
-        .db
-        .account_data_since(user.user_id.as_str(), since.unwrap_or(0))
-        .await?;
+    let (mut ephemeral, changed_rooms) = tokio::try_join!(
+        ephemeral_events(server, user, req, &memberships, upto_all),
+        changed_rooms
+    )?;
     let mut room_account_data: HashMap<String, Vec<Raw<_>>> = HashMap::new();
     for row in &account_data {
         let event = json!({ "type": row.data_type, "content": serde_json::from_str::<Value>(&row.content)? });
@@ -232,6 +241,20 @@ async fn build(
         });
     }
     let prefetch = Prefetch::load(server, user, req, &work, upto).await?;
+    // The unread counts of the joined rooms the response will hold are read
+    // beside the rooms' sections.
+    let joined: Vec<String> = work
+        .iter()
+        .filter(|w| w.sends_joined_section(req))
+        .map(|w| w.room_id.to_string())
+        .collect();
+    let by_thread = req.filter.room.timeline.unread_thread_notifications;
+    let counts = async {
+        match joined.is_empty() {
+            true => Ok(HashMap::new()),
+            false => push::unread_counts(server, &user.user_id, &joined, by_thread).await,
+        }
+    };
     // Rooms are independent: build several at once, each with its own
     // database connection, instead of paying every round trip in series.
     let mut sections = futures::stream::iter(
@@ -242,93 +265,120 @@ async fn build(
     let mut deliveries = Vec::new();
     // Whether the response says anything that should end a long-poll.
     let mut news = !response.account_data.is_empty() || !response.presence.is_empty();
-    while let Some(section) = sections.next().await {
-        let section = section?;
-        news |= section.as_ref().is_some_and(|(_, s)| s.is_news());
-        match section {
-            Some((room_id, Section::Join(room, delivery, _))) => {
-                deliveries.extend(delivery);
-                response.rooms.join.insert(room_id, *room);
+    let rooms = async {
+        while let Some(section) = sections.next().await {
+            let section = section?;
+            news |= section.as_ref().is_some_and(|(_, s)| s.is_news());
+            match section {
+                Some((room_id, Section::Join(room, delivery, _))) => {
+                    deliveries.extend(delivery);
+                    response.rooms.join.insert(room_id, *room);
+                }
+                Some((room_id, Section::Invite(room))) => {
+                    response.rooms.invite.insert(room_id, room);
+                }
+                Some((room_id, Section::Knock(room))) => {
+                    response.rooms.knock.insert(room_id, room);
+                }
+                Some((room_id, Section::Leave(room))) => {
+                    response.rooms.leave.insert(room_id, *room);
+                }
+                None => {}
             }
-            Some((room_id, Section::Invite(room))) => {
-                response.rooms.invite.insert(room_id, room);
-            }
-            Some((room_id, Section::Knock(room))) => {
-                response.rooms.knock.insert(room_id, room);
-            }
-            Some((room_id, Section::Leave(room))) => {
-                response.rooms.leave.insert(room_id, *room);
-            }
-            None => {}
         }
-    }
-    add_unread_counts(server, user, req, &mut response).await?;
-    news |= add_encryption(server, user, req, upto_all, &mut response).await?;
+        Ok(())
+    };
+    let (counts, ()) = tokio::try_join!(counts, rooms)?;
+    put_unread_counts(&mut response, counts);
+    news |= encryption.add_to(&mut response);
     Ok((response, deliveries, news))
 }
 
 /// spec: "End-to-End Encryption" and "Send-to-Device messaging" in sync:
 /// the device's to-device messages (acknowledging those of the token), the
-/// device-list changes and the device's key counts. Returns whether any of
-/// it should end a long-poll.
-async fn add_encryption(
+/// device-list changes and the device's key counts.
+struct Encryption {
+    to_device: Vec<Raw<ruma::events::AnyToDeviceEvent>>,
+    /// Set when the to-device messages did not all fit.
+    next_batch: Option<String>,
+    device_lists: ruma::api::client::sync::sync_events::DeviceLists,
+    one_time_keys: BTreeMap<ruma::OneTimeKeyAlgorithm, UInt>,
+    fallback_key_types: Vec<ruma::OneTimeKeyAlgorithm>,
+}
+
+impl Encryption {
+    /// Puts it in the response; returns whether any of it should end a long-poll.
+    fn add_to(self, response: &mut Response) -> bool {
+        if let Some(next) = self.next_batch {
+            response.next_batch = next;
+        }
+        response.to_device.events = self.to_device;
+        response.device_lists = self.device_lists;
+        response.device_one_time_keys_count = self.one_time_keys;
+        response.device_unused_fallback_key_types = Some(self.fallback_key_types);
+        !response.to_device.is_empty() || !response.device_lists.is_empty()
+    }
+}
+
+async fn encryption(
     server: &Server,
     user: &AuthedUser,
     req: &SyncRequest,
     upto: SyncToken,
-    response: &mut Response,
-) -> Result<bool> {
+) -> Result<Encryption> {
     let (me, device) = (&user.user_id, &user.device_id);
-    let delivered = match req.since {
-        Some(since) => {
-            to_device::acknowledge(server, me, device, since.to_device).await?;
-            since.to_device
-        }
-        None => 0,
+    let to_device = async {
+        let delivered = match req.since {
+            Some(since) => {
+                to_device::acknowledge(server, me, device, since.to_device).await?;
+                since.to_device
+            }
+            None => 0,
+        };
+        to_device::pending(
+            server,
+            me,
+            device,
+            delivered,
+            upto.pos,
+            to_device::MAX_PER_SYNC,
+        )
+        .await
     };
-    let (messages, last) = to_device::pending(
-        server,
-        me,
-        device,
-        delivered,
-        upto.pos,
-        to_device::MAX_PER_SYNC,
-    )
-    .await?;
-    if messages.len() == to_device::MAX_PER_SYNC {
-        let next = SyncToken {
+    let device_lists = async {
+        let mut lists = ruma::api::client::sync::sync_events::DeviceLists::new();
+        if let Some(since) = req.since {
+            let changes = device_lists::changes(server, me, since.pos, upto.pos).await?;
+            lists.changed = changes.changed;
+            lists.left = changes.left;
+        }
+        Ok(lists)
+    };
+    let ((messages, last), device_lists, one_time_keys, fallback_key_types) = tokio::try_join!(
+        to_device,
+        device_lists,
+        keys::one_time_key_counts(server, me, device.as_str()),
+        keys::unused_fallback_key_types(server, me, device.as_str()),
+    )?;
+    let next_batch = (messages.len() == to_device::MAX_PER_SYNC).then(|| {
+        SyncToken {
             to_device: last.unwrap_or(upto.pos),
             ..upto
-        };
-        response.next_batch = next.to_string();
-    }
-    response.to_device.events = messages;
-    if let Some(since) = req.since {
-        let changes = device_lists::changes(server, me, since.pos, upto.pos).await?;
-        response.device_lists.changed = changes.changed;
-        response.device_lists.left = changes.left;
-    }
-    response.device_one_time_keys_count =
-        keys::one_time_key_counts(server, me, device.as_str()).await?;
-    response.device_unused_fallback_key_types =
-        Some(keys::unused_fallback_key_types(server, me, device.as_str()).await?);
-    Ok(!response.to_device.is_empty() || !response.device_lists.is_empty())
+        }
+        .to_string()
+    });
+    Ok(Encryption {
+        to_device: messages,
+        next_batch,
+        device_lists,
+        one_time_keys,
+        fallback_key_types,
+    })
 }
 
 /// spec: "Receiving notifications" — the unread counts of the joined rooms
 /// in the response (per thread too if the client asked for that).
-async fn add_unread_counts(
-    server: &Server,
-    user: &AuthedUser,
-    req: &SyncRequest,
-    response: &mut Response,
-) -> Result<()> {
-    let rooms: Vec<String> = response.rooms.join.keys().map(|r| r.to_string()).collect();
-    if rooms.is_empty() {
-        return Ok(());
-    }
-    let by_thread = req.filter.room.timeline.unread_thread_notifications;
-    let mut counts = push::unread_counts(server, &user.user_id, &rooms, by_thread).await?;
+fn put_unread_counts(response: &mut Response, mut counts: HashMap<String, push::RoomUnread>) {
     for (room_id, joined) in response.rooms.join.iter_mut() {
         let Some(unread) = counts.remove(room_id.as_str()) else {
             continue;
@@ -340,7 +390,6 @@ async fn add_unread_counts(
             .map(|(root, c)| (root, c.into()))
             .collect();
     }
-    Ok(())
 }
 
 /// A room's ephemeral events in one sync, and whether they end a long-poll.
@@ -374,9 +423,11 @@ async fn ephemeral_events(
     let mut out: HashMap<String, RoomEphemeral> = HashMap::new();
     if wanted("m.receipt") {
         let user_id = &user.user_id;
-        let mut receipts =
-            receipts::ephemeral(server, user_id, &known, since.map(|s| s.pos), upto.pos).await?;
-        receipts.extend(receipts::ephemeral(server, user_id, &fresh, None, upto.pos).await?);
+        let (mut receipts, fresh_receipts) = tokio::try_join!(
+            receipts::ephemeral(server, user_id, &known, since.map(|s| s.pos), upto.pos),
+            receipts::ephemeral(server, user_id, &fresh, None, upto.pos),
+        )?;
+        receipts.extend(fresh_receipts);
         for (room, receipt) in receipts {
             let entry = out.entry(room).or_default();
             entry.events.push(receipt.event);
@@ -442,6 +493,24 @@ impl Section {
     }
 }
 
+impl RoomWork {
+    /// Whether the response has a joined-room section for it: the room is
+    /// new to the client, or sent in full, or something in it changed.
+    fn sends_joined_section(&self, req: &SyncRequest) -> bool {
+        self.membership == "join"
+            && (self.is_fresh(req)
+                || req.full_state
+                || self.changed
+                || !self.account.is_empty()
+                || !self.ephemeral.events.is_empty())
+    }
+
+    /// New to this client: an initial sync, or a membership since the last one.
+    fn is_fresh(&self, req: &SyncRequest) -> bool {
+        req.since.is_none_or(|s| self.membership_pos > s.pos)
+    }
+}
+
 /// The room's section of the response, if it has anything to say.
 async fn room_section(
     server: &Server,
@@ -451,35 +520,41 @@ async fn room_section(
     work: RoomWork,
     prefetch: &Prefetch,
 ) -> Result<Option<(OwnedRoomId, Section)>> {
+    let fresh = work.is_fresh(req);
+    let joined_section = work.sends_joined_section(req);
     let RoomWork {
         room_id,
         membership,
         membership_pos,
-        changed,
         account,
         ephemeral,
+        ..
     } = work;
     let since = req.since.map(|s| s.pos);
-    // New to this client: an initial sync, or a membership since the last one.
-    let fresh = since.is_none_or(|s| membership_pos > s);
     let section = match membership.as_str() {
-        "join"
-            if fresh
-                || req.full_state
-                || changed
-                || !account.is_empty()
-                || !ephemeral.events.is_empty() =>
-        {
+        "join" if joined_section => {
             let mut joined = JoinedRoom::new();
             let from = if fresh { None } else { since };
             let full_state = fresh || req.full_state;
             let slice = room_timeline_and_state(
                 server, user, req, &room_id, from, upto, full_state, prefetch,
-            )
-            .await?;
-            // spec: the summary may be left out when it has not changed.
-            if full_state || slice.members_changed {
-                fill_summary(server, &room_id, &user.user_id, &mut joined, prefetch).await?;
+            );
+            let summary = member_summary(server, &room_id, &user.user_id, prefetch);
+            // spec: the summary may be left out when it has not changed; a
+            // room sent in full always has it, read beside its timeline.
+            let (slice, summary) = if full_state {
+                let (slice, summary) = tokio::try_join!(slice, summary)?;
+                (slice, Some(summary))
+            } else {
+                let slice = slice.await?;
+                let summary = match slice.members_changed {
+                    true => Some(summary.await?),
+                    false => None,
+                };
+                (slice, summary)
+            };
+            if let Some(summary) = summary {
+                put_summary(&mut joined, &summary);
             }
             joined.timeline = slice.timeline;
             joined.state = State::Before(slice.state.into());
@@ -726,14 +801,13 @@ fn filter_state(
         .collect()
 }
 
-async fn fill_summary(
+async fn member_summary(
     server: &Server,
     room_id: &RoomId,
     user: &UserId,
-    joined: &mut JoinedRoom,
     prefetch: &Prefetch,
-) -> Result<()> {
-    let summary = match prefetch.summaries.get(room_id.as_str()) {
+) -> Result<MemberSummary> {
+    Ok(match prefetch.summaries.get(room_id.as_str()) {
         Some(summary) => summary.clone(),
         None => server
             .db
@@ -741,7 +815,10 @@ async fn fill_summary(
             .await?
             .remove(room_id.as_str())
             .unwrap_or_default(),
-    };
+    })
+}
+
+fn put_summary(joined: &mut JoinedRoom, summary: &MemberSummary) {
     let count = |m: &str| {
         summary
             .counts
@@ -756,7 +833,6 @@ async fn fill_summary(
         .iter()
         .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
         .collect();
-    Ok(())
 }
 
 fn timeline_limit(filter: &RoomEventFilter) -> usize {
