@@ -370,25 +370,37 @@ async fn muted_room_does_not_count(s: TestServer) {
     assert_eq!(counts(&sync, &room), (0, 0));
 }
 
-async fn notifications_list_and_invites(s: TestServer) {
-    let (alice, bob, room) = two_in_a_room(&s).await;
+/// Bob sends a message Alice then reads, and one mentioning her; returns
+/// both event ids.
+async fn one_read_one_mention(
+    s: &TestServer,
+    alice: &User,
+    bob: &User,
+    room: &str,
+) -> (String, String) {
     let first = send(
-        &s,
-        &bob,
-        &room,
+        s,
+        bob,
+        room,
         "b1",
         json!({"msgtype": "m.text", "body": "one"}),
     )
     .await;
     let second = send(
-        &s,
-        &bob,
-        &room,
+        s,
+        bob,
+        room,
         "b2",
         json!({"msgtype": "m.text", "body": "two", "m.mentions": {"user_ids": [alice.user_id]}}),
     )
     .await;
-    read_up_to(&s, &alice, &room, &first, None).await;
+    read_up_to(s, alice, room, &first, None).await;
+    (first, second)
+}
+
+async fn notifications_list_and_invites(s: TestServer) {
+    let (alice, bob, room) = two_in_a_room(&s).await;
+    let (first, second) = one_read_one_mention(&s, &alice, &bob, &room).await;
     let (status, list) = s
         .get("/_matrix/client/v3/notifications?limit=1", &alice.token)
         .await;
@@ -452,23 +464,7 @@ async fn notifications_survive_the_move_to_one_row_per_event(mut s: TestServer) 
     let (alice, bob, room) = two_in_a_room(&s).await;
     let carol = s.register("carol").await;
     s.join(&carol, &room).await;
-    let first = send(
-        &s,
-        &bob,
-        &room,
-        "b1",
-        json!({"msgtype": "m.text", "body": "one"}),
-    )
-    .await;
-    send(
-        &s,
-        &bob,
-        &room,
-        "b2",
-        json!({"msgtype": "m.text", "body": "two", "m.mentions": {"user_ids": [alice.user_id]}}),
-    )
-    .await;
-    read_up_to(&s, &alice, &room, &first, None).await;
+    one_read_one_mention(&s, &alice, &bob, &room).await;
     let before = (
         notifications_of(&s, &alice).await,
         notifications_of(&s, &carol).await,
