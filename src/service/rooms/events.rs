@@ -104,8 +104,9 @@ pub struct Unsigned {
     pub relations: Option<Box<RawValue>>,
 }
 
-/// One event in the client format. The PDU is read only one level deep:
-/// `content` and the other values are copied through as they are stored.
+/// One event in the client format. The PDU is read only one level deep,
+/// without copying: `content` and the other values are written out as they
+/// are stored, then `event_id`, `room_id` (client format) and `unsigned`.
 pub fn format_one(
     event: &StoredEvent,
     version: &RoomVersionId,
@@ -113,32 +114,52 @@ pub fn format_one(
     format: Format,
     extra: Unsigned,
 ) -> Result<ClientEvent> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = match &extra.redacted_because {
-        None => serde_json::from_str(&event.pdu)?,
+    let redacted = match &extra.redacted_because {
+        None => None,
         Some(_) => {
             let rules = corvid_federation::rules_for(version)?;
             let pdu: Value = serde_json::from_str(&event.pdu)?;
             let redacted =
                 redact(to_object(pdu)?, &rules.redaction, None).map_err(Error::internal)?;
-            serde_json::from_str(&serde_json::to_string(&redacted)?)?
+            Some(serde_json::to_string(&redacted)?)
         }
     };
-    for key in FEDERATION_ONLY {
-        fields.remove(key);
+    let pdu = redacted.as_deref().unwrap_or(&event.pdu);
+    // Keys are borrowed from the PDU unless one has an escape in it.
+    let owned: BTreeMap<String, Box<RawValue>>;
+    let fields: Vec<(&str, &RawValue)> =
+        match serde_json::from_str::<BTreeMap<&str, &RawValue>>(pdu) {
+            Ok(fields) => fields.into_iter().collect(),
+            Err(_) => {
+                owned = serde_json::from_str(pdu)?;
+                owned.iter().map(|(k, v)| (k.as_str(), &**v)).collect()
+            }
+        };
+    let mut out = String::with_capacity(pdu.len() + 128);
+    out.push('{');
+    let mut origin_server_ts = None;
+    for (key, value) in fields {
+        if FEDERATION_ONLY.contains(&key) || matches!(key, "event_id" | "room_id" | "unsigned") {
+            continue;
+        }
+        if key == "origin_server_ts" {
+            origin_server_ts = value.get().parse::<i64>().ok();
+        }
+        push_field(&mut out, key, value.get())?;
     }
-    fields.insert("event_id".into(), to_raw_value(&event.event_id)?);
-    match format {
-        Format::Client => fields.insert("room_id".into(), to_raw_value(&event.room_id)?),
-        Format::Sync => fields.remove("room_id"),
-    };
+    push_field(
+        &mut out,
+        "event_id",
+        &serde_json::to_string(&event.event_id)?,
+    )?;
+    if format == Format::Client {
+        push_field(&mut out, "room_id", &serde_json::to_string(&event.room_id)?)?;
+    }
     let mut unsigned: Map<String, Value> = match &event.unsigned_extra {
         Some(extra) => serde_json::from_str(extra)?,
         None => Map::new(),
     };
-    if let Some(ts) = fields
-        .get("origin_server_ts")
-        .and_then(|ts| ts.get().parse::<i64>().ok())
-    {
+    if let Some(ts) = origin_server_ts {
         unsigned.insert("age".into(), json!((crate::now_ms() - ts).max(0)));
     }
     if let (Some((user, device)), Some(txn_device), Some(txn_id)) =
@@ -157,8 +178,21 @@ pub fn format_one(
             unsigned = splice(&unsigned, key, &value)?;
         }
     }
-    fields.insert("unsigned".into(), unsigned);
-    Ok(to_raw_value(&fields)?)
+    push_field(&mut out, "unsigned", unsigned.get())?;
+    out.push('}');
+    Ok(RawValue::from_string(out)?)
+}
+
+/// Appends `"key":value` (and the comma before it) to an object being
+/// written, `{` and all fields so far.
+fn push_field(out: &mut String, key: &str, value: &str) -> Result<()> {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&serde_json::to_string(key)?);
+    out.push(':');
+    out.push_str(value);
+    Ok(())
 }
 
 /// Adds `key: value` to a serialised object without parsing either again.
