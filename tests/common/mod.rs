@@ -275,11 +275,16 @@ impl TestServer {
         self.config.listen.client = listener.local_addr().unwrap();
         let federation = match self.config.listen.federation {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .expect("bind federation port");
+                let listener = match take_reserved_port(addr.port()) {
+                    Some(listener) => listener,
+                    None => tokio::net::TcpListener::bind(addr)
+                        .await
+                        .expect("bind federation port")
+                        .into_std()
+                        .expect("std listener"),
+                };
                 self.federation_base = Some(format!("https://{addr}"));
-                Some(listener.into_std().expect("std listener"))
+                Some(listener)
             }
             None => None,
         };
@@ -696,11 +701,32 @@ pub fn postgres_configured() -> bool {
     }
 }
 
-/// A loopback port that was free a moment ago (for a server name that
-/// must carry the port before the server starts).
+/// A loopback port for a server name that must carry the port before the
+/// server starts. It stays bound (see [`take_reserved_port`]) until a
+/// server takes it: a port merely free a moment ago could meanwhile be
+/// handed to another test running in parallel.
 pub async fn free_port() -> u16 {
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let port = listener.local_addr().unwrap().port();
+    RESERVED_PORTS.lock().unwrap().insert(port, listener);
+    port
+}
+
+/// A loopback port that was free a moment ago, for a server of another
+/// process (which binds it itself).
+pub fn free_port_for_another_process() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     probe.local_addr().unwrap().port()
+}
+
+static RESERVED_PORTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<u16, std::net::TcpListener>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The listener [`free_port`] holds for `port`, if it made that one.
+fn take_reserved_port(port: u16) -> Option<std::net::TcpListener> {
+    RESERVED_PORTS.lock().unwrap().remove(&port)
 }

@@ -22,7 +22,7 @@ use std::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{User, free_port, tls::TestCa};
+use crate::common::{User, free_port_for_another_process, tls::TestCa};
 
 /// How long Synapse may take to answer `/versions` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -43,7 +43,7 @@ impl TestSynapse {
             tokio::task::spawn_blocking(|| crate::common::conformance_tool("synapse", "Synapse"))
                 .await
                 .unwrap()?;
-        let port = free_port().await;
+        let port = free_port_for_another_process();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), port);
         let log = fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
