@@ -211,7 +211,16 @@ pub async fn syncing(
             new.currently_active = true;
         }
     }
-    save(server, user.as_str(), &old, &new).await?;
+    // Announcing it (waking everyone who shares a room, telling other
+    // servers) is not what this sync waits for.
+    if store(server, user.as_str(), &old, &new).await? {
+        let (server, user, new) = (server.clone(), user.to_string(), new.clone());
+        tokio::spawn(async move {
+            if let Err(e) = announce(&server, &user, &new).await {
+                tracing::warn!(%e, "cannot announce a presence change");
+            }
+        });
+    }
     *presence
         .syncing
         .lock()
@@ -323,23 +332,35 @@ fn is_local(server: &Server, user: &str) -> bool {
 /// Stores `new`, announcing it (and waking whoever shares a room with the
 /// user) when others would see a difference.
 async fn save(server: &Server, user: &str, old: &Record, new: &Record) -> Result<()> {
+    if store(server, user, old, new).await? {
+        announce(server, user, new).await?;
+    }
+    Ok(())
+}
+
+/// Stores a change of the user's presence; returns whether others see it.
+async fn store(server: &Server, user: &str, old: &Record, new: &Record) -> Result<bool> {
     let visible_change = old.state != new.state
         || old.status_msg != new.status_msg
         || old.currently_active != new.currently_active;
     if !visible_change && old == new {
-        return Ok(());
+        return Ok(false);
     }
     server.presence.store.put(user, new, visible_change).await?;
-    if visible_change && is_local(server, user) {
+    Ok(visible_change)
+}
+
+/// Tells other servers (for a local user) and wakes the users who share a
+/// room with the user, and the user.
+async fn announce(server: &Server, user: &str, new: &Record) -> Result<()> {
+    if is_local(server, user) {
         crate::service::federation::edu::send_presence(server, user, new).await?;
     }
-    if visible_change {
-        let mut wake = server.db.users_sharing_a_room(user).await?;
-        wake.push(user.to_owned());
-        server
-            .notifier
-            .notify_users(wake.iter().map(String::as_str));
-    }
+    let mut wake = server.db.users_sharing_a_room(user).await?;
+    wake.push(user.to_owned());
+    server
+        .notifier
+        .notify_users(wake.iter().map(String::as_str));
     Ok(())
 }
 
