@@ -89,6 +89,9 @@ async fn long_poll_wakes_on_new_event(s: TestServer) {
         .create_room(&alice, json!({"preset": "public_chat"}))
         .await;
     s.join(&bob, &room).await;
+    // Alice's first message also makes her present: a change that, coming
+    // after the one below, could end the idle poll at the end.
+    s.send_text(&alice, &room, "t0", "hello").await;
     let since = s.sync(&bob, None, 0).await["next_batch"]
         .as_str()
         .unwrap()
