@@ -454,15 +454,22 @@ impl Db {
         Ok(rows.into_iter().map(|(u,)| u).collect())
     }
 
-    /// Local users who should hear about a new event in the room.
-    pub async fn users_to_notify(&self, room_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT user_id FROM memberships WHERE room_id = $1 AND membership IN ('join', 'invite', 'knock')",
-        )
-        .bind(room_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(|(u,)| u).collect())
+    /// Local users who should hear about new events in these rooms, each once.
+    pub async fn users_to_notify(&self, rooms: &[&str]) -> Result<Vec<String>> {
+        let mut users = Vec::new();
+        for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT DISTINCT user_id FROM memberships WHERE room_id IN ({}) \
+                 AND membership IN ('join', 'invite', 'knock')",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql);
+            for room in chunk {
+                q = q.bind(*room);
+            }
+            users.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(u,)| u));
+        }
+        Ok(users)
     }
 
     /// Users joined to a room `user_id` is joined to.
@@ -598,6 +605,35 @@ impl WriteTx<'_> {
         .await?)
     }
 
+    /// [`WriteTx::lock_room`] for several rooms in one statement, locked in
+    /// the order of their ids (so two processes never wait on each other in
+    /// opposite orders); rooms this server does not know are left out.
+    pub async fn lock_rooms(
+        &mut self,
+        room_ids: &[&str],
+        backend: super::Backend,
+    ) -> Result<Vec<RoomRow>> {
+        let suffix = if backend == super::Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let mut rows = Vec::with_capacity(room_ids.len());
+        for chunk in room_ids.chunks(ROOMS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT room_id, room_version, creator, is_public, state_group FROM rooms \
+                 WHERE room_id IN ({}) ORDER BY room_id{suffix}",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, RoomRow>(&sql);
+            for room in chunk {
+                q = q.bind(*room);
+            }
+            rows.extend(q.fetch_all(&mut *self.tx).await?);
+        }
+        Ok(rows)
+    }
+
     /// Inserts the room; `false` when the id is taken.
     pub async fn insert_room(
         &mut self,
@@ -627,6 +663,38 @@ impl WriteTx<'_> {
         .bind(room_id)
         .fetch_all(&mut *self.tx)
         .await?)
+    }
+
+    /// [`WriteTx::forward_extremities`] of several rooms in one statement.
+    pub async fn forward_extremities_of(
+        &mut self,
+        room_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, i64)>>> {
+        if self
+            .staged
+            .events
+            .iter()
+            .any(|e| room_ids.contains(&e.room_id.as_str()))
+        {
+            self.flush().await?;
+        }
+        let mut by_room: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for chunk in room_ids.chunks(ROOMS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT f.room_id, f.event_id, e.depth FROM room_forward_extremities f \
+                 JOIN events e ON e.event_id = f.event_id WHERE f.room_id IN ({}) \
+                 ORDER BY e.stream_ordering",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
+            for room in chunk {
+                q = q.bind(*room);
+            }
+            for (room, event, depth) in q.fetch_all(&mut *self.tx).await? {
+                by_room.entry(room).or_default().push((event, depth));
+            }
+        }
+        Ok(by_room)
     }
 
     /// The current state events with these keys.

@@ -110,11 +110,9 @@ pub async fn notify(server: &Server, appended: &[Appended]) {
     let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    for room in rooms {
-        match server.db.users_to_notify(room).await {
-            Ok(members) => users.extend(members),
-            Err(e) => tracing::warn!(%e, "cannot list room members to wake"),
-        }
+    match server.db.users_to_notify(&rooms).await {
+        Ok(members) => users.extend(members),
+        Err(e) => tracing::warn!(%e, "cannot list room members to wake"),
     }
     users.sort();
     users.dedup();
@@ -136,6 +134,33 @@ pub struct RoomHead {
 
 /// The heads of the rooms a write transaction has touched.
 pub type RoomHeads = HashMap<OwnedRoomId, RoomHead>;
+
+/// Reads the heads of `rooms` into `heads` with one statement for all the
+/// rooms' rows and one for their extremities, instead of two per room.
+pub async fn load_heads(
+    server: &Server,
+    w: &mut WriteTx<'_>,
+    heads: &mut RoomHeads,
+    rooms: &[&str],
+) -> Result<()> {
+    let rows = w.lock_rooms(rooms, server.db.backend()).await?;
+    let mut extremities = w.forward_extremities_of(rooms).await?;
+    for room in rows {
+        let room_id = OwnedRoomId::try_from(room.room_id.as_str()).map_err(Error::internal)?;
+        let version =
+            RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
+        let head = RoomHead {
+            rules: rules_for(&version)?,
+            extremities: extremities
+                .remove(room.room_id.as_str())
+                .unwrap_or_default(),
+            room,
+            state: HashMap::new(),
+        };
+        heads.insert(room_id, head);
+    }
+    Ok(())
+}
 
 async fn head<'h>(
     server: &Server,

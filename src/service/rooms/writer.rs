@@ -147,6 +147,10 @@ async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
     let mut w = server.db.write().await?;
     w.reserve_stream_positions(jobs.len() as i64).await?;
     let mut heads = timeline::RoomHeads::new();
+    let mut rooms: Vec<&str> = jobs.iter().map(|j| j.room_id.as_str()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    timeline::load_heads(server, &mut w, &mut heads, &rooms).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut appended = Vec::with_capacity(jobs.len());
     let keyed: Vec<(&str, Txn<'_>)> = jobs
