@@ -267,6 +267,26 @@ async fn join_and_talk_across_two_servers(backend: Backend) {
         .until(&a, &alice, Duration::from_secs(10), both)
         .await;
 
+    // Push rules count the members of every server: two, so bob's message
+    // notifies alice as one-to-one does (with a sound).
+    let (status, list) = a
+        .get("/_matrix/client/v3/notifications", &alice.token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let from_bob = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["event"]["sender"] == bob.user_id)
+        .unwrap_or_else(|| panic!("bob's message notifies alice: {list}"));
+    assert!(
+        from_bob["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"set_tweak": "sound", "value": "default"})),
+        "{from_bob}"
+    );
+
     // Both servers list both members as joined.
     for (s, user) in [(&a, &alice), (&b, &bob)] {
         let (status, members) = s

@@ -64,10 +64,16 @@ impl RoomContextCache {
                     .state_key
                     .as_deref()
                     .and_then(|k| OwnedUserId::try_from(k).ok())
-                    .filter(|u| u.server_name() == server.server_name())
                 else {
                     return;
                 };
+                if member.server_name() != server.server_name() {
+                    // Only the member count would change, and whether it
+                    // does depends on the membership before: read it again.
+                    self.changes.fetch_add(1, Ordering::SeqCst);
+                    self.rooms.remove(room_id);
+                    return;
+                }
                 let content = serde_json::from_str::<Value>(&event.pdu)
                     .map(|mut pdu| pdu["content"].take())
                     .unwrap_or_default();
@@ -327,6 +333,7 @@ fn invited_local_user(server: &Server, template: &Template) -> Option<OwnedUserI
 pub struct RoomContext {
     /// The local members joined, with their display names.
     members: BTreeMap<OwnedUserId, String>,
+    /// The members joined, of every server (`room_member_count`).
     member_count: UInt,
     power_levels: Option<PushConditionPowerLevelsCtx>,
 }
@@ -355,21 +362,34 @@ impl RoomContext {
             );
         }
         let rules = corvid_federation::rules_for(&version)?;
+        let member_count = server.db.joined_member_count(room_id.as_str()).await?;
         Ok(Self {
-            member_count: UInt::new_saturating(members.len() as u64),
+            member_count: UInt::new_saturating(member_count.max(0) as u64),
             members,
             power_levels: power_levels(&state, &rules.authorization),
         })
     }
 
-    /// The context after `member` joined (with a display name) or left.
+    /// The context after local `member` joined (with a display name) or left.
     fn with_member(&self, member: OwnedUserId, joined: Option<String>) -> Self {
         let mut next = self.clone();
-        match joined {
-            Some(name) => next.members.insert(member, name),
-            None => next.members.remove(&member),
+        let was_joined = next.members.contains_key(&member);
+        let count = u64::from(self.member_count);
+        let count = match joined {
+            Some(name) => {
+                next.members.insert(member, name);
+                if was_joined { count } else { count + 1 }
+            }
+            None => {
+                next.members.remove(&member);
+                if was_joined {
+                    count.saturating_sub(1)
+                } else {
+                    count
+                }
+            }
         };
-        next.member_count = UInt::new_saturating(next.members.len() as u64);
+        next.member_count = UInt::new_saturating(count);
         next
     }
 }

@@ -175,6 +175,17 @@ impl Db {
         .await?)
     }
 
+    /// How many members, of every server, are joined to the room.
+    pub async fn joined_member_count(&self, room_id: &str) -> Result<i64> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count)
+    }
+
     /// The user's unread notification counts in `rooms`, per room and thread.
     pub async fn unread_counts(&self, user_id: &str, rooms: &[String]) -> Result<Vec<UnreadCount>> {
         let mut rows = Vec::new();
