@@ -52,30 +52,6 @@ impl<V, K: Hash + Eq> TtlCache<V, K> {
         }
         entries.insert(key.to_owned(), (Instant::now(), value));
     }
-
-    /// Replaces the value of a live entry by `change(value)`, keeping its
-    /// age: a value kept up to date here still expires, so changes made by
-    /// other processes are still seen within [`TtlCache::TTL`].
-    pub fn modify<Q>(&self, key: &Q, change: impl FnOnce(&V) -> V)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let mut entries = self.entries.lock().expect("cache lock");
-        if let Some((at, value)) = entries.get_mut(key)
-            && at.elapsed() < Self::TTL
-        {
-            *value = Arc::new(change(value));
-        }
-    }
-
-    pub fn remove<Q>(&self, key: &Q)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.entries.lock().expect("cache lock").remove(key);
-    }
 }
 
 /// One async mutex per key (a room, a server), made on first use and

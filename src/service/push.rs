@@ -10,10 +10,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
 };
 
 use ruma::{
@@ -32,7 +29,7 @@ use serde_json::{Value, json};
 use super::{account_data, ignore, rooms::timeline::Template};
 use crate::{
     Error, Result, Server,
-    store::{events::StoredEvent, push::Recipients},
+    store::{events::StoredEvent, push::Recipients, read_cache::ReadCache},
 };
 
 const PUSH_RULES: &str = "m.push_rules";
@@ -40,16 +37,20 @@ const PUSH_RULES: &str = "m.push_rules";
 /// Users' rule sets, read from account data.
 pub type RuleCache = crate::cache::TtlCache<Ruleset>;
 
-/// Rooms' [`RoomContext`]s, read for every event sent. A membership stored
-/// by this process updates its room's entry, a change of power levels drops
-/// it; a change stored by another process is seen within
-/// [`crate::cache::TtlCache::TTL`].
-#[derive(Default)]
+/// Rooms' [`RoomContext`]s, read for every event sent. A local membership
+/// stored by this process updates its room's entry, any other change to
+/// what the context holds drops it; a change stored by another process is
+/// seen when the entry expires.
 pub struct RoomContextCache {
-    rooms: crate::cache::TtlCache<RoomContext, OwnedRoomId>,
-    /// Moves with every change: a context read while it moved may miss the
-    /// change, so it is used once but not kept.
-    changes: AtomicU64,
+    rooms: ReadCache<OwnedRoomId, Arc<RoomContext>>,
+}
+
+impl Default for RoomContextCache {
+    fn default() -> Self {
+        Self {
+            rooms: ReadCache::new(100_000, std::time::Duration::from_secs(5)),
+        }
+    }
 }
 
 impl RoomContextCache {
@@ -59,37 +60,22 @@ impl RoomContextCache {
             return;
         };
         match event.event_type.as_str() {
-            "m.room.member" => {
-                let Some(member) = event
-                    .state_key
-                    .as_deref()
-                    .and_then(|k| OwnedUserId::try_from(k).ok())
-                else {
-                    return;
-                };
-                if member.server_name() != server.server_name() {
-                    // Only the member count would change, and whether it
-                    // does depends on the membership before: read it again.
-                    self.changes.fetch_add(1, Ordering::SeqCst);
-                    self.rooms.remove(room_id);
-                    return;
+            "m.room.member" => match event
+                .state_key
+                .as_deref()
+                .and_then(|k| OwnedUserId::try_from(k).ok())
+            {
+                Some(member) if member.server_name() == server.server_name() => {
+                    let joined = joined_display_name(&member, &event.pdu);
+                    self.rooms.modify(room_id, |context| {
+                        Arc::new(context.with_member(member, joined))
+                    });
                 }
-                let content = serde_json::from_str::<Value>(&event.pdu)
-                    .map(|mut pdu| pdu["content"].take())
-                    .unwrap_or_default();
-                let joined = (content["membership"] == "join").then(|| {
-                    content["displayname"]
-                        .as_str()
-                        .map_or_else(|| member.localpart().to_owned(), str::to_owned)
-                });
-                self.changes.fetch_add(1, Ordering::SeqCst);
-                self.rooms
-                    .modify(room_id, |context| context.with_member(member, joined));
-            }
-            "m.room.power_levels" | "m.room.create" => {
-                self.changes.fetch_add(1, Ordering::SeqCst);
-                self.rooms.remove(room_id);
-            }
+                // A remote member only moves the member count, by how much
+                // depends on the membership before: read it again.
+                _ => self.rooms.remove(room_id),
+            },
+            "m.room.power_levels" | "m.room.create" => self.rooms.remove(room_id),
             _ => {}
         }
     }
@@ -98,13 +84,25 @@ impl RoomContextCache {
         if let Some(context) = self.rooms.get(room_id) {
             return Ok(context);
         }
-        let changes = self.changes.load(Ordering::SeqCst);
+        let generation = self.rooms.generation();
         let context = Arc::new(RoomContext::load(server, room_id).await?);
-        if self.changes.load(Ordering::SeqCst) == changes {
-            self.rooms.insert(room_id, context.clone());
-        }
+        self.rooms
+            .insert(room_id.to_owned(), context.clone(), generation);
         Ok(context)
     }
+}
+
+/// The display name a member event gives a member who joined (the
+/// localpart without one); `None` when it is not a join.
+fn joined_display_name(member: &UserId, pdu: &str) -> Option<String> {
+    let content = serde_json::from_str::<Value>(pdu)
+        .map(|mut pdu| pdu["content"].take())
+        .unwrap_or_default();
+    (content["membership"] == "join").then(|| {
+        content["displayname"]
+            .as_str()
+            .map_or_else(|| member.localpart().to_owned(), str::to_owned)
+    })
 }
 
 /// The user's push rules.
@@ -374,22 +372,13 @@ impl RoomContext {
     fn with_member(&self, member: OwnedUserId, joined: Option<String>) -> Self {
         let mut next = self.clone();
         let was_joined = next.members.contains_key(&member);
-        let count = u64::from(self.member_count);
-        let count = match joined {
-            Some(name) => {
-                next.members.insert(member, name);
-                if was_joined { count } else { count + 1 }
-            }
-            None => {
-                next.members.remove(&member);
-                if was_joined {
-                    count.saturating_sub(1)
-                } else {
-                    count
-                }
-            }
+        let is_joined = joined.is_some();
+        match joined {
+            Some(name) => next.members.insert(member, name),
+            None => next.members.remove(&member),
         };
-        next.member_count = UInt::new_saturating(count);
+        let count = u64::from(self.member_count) + u64::from(is_joined);
+        next.member_count = UInt::new_saturating(count.saturating_sub(u64::from(was_joined)));
         next
     }
 }

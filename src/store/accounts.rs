@@ -156,20 +156,19 @@ impl Db {
     /// Read for every authenticated request, so kept in memory for a moment
     /// (see [`super::read_cache`]).
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        let token_hash = token_hash.to_owned();
-        if let Some(owner) = self.token_cache.get(&token_hash) {
+        if let Some(owner) = self.token_cache.get(token_hash) {
             return Ok(Some(owner));
         }
         let generation = self.token_cache.generation();
         let owner: Option<TokenOwner> = sqlx::query_as(
             "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = $1",
         )
-        .bind(&token_hash)
+        .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
         if let Some(owner) = &owner {
             self.token_cache
-                .insert(token_hash, owner.clone(), generation);
+                .insert(token_hash.to_owned(), owner.clone(), generation);
         }
         Ok(owner)
     }

@@ -592,17 +592,7 @@ impl WriteTx<'_> {
         room_id: &str,
         backend: super::Backend,
     ) -> Result<Option<RoomRow>> {
-        let suffix = if backend == super::Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        Ok(sqlx::query_as(&format!(
-            "SELECT room_id, room_version, creator, is_public, state_group FROM rooms WHERE room_id = $1{suffix}"
-        ))
-        .bind(room_id)
-        .fetch_optional(&mut *self.tx)
-        .await?)
+        Ok(self.lock_rooms(&[room_id], backend).await?.pop())
     }
 
     /// [`WriteTx::lock_room`] for several rooms in one statement, locked in
@@ -655,14 +645,11 @@ impl WriteTx<'_> {
 
     /// `(event_id, depth)` of the room's forward extremities.
     pub async fn forward_extremities(&mut self, room_id: &str) -> Result<Vec<(String, i64)>> {
-        self.flush_room(room_id).await?;
-        Ok(sqlx::query_as(
-            "SELECT f.event_id, e.depth FROM room_forward_extremities f JOIN events e ON e.event_id = f.event_id \
-             WHERE f.room_id = $1 ORDER BY e.stream_ordering",
-        )
-        .bind(room_id)
-        .fetch_all(&mut *self.tx)
-        .await?)
+        Ok(self
+            .forward_extremities_of(&[room_id])
+            .await?
+            .remove(room_id)
+            .unwrap_or_default())
     }
 
     /// [`WriteTx::forward_extremities`] of several rooms in one statement.
@@ -670,14 +657,7 @@ impl WriteTx<'_> {
         &mut self,
         room_ids: &[&str],
     ) -> Result<HashMap<String, Vec<(String, i64)>>> {
-        if self
-            .staged
-            .events
-            .iter()
-            .any(|e| room_ids.contains(&e.room_id.as_str()))
-        {
-            self.flush().await?;
-        }
+        self.flush_rooms(room_ids).await?;
         let mut by_room: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for chunk in room_ids.chunks(ROOMS_PER_STATEMENT) {
             let sql = format!(
@@ -991,9 +971,14 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Flushes first if staged events of `room_id` could change what a read of it returns.
-    async fn flush_room(&mut self, room_id: &str) -> Result<()> {
-        if self.staged.events.iter().any(|e| e.room_id == room_id) {
+    /// Flushes first if staged events of `room_ids` could change what a read of them returns.
+    async fn flush_rooms(&mut self, room_ids: &[&str]) -> Result<()> {
+        if self
+            .staged
+            .events
+            .iter()
+            .any(|e| room_ids.contains(&e.room_id.as_str()))
+        {
             self.flush().await?;
         }
         Ok(())

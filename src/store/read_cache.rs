@@ -1,5 +1,6 @@
 //! In-memory copies of what hot paths read again and again: the full states
-//! of recently read state groups, and access tokens' owners.
+//! of recently read state groups, access tokens' owners (and, in the push
+//! service, rooms' push contexts).
 //!
 //! A state group's entries never change, so a group is read as its nearest
 //! cached ancestor plus the deltas below it: the first `/sync` of each user
@@ -11,6 +12,7 @@
 //! server process, the admin command) goes unseen.
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
     hash::Hash,
     sync::{
@@ -51,7 +53,7 @@ pub struct ReadCache<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
-    fn new(capacity: usize, ttl: Duration) -> Self {
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
             entries: Mutex::default(),
             capacity,
@@ -60,7 +62,11 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entries = self.entries.lock().expect("read cache lock");
         let (at, value) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
@@ -91,6 +97,33 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
             entries.remove(&oldest);
         }
         entries.insert(key, (Instant::now(), value));
+    }
+
+    /// Replaces a live entry's value by `change(value)`, keeping its age (so
+    /// it still expires); a read that overlapped the change is not kept.
+    pub fn modify<Q>(&self, key: &Q, change: impl FnOnce(&V) -> V)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut entries = self.entries.lock().expect("read cache lock");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some((at, value)) = entries.get_mut(key)
+            && at.elapsed() < self.ttl
+        {
+            *value = change(value);
+        }
+    }
+
+    /// `key`'s value may have changed: forget it.
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut entries = self.entries.lock().expect("read cache lock");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.remove(key);
     }
 
     /// What is cached may have changed: forget all of it.
@@ -127,6 +160,19 @@ mod tests {
         }
         assert_eq!(cache.get(&0), None);
         assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn changes_keep_the_age_and_stop_overlapping_reads() {
+        let cache = ReadCache::new(4, Duration::from_secs(5));
+        cache.insert(1, 10, cache.generation());
+        let started = cache.generation();
+        cache.modify(&1, |v| v + 1);
+        assert_eq!(cache.get(&1), Some(11));
+        cache.insert(2, 20, started);
+        assert_eq!(cache.get(&2), None);
+        cache.remove(&1);
+        assert_eq!(cache.get(&1), None);
     }
 
     #[test]

@@ -135,8 +135,9 @@ pub struct RoomHead {
 /// The heads of the rooms a write transaction has touched.
 pub type RoomHeads = HashMap<OwnedRoomId, RoomHead>;
 
-/// Reads the heads of `rooms` into `heads` with one statement for all the
-/// rooms' rows and one for their extremities, instead of two per room.
+/// Reads the heads of `rooms` into `heads` (locking the rooms) with one
+/// statement for all the rooms' rows and one for their extremities; rooms
+/// this server does not know are left out.
 pub async fn load_heads(
     server: &Server,
     w: &mut WriteTx<'_>,
@@ -169,25 +170,11 @@ async fn head<'h>(
     room_id: &RoomId,
 ) -> Result<&'h mut RoomHead> {
     if !heads.contains_key(room_id) {
-        let room = w
-            .lock_room(room_id.as_str(), server.db.backend())
-            .await?
-            .ok_or_else(|| Error::not_found("Unknown room"))?;
-        let version =
-            RoomVersionId::try_from(room.room_version.as_str()).map_err(Error::internal)?;
-        let rules = rules_for(&version)?;
-        let extremities = w.forward_extremities(room_id.as_str()).await?;
-        heads.insert(
-            room_id.to_owned(),
-            RoomHead {
-                room,
-                rules,
-                extremities,
-                state: HashMap::new(),
-            },
-        );
+        load_heads(server, w, heads, &[room_id.as_str()]).await?;
     }
-    Ok(heads.get_mut(room_id).expect("just inserted"))
+    heads
+        .get_mut(room_id)
+        .ok_or_else(|| Error::not_found("Unknown room"))
 }
 
 impl RoomHead {
