@@ -253,6 +253,10 @@ pub struct Delivery {
     pub senders: HashSet<String>,
 }
 
+/// How long delivered receipts gather before they are stored together.
+const DELIVERY_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+const MAX_DELIVERY_BATCH: usize = 5_000;
+
 /// Records delivered receipts off the sync path: syncs queue deliveries and
 /// one task stores whatever has queued up in one transaction.
 pub struct DeliveryRecorder {
@@ -277,6 +281,15 @@ async fn record_forever(
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 1000).await > 0 {
+        // The members of a room sync within moments of each other when a
+        // message arrives: one transaction for all of their deliveries,
+        // stored after their syncs have been answered rather than beside them.
+        tokio::time::sleep(DELIVERY_BATCH_WINDOW).await;
+        while batch.len() < MAX_DELIVERY_BATCH
+            && let Ok(delivery) = rx.try_recv()
+        {
+            batch.push(delivery);
+        }
         let Some(server) = server.upgrade() else {
             return;
         };

@@ -37,7 +37,7 @@ use super::{
     e2ee::{device_lists, keys},
     filter, ignore, presence, push,
     receipts::{self, Delivery},
-    rooms::events::{Format, format_events},
+    rooms::events::{Format, format_events, format_with},
     to_device,
 };
 use crate::{
@@ -136,34 +136,47 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
     // Subscribe before reading, so a commit between the read and the wait still wakes us.
     let mut wake = server.notifier.subscribe(user.user_id.as_str());
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
+    let mut last_round = false;
     loop {
-        let (pos, presence) =
-            tokio::try_join!(server.db.stream_position(), server.presence.position())?;
-        let upto = SyncToken {
-            pos,
-            typing: server.typing.position(),
-            presence,
-            to_device: pos,
-        };
-        let (response, deliveries, has_news) = build(server, user, &req, upto).await?;
-        let done = req.since.is_none()
-            || req.full_state
-            || has_news
-            || req.since.is_some_and(|s| s.pos > upto.pos);
-        if !done {
-            tokio::select! {
-                changed = wake.changed() => if changed.is_ok() { continue },
-                () = tokio::time::sleep_until(deadline) => {},
-                () = server.notifier.shutting_down() => {},
+        let upto = current_token(server).await?;
+        // A client that is up to date long-polls again as soon as it has a
+        // response: when no stream has moved since its token there is
+        // nothing to build yet, only to wait for.
+        let caught_up = !last_round && !req.full_state && req.since == Some(upto);
+        if !caught_up {
+            let (response, deliveries, has_news) = build(server, user, &req, upto).await?;
+            let done = last_round
+                || req.since.is_none()
+                || req.full_state
+                || has_news
+                || req.since.is_some_and(|s| s.pos > upto.pos);
+            if done {
+                if server.config.delivery_receipts {
+                    for delivery in deliveries {
+                        server.deliveries.record(delivery);
+                    }
+                }
+                return Ok(response);
             }
         }
-        if server.config.delivery_receipts {
-            for delivery in deliveries {
-                server.deliveries.record(delivery);
-            }
+        tokio::select! {
+            changed = wake.changed() => last_round = changed.is_err(),
+            () = tokio::time::sleep_until(deadline) => last_round = true,
+            () = server.notifier.shutting_down() => last_round = true,
         }
-        return Ok(response);
     }
+}
+
+/// Where every stream stands now.
+async fn current_token(server: &Server) -> Result<SyncToken> {
+    let (pos, presence) =
+        tokio::try_join!(server.db.stream_position(), server.presence.position())?;
+    Ok(SyncToken {
+        pos,
+        typing: server.typing.position(),
+        presence,
+        to_device: pos,
+    })
 }
 
 async fn build(
@@ -661,7 +674,7 @@ async fn room_timeline_and_state(
         .map(|e| e.stream_ordering)
         .unwrap_or(upto + 1);
 
-    let state_events: Vec<StoredEvent> = match from {
+    let state_events: Vec<Arc<StoredEvent>> = match from {
         _ if full_state => match events.first() {
             Some(first) => match first.state_group_before {
                 Some(group) => match prefetch.state.get(&group) {
@@ -670,14 +683,14 @@ async fn room_timeline_and_state(
                 },
                 None => Vec::new(),
             },
-            None => server.db.current_state_events(room_id.as_str()).await?,
+            None => arcs(server.db.current_state_events(room_id.as_str()).await?),
         },
-        Some(since) if limited => {
+        Some(since) if limited => arcs(
             server
                 .db
                 .current_state_changed_between(room_id.as_str(), since, timeline_start)
-                .await?
-        }
+                .await?,
+        ),
         _ => Vec::new(),
     };
     let state_events = filter_state(
@@ -699,13 +712,19 @@ async fn room_timeline_and_state(
         .collect();
     let members_changed = events
         .iter()
-        .chain(&state_events)
+        .chain(state_events.iter().map(|e| &**e))
         .any(|e| e.event_type == "m.room.member");
-    let state = format_events(server, &state_events, None, Format::Sync)
-        .await?
-        .into_iter()
-        .map(Raw::from_json)
-        .collect();
+    let state = format_with(
+        server,
+        &state_events,
+        None,
+        Format::Sync,
+        &mut HashMap::new(),
+    )
+    .await?
+    .into_iter()
+    .map(Raw::from_json)
+    .collect();
     Ok(RoomSlice {
         timeline,
         state,
@@ -778,15 +797,19 @@ async fn newest_events(
     }
 }
 
+fn arcs(events: Vec<StoredEvent>) -> Vec<Arc<StoredEvent>> {
+    events.into_iter().map(Arc::new).collect()
+}
+
 /// Applies the state filter; with lazy loading only the members who sent
 /// timeline events (and the user) are kept.
 fn filter_state(
-    state: Vec<StoredEvent>,
+    state: Vec<Arc<StoredEvent>>,
     filter: &RoomEventFilter,
     timeline: &[StoredEvent],
     user: &UserId,
     full: bool,
-) -> Vec<StoredEvent> {
+) -> Vec<Arc<StoredEvent>> {
     let lazy = !filter.lazy_load_options.is_disabled();
     state
         .into_iter()
@@ -854,7 +877,7 @@ const HEROES: i64 = 5;
 struct Prefetch {
     /// Newest first, one more than the timeline limit (to tell `limited`).
     newest: HashMap<String, Vec<StoredEvent>>,
-    state: HashMap<i64, Vec<StoredEvent>>,
+    state: HashMap<i64, Vec<Arc<StoredEvent>>>,
     summaries: HashMap<String, MemberSummary>,
 }
 
@@ -885,7 +908,13 @@ impl Prefetch {
             .values()
             .filter_map(|events| events[..events.len().min(limit)].last()?.state_group_before)
             .collect();
-        let state = server.db.state_events_at_groups(&groups).await?;
+        let state = server
+            .db
+            .state_events_at_groups(&groups)
+            .await?
+            .into_iter()
+            .map(|(group, events)| (group, events.into_iter().map(Arc::new).collect()))
+            .collect();
         let summaries = server
             .db
             .member_summaries(&fresh, user.user_id.as_str(), HEROES)

@@ -340,9 +340,9 @@ impl Db {
     }
 
     /// The state events of a state group, oldest first.
-    pub async fn state_events_at_group(&self, group: i64) -> Result<Vec<StoredEvent>> {
+    pub async fn state_events_at_group(&self, group: i64) -> Result<Vec<Arc<StoredEvent>>> {
         let state = self.group_state(group).await?;
-        let mut events: Vec<StoredEvent> = state.values().map(|e| StoredEvent::clone(e)).collect();
+        let mut events: Vec<Arc<StoredEvent>> = state.values().cloned().collect();
         events.sort_by_key(|e| e.stream_ordering);
         Ok(events)
     }
@@ -357,17 +357,28 @@ impl Db {
             return Ok(state);
         }
         let generation = self.state_cache.generation();
-        let chain: Vec<(i64,)> = sqlx::query_as(
+        // The chain stops at the first group whose state is cached.
+        let cached = self.state_cache.live_keys();
+        let stop = match cached.is_empty() {
+            true => String::new(),
+            false => format!(
+                "WHERE c.state_group NOT IN ({})",
+                placeholders(2, cached.len())
+            ),
+        };
+        let sql = format!(
             "WITH RECURSIVE chain(state_group, prev_group, n) AS ( \
                  SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1 \
                  UNION ALL \
-                 SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group \
+                 SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group {stop} \
              ) \
-             SELECT state_group FROM chain ORDER BY n",
-        )
-        .bind(group)
-        .fetch_all(self.pool())
-        .await?;
+             SELECT state_group FROM chain ORDER BY n"
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(&sql).bind(group);
+        for g in &cached {
+            q = q.bind(*g);
+        }
+        let chain = q.fetch_all(self.pool()).await?;
         let chain: Vec<i64> = chain.into_iter().map(|(g,)| g).collect();
         let cached = chain
             .iter()
@@ -415,7 +426,12 @@ impl Db {
     /// The room's state right after `event`: its state group, and itself when it is a state event.
     pub async fn state_events_after(&self, event: &StoredEvent) -> Result<Vec<StoredEvent>> {
         let mut state = match event.state_group_before {
-            Some(g) => self.state_events_at_group(g).await?,
+            Some(g) => self
+                .state_events_at_group(g)
+                .await?
+                .iter()
+                .map(|e| StoredEvent::clone(e))
+                .collect(),
             None => Vec::new(),
         };
         if event.state_key.is_some() {

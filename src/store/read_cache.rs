@@ -72,6 +72,16 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
         (at.elapsed() < self.ttl).then(|| value.clone())
     }
 
+    /// The keys of the live entries.
+    pub fn live_keys(&self) -> Vec<K> {
+        let entries = self.entries.lock().expect("read cache lock");
+        entries
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() < self.ttl)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Taken before reading what will be inserted, and handed to
     /// [`ReadCache::insert`].
     pub fn generation(&self) -> u64 {

@@ -1,7 +1,10 @@
 //! PDUs as clients see them: spec client-server API, "Room event format"
 //! (and the sync format, which omits `room_id`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap},
+};
 
 use ruma::{RoomVersionId, UserId, canonical_json::redact};
 use serde_json::{
@@ -50,9 +53,9 @@ pub async fn format_events(
 }
 
 /// [`format_events`] with the bundled aggregations already known, by event id.
-pub async fn format_with(
+pub async fn format_with<E: Borrow<StoredEvent>>(
     server: &Server,
-    events: &[StoredEvent],
+    events: &[E],
     viewer: Option<(&UserId, &str)>,
     format: Format,
     bundles: &mut HashMap<String, Box<RawValue>>,
@@ -60,7 +63,7 @@ pub async fn format_with(
     let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
     let redaction_ids: Vec<String> = events
         .iter()
-        .filter_map(|e| e.redacted_by.clone())
+        .filter_map(|e| e.borrow().redacted_by.clone())
         .collect();
     let redactions: HashMap<String, StoredEvent> = server
         .db
@@ -71,6 +74,7 @@ pub async fn format_with(
         .collect();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
+        let event = event.borrow();
         let version = match versions.get(&event.room_id) {
             Some(v) => v.clone(),
             None => {
