@@ -18,7 +18,7 @@ use ruma::{
     api::client::sync::sync_events::UnreadNotificationsCount,
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
     push::{
-        Action, AnyPushRule, FlattenedJson, InsertPushRuleError, NewPushRule,
+        Action, AnyPushRule, AnyPushRuleRef, FlattenedJson, InsertPushRuleError, NewPushRule,
         PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
     },
     room_version_rules::AuthorizationRules,
@@ -35,7 +35,69 @@ use crate::{
 const PUSH_RULES: &str = "m.push_rules";
 
 /// Users' rule sets, read from account data.
-pub type RuleCache = crate::cache::TtlCache<Ruleset>;
+pub type RuleCache = crate::cache::TtlCache<UserRules>;
+
+/// A user's push rules, each marked with an id shared by every rule that
+/// reads the same and whose outcome cannot depend on who receives the event
+/// (it does not look at the recipient's name or id). Such a rule is
+/// evaluated once per event, not once per member of the room.
+pub struct UserRules {
+    pub ruleset: Ruleset,
+    /// In evaluation order, as `&Ruleset` iterates.
+    shared: Vec<Option<u32>>,
+}
+
+impl UserRules {
+    fn new(user: &UserId, ruleset: Ruleset) -> Self {
+        let shared = ruleset
+            .iter()
+            .map(|rule| shared_rule_id(user, rule))
+            .collect();
+        Self { ruleset, shared }
+    }
+}
+
+/// The id of rules that read like `rule`, when its outcome is the same for
+/// every recipient of an event: the room and the event are the same for all
+/// of them (and the sender, whose own events never notify them, is none of
+/// them); only a rule naming the recipient, or matching their display name,
+/// differs.
+fn shared_rule_id(user: &UserId, rule: AnyPushRuleRef<'_>) -> Option<u32> {
+    use ruma::push::PushCondition as C;
+    let (kind, key) = match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => {
+            let independent = r.conditions.iter().all(|c| {
+                matches!(
+                    c,
+                    C::EventMatch(_)
+                        | C::EventPropertyIs(_)
+                        | C::EventPropertyContains(_)
+                        | C::RoomMemberCount(_)
+                        | C::SenderNotificationPermission(_)
+                )
+            });
+            let kind = match rule {
+                AnyPushRuleRef::Override(_) => "override",
+                _ => "underride",
+            };
+            (
+                kind,
+                independent.then(|| serde_json::to_string(&r.conditions).ok())??,
+            )
+        }
+        AnyPushRuleRef::Content(r) => ("content", r.pattern.clone()),
+        _ => return None,
+    };
+    let key = format!("{kind}\0{}\0{}\0{key}", rule.rule_id(), rule.enabled());
+    if key.contains(user.localpart()) {
+        return None;
+    }
+    static IDS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, u32>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut ids = IDS.lock().expect("shared push rule ids");
+    let next = ids.len() as u32;
+    Some(*ids.entry(key).or_insert(next))
+}
 
 /// Rooms' [`RoomContext`]s, read for every event sent. A local membership
 /// stored by this process updates its room's entry, any other change to
@@ -106,7 +168,7 @@ fn joined_display_name(member: &UserId, pdu: &str) -> Option<String> {
 }
 
 /// The user's push rules.
-pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
+pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<UserRules>> {
     if let Some(rules) = server.push_rules.get(user) {
         return Ok(rules);
     }
@@ -114,7 +176,7 @@ pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<Ruleset>> {
         .db
         .account_data(user.as_str(), "", PUSH_RULES)
         .await?;
-    let rules = Arc::new(parse_rules(user, stored.as_deref())?);
+    let rules = Arc::new(UserRules::new(user, parse_rules(user, stored.as_deref())?));
     server.push_rules.insert(user, rules.clone());
     Ok(rules)
 }
@@ -136,17 +198,20 @@ async fn update<T>(
     user: &UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<T>,
 ) -> Result<T> {
-    let mut rules = (*ruleset(server, user).await?).clone();
+    let mut rules = ruleset(server, user).await?.ruleset.clone();
     let out = change(&mut rules)?;
     let content = json!({ "global": rules }).to_string();
     account_data::store(server, user, None, PUSH_RULES, &content).await?;
-    server.push_rules.insert(user, Arc::new(rules));
+    server
+        .push_rules
+        .insert(user, Arc::new(UserRules::new(user, rules)));
     Ok(out)
 }
 
 pub async fn rule(server: &Server, user: &UserId, kind: RuleKind, id: &str) -> Result<AnyPushRule> {
     ruleset(server, user)
         .await?
+        .ruleset
         .get(kind, id)
         .map(|r| r.to_owned())
         .ok_or_else(|| Error::not_found("No such push rule"))
@@ -243,6 +308,14 @@ pub async fn plan(
         .map(|(user, name)| (user.clone(), name.clone()))
         .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
     let mut notified = Vec::new();
+    let mut ctx = PushConditionRoomCtx::new(
+        room_id.to_owned(),
+        context.member_count,
+        sender.to_owned(),
+        String::new(),
+    );
+    ctx.power_levels = context.power_levels.clone();
+    let mut outcomes = HashMap::new();
     for (member, display_name) in recipients {
         if member == sender
             || ignore::ignored_by(server, &member)
@@ -252,14 +325,9 @@ pub async fn plan(
             continue;
         }
         let rules = ruleset(server, &member).await?;
-        let mut ctx = PushConditionRoomCtx::new(
-            room_id.to_owned(),
-            context.member_count,
-            member.clone(),
-            display_name,
-        );
-        ctx.power_levels = context.power_levels.clone();
-        let actions = first_match(&rules, &flat, &ctx).await;
+        ctx.user_id = member.clone();
+        ctx.user_display_name = display_name;
+        let actions = first_match(&rules, &flat, &ctx, &mut outcomes).await;
         if actions.iter().any(Action::should_notify) {
             notified.push((member, actions.to_vec()));
         }
@@ -300,14 +368,25 @@ fn thread_of(content: &Value) -> Option<String> {
 }
 
 /// The actions of the first rule of `rules` that applies (the spec's
-/// evaluation order); none when none applies.
+/// evaluation order); none when none applies. `outcomes` holds whether the
+/// shared rules met so far for this event applied.
 async fn first_match<'r>(
-    rules: &'r Ruleset,
+    rules: &'r UserRules,
     event: &FlattenedJson,
     ctx: &PushConditionRoomCtx,
+    outcomes: &mut HashMap<u32, bool>,
 ) -> &'r [Action] {
-    for rule in rules {
-        if rule.applies(event, ctx).await {
+    for (rule, shared) in rules.ruleset.iter().zip(&rules.shared) {
+        let applies = match shared.map(|id| (id, outcomes.get(&id))) {
+            Some((_, Some(known))) => *known,
+            Some((id, None)) => {
+                let applies = rule.applies(event, ctx).await;
+                outcomes.insert(id, applies);
+                applies
+            }
+            None => rule.applies(event, ctx).await,
+        };
+        if applies {
             return rule.actions();
         }
     }
@@ -513,4 +592,45 @@ pub async fn notifications(
 fn actions_of(user: &UserId, recipients: &str) -> Result<Vec<Action>> {
     let mut all: HashMap<String, Vec<Action>> = serde_json::from_str(recipients)?;
     Ok(all.remove(user.as_str()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::user_id;
+
+    use super::*;
+
+    fn shared_ids(user: &UserId) -> HashMap<String, Option<u32>> {
+        let rules = UserRules::new(user, Ruleset::server_default(user));
+        rules
+            .ruleset
+            .iter()
+            .zip(rules.shared)
+            .map(|(rule, id)| (rule.rule_id().to_owned(), id))
+            .collect()
+    }
+
+    #[test]
+    fn rules_that_do_not_name_the_recipient_are_shared_between_users() {
+        let alice = shared_ids(user_id!("@alice:example.org"));
+        let bob = shared_ids(user_id!("@bob:example.org"));
+        for rule in [
+            ".m.rule.member_event",
+            ".m.rule.message",
+            ".m.rule.encrypted",
+        ] {
+            assert!(alice[rule].is_some(), "{rule}");
+            assert_eq!(alice[rule], bob[rule], "{rule}");
+        }
+        // These look at the recipient: their id, their name, their display name.
+        for rule in [
+            ".m.rule.invite_for_me",
+            ".m.rule.is_user_mention",
+            ".m.rule.contains_display_name",
+            ".m.rule.contains_user_name",
+        ] {
+            assert_eq!(alice.get(rule).copied().flatten(), None, "{rule}");
+            assert_eq!(bob.get(rule).copied().flatten(), None, "{rule}");
+        }
+    }
 }

@@ -41,7 +41,7 @@ async fn all_rules(
     req: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<get_pushrules_all::v3::Response> {
     let rules = push::ruleset(&server, &req.user().user_id).await?;
-    Ok(get_pushrules_all::v3::Response::new((*rules).clone()))
+    Ok(get_pushrules_all::v3::Response::new(rules.ruleset.clone()))
 }
 
 async fn global_rules(
@@ -50,7 +50,7 @@ async fn global_rules(
 ) -> Result<get_pushrules_global_scope::v3::Response> {
     let rules = push::ruleset(&server, &req.user().user_id).await?;
     Ok(get_pushrules_global_scope::v3::Response::new(
-        (*rules).clone(),
+        rules.ruleset.clone(),
     ))
 }
 
