@@ -664,6 +664,7 @@ mod tests {
             txn_id: None,
             redacted_by: None,
             state_group_before: None,
+            related: None,
         };
         assert_eq!(searchable_text(&event), "Rust Rust crabs");
         let hit = SearchHit { event, rank: 1.0 };

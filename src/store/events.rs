@@ -24,6 +24,11 @@ pub struct StoredEvent {
     pub redacted_by: Option<String>,
     /// The state group of the state just before the event.
     pub state_group_before: Option<i64>,
+    /// Whether other events relate to it in a way bundled aggregations
+    /// show (1) or not (0); `None` when the read did not ask
+    /// ([`WITH_RELATED`]).
+    #[sqlx(default)]
+    pub related: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -38,6 +43,12 @@ pub(super) const IN_TIMELINE: &str = "AND outlier = 0 AND soft_failed = 0";
 
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
      unsigned_extra, txn_device_id, txn_id, redacted_by, state_group_before";
+
+/// [`StoredEvent::related`], for reads of timeline pages: their bundled
+/// aggregations are then looked up only for the events that have some.
+const WITH_RELATED: &str = "CASE WHEN EXISTS (SELECT 1 FROM event_relations r \
+     WHERE r.relates_to_id = events.event_id AND r.rel_type IN ('m.replace', 'm.reference', 'm.thread')) \
+     THEN 1 ELSE 0 END AS related";
 
 pub struct NewEvent<'a> {
     pub stream_ordering: i64,
@@ -130,6 +141,7 @@ impl NewEvent<'_> {
             txn_id: self.txn.map(|t| t.txn_id.to_owned()),
             redacted_by: None,
             state_group_before: self.state_group_before,
+            related: None,
         }
     }
 }
@@ -232,7 +244,8 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 {IN_TIMELINE} \
+            "SELECT {EVENT_COLUMNS}, {WITH_RELATED} FROM events \
+             WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 {IN_TIMELINE} \
              ORDER BY stream_ordering DESC LIMIT $4"
         ))
         .bind(room_id)
@@ -281,7 +294,8 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 {IN_TIMELINE} \
+            "SELECT {EVENT_COLUMNS}, {WITH_RELATED} FROM events \
+             WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 {IN_TIMELINE} \
              ORDER BY stream_ordering ASC LIMIT $4"
         ))
         .bind(room_id)

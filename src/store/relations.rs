@@ -67,17 +67,28 @@ impl Db {
     /// What aggregates into `parents` as `user` sees it, in one statement:
     /// their edits and references, their threads, and the edits and
     /// references of those threads' newest replies (which are bundled too).
-    pub async fn bundle_rows(&self, parents: &[&str], user: &str) -> Result<Vec<BundleRow>> {
+    /// `all_related`: every parent is known to have relations.
+    pub async fn bundle_rows(
+        &self,
+        parents: &[&str],
+        user: &str,
+        all_related: bool,
+    ) -> Result<Vec<BundleRow>> {
         let mut rows = Vec::new();
         for chunk in parents.chunks(IDS_PER_STATEMENT) {
             // Most events have no relations: find the few that do with one
             // index lookup before the full query.
-            let related = self.with_relations(chunk).await?;
-            let chunk: Vec<&str> = chunk
-                .iter()
-                .copied()
-                .filter(|id| related.contains(*id))
-                .collect();
+            let chunk: Vec<&str> = match all_related {
+                true => chunk.to_vec(),
+                false => {
+                    let related = self.with_relations(chunk).await?;
+                    chunk
+                        .iter()
+                        .copied()
+                        .filter(|id| related.contains(*id))
+                        .collect()
+                }
+            };
             if chunk.is_empty() {
                 continue;
             }

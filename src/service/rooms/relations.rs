@@ -79,16 +79,21 @@ pub async fn bundles(
     viewer: ViewerId<'_>,
     format: Format,
 ) -> Result<HashMap<String, Box<RawValue>>> {
-    let parents: Vec<&str> = events
+    // Events read with `related` known need no lookup unless they have some.
+    let parents: Vec<&StoredEvent> = events
         .iter()
-        .filter(|e| e.state_key.is_none())
-        .map(|e| e.event_id.as_str())
+        .filter(|e| e.state_key.is_none() && e.related != Some(0))
         .collect();
     if parents.is_empty() {
         return Ok(HashMap::new());
     }
+    let all_related = parents.iter().all(|e| e.related == Some(1));
+    let parents: Vec<&str> = parents.iter().map(|e| e.event_id.as_str()).collect();
     let user = viewer.0;
-    let rows = server.db.bundle_rows(&parents, user.as_str()).await?;
+    let rows = server
+        .db
+        .bundle_rows(&parents, user.as_str(), all_related)
+        .await?;
     if rows.is_empty() {
         return Ok(HashMap::new());
     }

@@ -116,6 +116,7 @@ mod tests {
             txn_id: None,
             redacted_by: None,
             state_group_before: None,
+            related: None,
         }
     }
 
