@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::{Db, WriteTx, placeholders, read_cache::GroupState};
+use super::{Backend, Db, WriteTx, placeholders, read_cache::GroupState};
 use crate::Result;
 
 /// An event as stored: the PDU plus what this server knows about it.
@@ -36,6 +36,26 @@ struct TimedEvent {
     #[sqlx(flatten)]
     event: StoredEvent,
     origin_server_ts: i64,
+}
+
+impl Backend {
+    /// SQL: the values of `column` over the rows joined into one, a line
+    /// each (user ids have no line breaks). Many short values then cross
+    /// from the database as one row instead of a row each, which for
+    /// SQLite is a hand-off between threads each.
+    fn joined_lines(self, column: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("group_concat({column}, char(10))"),
+            Backend::Postgres => format!("string_agg({column}, E'\\n')"),
+        }
+    }
+}
+
+/// The values of a [`Backend::joined_lines`] column.
+fn lines(joined: Option<String>) -> impl Iterator<Item = String> {
+    joined
+        .into_iter()
+        .flat_map(|j| j.split('\n').map(str::to_owned).collect::<Vec<_>>())
 }
 
 /// The events clients see in timelines: not outliers, not soft-failed.
@@ -489,30 +509,32 @@ impl Db {
         let mut users = Vec::new();
         for chunk in rooms.chunks(ROOMS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT DISTINCT user_id FROM memberships WHERE room_id IN ({}) \
-                 AND membership IN ('join', 'invite', 'knock')",
+                "SELECT {} FROM (SELECT DISTINCT user_id FROM memberships WHERE room_id IN ({}) \
+                 AND membership IN ('join', 'invite', 'knock')) u",
+                self.backend().joined_lines("user_id"),
                 placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query_as::<_, (String,)>(&sql);
+            let mut q = sqlx::query_as::<_, (Option<String>,)>(&sql);
             for room in chunk {
                 q = q.bind(*room);
             }
-            users.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(u,)| u));
+            users.extend(lines(q.fetch_one(self.pool()).await?.0));
         }
         Ok(users)
     }
 
     /// Users joined to a room `user_id` is joined to.
     pub async fn users_sharing_a_room(&self, user_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT theirs.user_id FROM memberships mine \
+        let (users,): (Option<String>,) = sqlx::query_as(&format!(
+            "SELECT {} FROM (SELECT DISTINCT theirs.user_id FROM memberships mine \
              CROSS JOIN memberships theirs WHERE mine.user_id = $1 AND mine.membership = 'join' \
-             AND theirs.room_id = mine.room_id AND theirs.membership = 'join' AND theirs.user_id <> $1",
-        )
+             AND theirs.room_id = mine.room_id AND theirs.membership = 'join' AND theirs.user_id <> $1) u",
+            self.backend().joined_lines("user_id"),
+        ))
         .bind(user_id)
-        .fetch_all(self.pool())
+        .fetch_one(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|(u,)| u).collect())
+        Ok(lines(users).collect())
     }
 
     /// Those of `candidates` joined to a room `user_id` is joined to.
