@@ -132,7 +132,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
 pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> Result<Response> {
-    let _online = presence::syncing(server, &user.user_id, &req.set_presence).await?;
+    let mut online = presence::syncing(server, &user.user_id, &req.set_presence).await?;
     // Subscribe before reading, so a commit between the read and the wait still wakes us.
     let mut wake = server.notifier.subscribe(user.user_id.as_str());
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
@@ -158,6 +158,11 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
                 }
                 return Ok(response);
             }
+        }
+        // Others hear that the user came online once this sync has had its
+        // say, not while it is being built.
+        if let Some(online) = online.as_mut() {
+            online.announce();
         }
         tokio::select! {
             changed = wake.changed() => last_round = changed.is_err(),

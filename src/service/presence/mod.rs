@@ -186,7 +186,9 @@ pub async fn visible_status(server: &Server, requester: &UserId, user: &UserId) 
 
 /// Marks a sync by `user`: `set_presence` as the spec describes (`offline`:
 /// the sync does not mark the user online). Returns a guard that keeps the
-/// user online while the sync is in flight.
+/// user online while the sync is in flight. A change it made is announced
+/// (everyone sharing a room woken, other servers told) when the sync calls
+/// [`SyncGuard::announce`] or ends, so the sync answers first.
 pub async fn syncing(
     server: &Arc<Server>,
     user: &UserId,
@@ -211,16 +213,9 @@ pub async fn syncing(
             new.currently_active = true;
         }
     }
-    // Announcing it (waking everyone who shares a room, telling other
-    // servers) is not what this sync waits for.
-    if store(server, user.as_str(), &old, &new).await? {
-        let (server, user, new) = (server.clone(), user.to_string(), new.clone());
-        tokio::spawn(async move {
-            if let Err(e) = announce(&server, &user, &new).await {
-                tracing::warn!(%e, "cannot announce a presence change");
-            }
-        });
-    }
+    let change = store(server, user.as_str(), &old, &new)
+        .await?
+        .then_some(new);
     *presence
         .syncing
         .lock()
@@ -230,6 +225,7 @@ pub async fn syncing(
     Ok(Some(SyncGuard {
         server: server.clone(),
         user: user.to_string(),
+        change,
     }))
 }
 
@@ -237,10 +233,28 @@ pub async fn syncing(
 pub struct SyncGuard {
     server: Arc<Server>,
     user: String,
+    /// Stored by the sync, not announced yet.
+    change: Option<Record>,
+}
+
+impl SyncGuard {
+    /// Announces the change the sync made, in the background.
+    pub fn announce(&mut self) {
+        let Some(new) = self.change.take() else {
+            return;
+        };
+        let (server, user) = (self.server.clone(), self.user.clone());
+        tokio::spawn(async move {
+            if let Err(e) = announce(&server, &user, &new).await {
+                tracing::warn!(%e, "cannot announce a presence change");
+            }
+        });
+    }
 }
 
 impl Drop for SyncGuard {
     fn drop(&mut self) {
+        self.announce();
         let mut syncing = self.server.presence.syncing.lock().expect("presence lock");
         if let Some(n) = syncing.get_mut(&self.user) {
             *n -= 1;
