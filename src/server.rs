@@ -91,7 +91,9 @@ impl RoomVersions {
 
 /// Throttles "last seen" updates: a device's row is written at most once
 /// per interval, not on every request, and off the request's path: a task
-/// writes whatever has queued up in one transaction.
+/// writes what has queued up over a second in one transaction, after the
+/// requests that queued it are done (on SQLite a write waits for any
+/// other, an event's included).
 pub struct DeviceActivity {
     recorded: Mutex<HashMap<(String, String), Instant>>,
     queue: tokio::sync::mpsc::UnboundedSender<Seen>,
@@ -102,12 +104,19 @@ type Seen = (String, String, Option<String>);
 
 impl DeviceActivity {
     const INTERVAL: Duration = Duration::from_secs(60);
+    const GATHER: Duration = Duration::from_secs(1);
 
     fn start(server: std::sync::Weak<Server>) -> Self {
         let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 500).await > 0 {
+                tokio::time::sleep(Self::GATHER).await;
+                while batch.len() < 5_000
+                    && let Ok(seen) = rx.try_recv()
+                {
+                    batch.push(seen);
+                }
                 let Some(server) = server.upgrade() else {
                     return;
                 };
