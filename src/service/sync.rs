@@ -779,12 +779,18 @@ async fn newest_events(
 ) -> Result<(Vec<StoredEvent>, bool)> {
     let mut picked = Vec::new();
     let mut cursor = upto;
+    // One more than the limit tells `limited`; a filter may drop events,
+    // so a filtered timeline reads ahead.
+    let batch_size = match filter::is_unfiltered(filter) {
+        true => limit + 1,
+        false => (limit + 1).max(50),
+    };
     loop {
         let batch = server
             .db
-            .room_events_desc(room_id.as_str(), lower, cursor, (limit as i64 + 1).max(50))
+            .room_events_desc(room_id.as_str(), lower, cursor, batch_size as i64)
             .await?;
-        let exhausted = batch.len() < (limit + 1).max(50);
+        let exhausted = batch.len() < batch_size;
         for event in batch {
             cursor = event.stream_ordering - 1;
             if filter::matches(filter, &event) {
