@@ -189,6 +189,7 @@ impl Graph {
             txn_id: None,
             redacted_by: None,
             state_group_before: None,
+            related: None,
         };
         Event { pdu, stored }
     }
