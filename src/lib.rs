@@ -21,6 +21,7 @@
 //!   and a sync token (`service::sync::SyncToken`) stays valid forever.
 
 pub mod api;
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -110,13 +110,7 @@ impl DeviceActivity {
         let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 500).await > 0 {
-                tokio::time::sleep(Self::GATHER).await;
-                while batch.len() < 5_000
-                    && let Ok(seen) = rx.try_recv()
-                {
-                    batch.push(seen);
-                }
+            while crate::batch::gather(&mut rx, &mut batch, Self::GATHER, 5_000).await {
                 let Some(server) = server.upgrade() else {
                     return;
                 };

@@ -280,16 +280,17 @@ async fn record_forever(
     mut rx: mpsc::UnboundedReceiver<Delivery>,
 ) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1000).await > 0 {
-        // The members of a room sync within moments of each other when a
-        // message arrives: one transaction for all of their deliveries,
-        // stored after their syncs have been answered rather than beside them.
-        tokio::time::sleep(DELIVERY_BATCH_WINDOW).await;
-        while batch.len() < MAX_DELIVERY_BATCH
-            && let Ok(delivery) = rx.try_recv()
-        {
-            batch.push(delivery);
-        }
+    // The members of a room sync within moments of each other when a
+    // message arrives: one transaction for all of their deliveries, stored
+    // after their syncs have been answered rather than beside them.
+    while crate::batch::gather(
+        &mut rx,
+        &mut batch,
+        DELIVERY_BATCH_WINDOW,
+        MAX_DELIVERY_BATCH,
+    )
+    .await
+    {
         let Some(server) = server.upgrade() else {
             return;
         };
