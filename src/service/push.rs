@@ -18,8 +18,9 @@ use ruma::{
     api::client::sync::sync_events::UnreadNotificationsCount,
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
     push::{
-        Action, AnyPushRule, AnyPushRuleRef, FlattenedJson, InsertPushRuleError, NewPushRule,
-        PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+        Action, AnyPushRule, AnyPushRuleRef, ConditionalPushRule, FlattenedJson,
+        InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
+        RemovePushRuleError, RuleKind, Ruleset,
     },
     room_version_rules::AuthorizationRules,
     serde::Raw,
@@ -63,28 +64,9 @@ impl UserRules {
 /// them); only a rule naming the recipient, or matching their display name,
 /// differs.
 fn shared_rule_id(user: &UserId, rule: AnyPushRuleRef<'_>) -> Option<u32> {
-    use ruma::push::PushCondition as C;
     let (kind, key) = match rule {
-        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => {
-            let independent = r.conditions.iter().all(|c| {
-                matches!(
-                    c,
-                    C::EventMatch(_)
-                        | C::EventPropertyIs(_)
-                        | C::EventPropertyContains(_)
-                        | C::RoomMemberCount(_)
-                        | C::SenderNotificationPermission(_)
-                )
-            });
-            let kind = match rule {
-                AnyPushRuleRef::Override(_) => "override",
-                _ => "underride",
-            };
-            (
-                kind,
-                independent.then(|| serde_json::to_string(&r.conditions).ok())??,
-            )
-        }
+        AnyPushRuleRef::Override(r) => ("override", independent_conditions(r)?),
+        AnyPushRuleRef::Underride(r) => ("underride", independent_conditions(r)?),
         AnyPushRuleRef::Content(r) => ("content", r.pattern.clone()),
         _ => return None,
     };
@@ -97,6 +79,24 @@ fn shared_rule_id(user: &UserId, rule: AnyPushRuleRef<'_>) -> Option<u32> {
     let mut ids = IDS.lock().expect("shared push rule ids");
     let next = ids.len() as u32;
     Some(*ids.entry(key).or_insert(next))
+}
+
+/// The rule's conditions as text, when none of them looks at the recipient.
+fn independent_conditions(rule: &ConditionalPushRule) -> Option<String> {
+    use ruma::push::PushCondition as C;
+    let independent = rule.conditions.iter().all(|c| {
+        matches!(
+            c,
+            C::EventMatch(_)
+                | C::EventPropertyIs(_)
+                | C::EventPropertyContains(_)
+                | C::RoomMemberCount(_)
+                | C::SenderNotificationPermission(_)
+        )
+    });
+    independent
+        .then(|| serde_json::to_string(&rule.conditions).ok())
+        .flatten()
 }
 
 /// Rooms' [`RoomContext`]s, read for every event sent. A local membership
@@ -377,14 +377,13 @@ async fn first_match<'r>(
     outcomes: &mut HashMap<u32, bool>,
 ) -> &'r [Action] {
     for (rule, shared) in rules.ruleset.iter().zip(&rules.shared) {
-        let applies = match shared.map(|id| (id, outcomes.get(&id))) {
-            Some((_, Some(known))) => *known,
-            Some((id, None)) => {
-                let applies = rule.applies(event, ctx).await;
-                outcomes.insert(id, applies);
-                applies
-            }
-            None => rule.applies(event, ctx).await,
+        let known = shared.and_then(|id| outcomes.get(&id).copied());
+        let applies = match (known, shared) {
+            (Some(applies), _) => applies,
+            (None, Some(id)) => *outcomes
+                .entry(*id)
+                .or_insert(rule.applies(event, ctx).await),
+            (None, None) => rule.applies(event, ctx).await,
         };
         if applies {
             return rule.actions();
