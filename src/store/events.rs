@@ -4,7 +4,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::{Backend, Db, WriteTx, placeholders, read_cache::GroupState};
+use super::{
+    Backend, Db, WriteTx, placeholders, read_cache::GroupState, relations::BUNDLED_RELATIONS,
+};
 use crate::Result;
 
 /// An event as stored: the PDU plus what this server knows about it.
@@ -26,7 +28,7 @@ pub struct StoredEvent {
     pub state_group_before: Option<i64>,
     /// Whether other events relate to it in a way bundled aggregations
     /// show (1) or not (0); `None` when the read did not ask
-    /// ([`WITH_RELATED`]).
+    /// ([`with_related`]).
     #[sqlx(default)]
     pub related: Option<i64>,
 }
@@ -64,11 +66,15 @@ pub(super) const IN_TIMELINE: &str = "AND outlier = 0 AND soft_failed = 0";
 const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, pdu, \
      unsigned_extra, txn_device_id, txn_id, redacted_by, state_group_before";
 
-/// [`StoredEvent::related`], for reads of timeline pages: their bundled
-/// aggregations are then looked up only for the events that have some.
-const WITH_RELATED: &str = "CASE WHEN EXISTS (SELECT 1 FROM event_relations r \
-     WHERE r.relates_to_id = events.event_id AND r.rel_type IN ('m.replace', 'm.reference', 'm.thread')) \
-     THEN 1 ELSE 0 END AS related";
+/// SQL: [`StoredEvent::related`], for reads of timeline pages: their
+/// bundled aggregations are then looked up only for the events that have
+/// some.
+fn with_related() -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM event_relations r WHERE r.relates_to_id = events.event_id \
+         AND r.rel_type IN ({BUNDLED_RELATIONS})) THEN 1 ELSE 0 END AS related"
+    )
+}
 
 pub struct NewEvent<'a> {
     pub stream_ordering: i64,
@@ -264,9 +270,10 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS}, {WITH_RELATED} FROM events \
+            "SELECT {EVENT_COLUMNS}, {} FROM events \
              WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 {IN_TIMELINE} \
-             ORDER BY stream_ordering DESC LIMIT $4"
+             ORDER BY stream_ordering DESC LIMIT $4",
+            with_related()
         ))
         .bind(room_id)
         .bind(after)
@@ -314,9 +321,10 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS}, {WITH_RELATED} FROM events \
+            "SELECT {EVENT_COLUMNS}, {} FROM events \
              WHERE room_id = $1 AND stream_ordering >= $2 AND stream_ordering < $3 {IN_TIMELINE} \
-             ORDER BY stream_ordering ASC LIMIT $4"
+             ORDER BY stream_ordering ASC LIMIT $4",
+            with_related()
         ))
         .bind(room_id)
         .bind(from)

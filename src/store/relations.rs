@@ -60,6 +60,9 @@ pub struct ThreadRoot {
     pub root: StoredEvent,
 }
 
+/// The relation types bundled aggregations show, as an SQL list.
+pub(super) const BUNDLED_RELATIONS: &str = "'m.replace', 'm.reference', 'm.thread'";
+
 const BUNDLE_COLUMNS: &str = "p.sender AS parent_sender, p.event_type AS parent_type, p.room_id AS parent_room, \
      p.state_key AS parent_state_key, p.redacted_by AS parent_redacted_by, pr.rel_type AS parent_rel_type";
 
@@ -67,31 +70,11 @@ impl Db {
     /// What aggregates into `parents` as `user` sees it, in one statement:
     /// their edits and references, their threads, and the edits and
     /// references of those threads' newest replies (which are bundled too).
-    /// `all_related`: every parent is known to have relations.
-    pub async fn bundle_rows(
-        &self,
-        parents: &[&str],
-        user: &str,
-        all_related: bool,
-    ) -> Result<Vec<BundleRow>> {
+    /// The parents are the events known to have relations
+    /// ([`Db::with_relations`], [`StoredEvent::related`]).
+    pub async fn bundle_rows(&self, parents: &[&str], user: &str) -> Result<Vec<BundleRow>> {
         let mut rows = Vec::new();
         for chunk in parents.chunks(IDS_PER_STATEMENT) {
-            // Most events have no relations: find the few that do with one
-            // index lookup before the full query.
-            let chunk: Vec<&str> = match all_related {
-                true => chunk.to_vec(),
-                false => {
-                    let related = self.with_relations(chunk).await?;
-                    chunk
-                        .iter()
-                        .copied()
-                        .filter(|id| related.contains(*id))
-                        .collect()
-                }
-            };
-            if chunk.is_empty() {
-                continue;
-            }
             let ids = placeholders(2, chunk.len());
             let sql = format!(
                 "WITH parents(event_id) AS ( \
@@ -115,7 +98,7 @@ impl Db {
                  WHERE t.root_id IN ({ids}) AND p.event_id = t.root_id AND l.event_id = t.latest_event_id"
             );
             let mut q = sqlx::query_as::<_, BundleRow>(&sql).bind(user);
-            for id in &chunk {
+            for id in chunk {
                 q = q.bind(*id);
             }
             rows.extend(q.fetch_all(self.pool()).await?);
@@ -123,22 +106,23 @@ impl Db {
         Ok(rows)
     }
 
-    /// Those of `ids` that some event relates to in a way that is bundled.
-    async fn with_relations(&self, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
-        let sql = format!(
-            "SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({}) \
-             AND rel_type IN ('m.replace', 'm.reference', 'm.thread')",
-            placeholders(1, ids.len())
-        );
-        let mut q = sqlx::query_as::<_, (String,)>(&sql);
-        for id in ids {
-            q = q.bind(*id);
+    /// Those of `ids` that some event relates to in a way that is bundled:
+    /// one index lookup, before the full query for the few that have some.
+    pub async fn with_relations(&self, ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let mut related = std::collections::HashSet::new();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT DISTINCT relates_to_id FROM event_relations WHERE relates_to_id IN ({}) \
+                 AND rel_type IN ({BUNDLED_RELATIONS})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            related.extend(q.fetch_all(self.pool()).await?.into_iter().map(|(id,)| id));
         }
-        Ok(q.fetch_all(self.pool())
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect())
+        Ok(related)
     }
 
     /// `(reply count, newest reply)` of a thread counting only replies at or

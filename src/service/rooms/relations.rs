@@ -79,21 +79,31 @@ pub async fn bundles(
     viewer: ViewerId<'_>,
     format: Format,
 ) -> Result<HashMap<String, Box<RawValue>>> {
-    // Events read with `related` known need no lookup unless they have some.
-    let parents: Vec<&StoredEvent> = events
+    // Events read with `related` known need no lookup: only the others are
+    // looked up, and only the events with relations have bundles to read.
+    let candidates: Vec<&StoredEvent> = events
         .iter()
         .filter(|e| e.state_key.is_none() && e.related != Some(0))
+        .collect();
+    let unknown: Vec<&str> = candidates
+        .iter()
+        .filter(|e| e.related.is_none())
+        .map(|e| e.event_id.as_str())
+        .collect();
+    let found = match unknown.is_empty() {
+        true => HashSet::new(),
+        false => server.db.with_relations(&unknown).await?,
+    };
+    let parents: Vec<&str> = candidates
+        .iter()
+        .filter(|e| e.related == Some(1) || found.contains(&e.event_id))
+        .map(|e| e.event_id.as_str())
         .collect();
     if parents.is_empty() {
         return Ok(HashMap::new());
     }
-    let all_related = parents.iter().all(|e| e.related == Some(1));
-    let parents: Vec<&str> = parents.iter().map(|e| e.event_id.as_str()).collect();
     let user = viewer.0;
-    let rows = server
-        .db
-        .bundle_rows(&parents, user.as_str(), all_related)
-        .await?;
+    let rows = server.db.bundle_rows(&parents, user.as_str()).await?;
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
