@@ -61,6 +61,9 @@ impl Backend {
     }
 }
 
+/// A pooled PostgreSQL connection idle this long is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
@@ -233,6 +236,21 @@ impl Db {
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out by default: on
+            // SQLite a hand-off to the connection's thread, on PostgreSQL a
+            // round trip, doubling the cost of a one-statement read. An
+            // embedded connection cannot go away; a PostgreSQL one is checked
+            // only when it has sat idle long enough to have been dropped.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres && meta.idle_for >= IDLE_BEFORE_PING {
+                        use sqlx::Connection as _;
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
