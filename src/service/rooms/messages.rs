@@ -55,10 +55,6 @@ pub async fn messages(
         filter,
     } = req;
     super::require_room(server, room_id).await?;
-    let viewer = Viewer::load(server, room_id, user).await?;
-    if !viewer.ever_member() && !viewer.can_see_anything() {
-        return Err(Error::forbidden("You are not in this room"));
-    }
     let limit = limit.min(MAX_LIMIT);
     let from = match from {
         Some(t) => SyncToken::parse(t)?.pos,
@@ -66,30 +62,35 @@ pub async fn messages(
         None => 0,
     };
     let to = to.map(SyncToken::parse).transpose()?.map(|t| t.pos);
+    // The first rows are read beside the viewer's history (on PostgreSQL
+    // one round trip instead of two in a row); they are used only once the
+    // viewer may read the room.
+    // A page that no filter thins out needs `limit` rows; later reads,
+    // if any, take full batches.
+    let first_size = (limit as i64).clamp(1, BATCH);
+    let (viewer, first) = tokio::try_join!(
+        Viewer::load(server, room_id, user),
+        read_batch(server, room_id, dir, from, to, first_size),
+    )?;
+    if !viewer.ever_member() && !viewer.can_see_anything() {
+        return Err(Error::forbidden("You are not in this room"));
+    }
     let ignored = crate::service::ignore::ignored_by(server, user).await?;
 
     let mut chunk: Vec<StoredEvent> = Vec::new();
     let mut cursor = from;
     let mut exhausted = limit == 0;
     let mut may_backfill = dir == Direction::Backward && to.is_none();
+    let mut read = Some((first, first_size));
     while chunk.len() < limit && !exhausted {
-        let batch = match dir {
-            Direction::Backward => {
-                let lower = to.unwrap_or(i64::MIN);
-                server
-                    .db
-                    .room_events_desc(room_id.as_str(), lower, cursor, BATCH)
-                    .await?
-            }
-            Direction::Forward => {
-                let upper = to.map(|t| t + 1).unwrap_or(i64::MAX);
-                server
-                    .db
-                    .room_events_asc(room_id.as_str(), cursor + 1, upper, BATCH)
-                    .await?
-            }
+        let (batch, size) = match read.take() {
+            Some(first) => first,
+            None => (
+                read_batch(server, room_id, dir, cursor, to, BATCH).await?,
+                BATCH,
+            ),
         };
-        exhausted = (batch.len() as i64) < BATCH;
+        exhausted = (batch.len() as i64) < size;
         // Past the oldest event held here: ask the room's other servers for
         // older history (once per page), then read on.
         if exhausted && may_backfill && chunk.len() + batch.len() < limit {
@@ -122,6 +123,32 @@ pub async fn messages(
         end,
         state,
     })
+}
+
+/// Up to `size` events from the token `cursor` on in direction `dir`, not
+/// past the token `to`.
+async fn read_batch(
+    server: &Server,
+    room_id: &RoomId,
+    dir: Direction,
+    cursor: i64,
+    to: Option<i64>,
+    size: i64,
+) -> Result<Vec<StoredEvent>> {
+    let room = room_id.as_str();
+    match dir {
+        Direction::Backward => {
+            let lower = to.unwrap_or(i64::MIN);
+            server.db.room_events_desc(room, lower, cursor, size).await
+        }
+        Direction::Forward => {
+            let upper = to.map(|t| t + 1).unwrap_or(i64::MAX);
+            server
+                .db
+                .room_events_asc(room, cursor + 1, upper, size)
+                .await
+        }
+    }
 }
 
 /// `GET /rooms/{roomId}/timestamp_to_event`: the visible event closest to
