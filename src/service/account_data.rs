@@ -2,13 +2,47 @@
 //! room account data event, which is what sync delivers): spec client-server
 //! API, "Client config" and "Room tagging".
 
+use std::{collections::HashMap, sync::Arc};
+
 use ruma::{RoomId, UserId, events::tag::Tags};
 use serde_json::{Value, json};
 
-use crate::{Error, Result, Server};
+use crate::{Error, Result, Server, cache::TtlCache};
 
 /// Global account data is stored with this room id.
 const GLOBAL: &str = "";
+
+/// Fills `cache` with what `parse` makes of the global `data_type` account
+/// data of each of `users` it does not hold, read in one go: planning an
+/// event's notifications in a large room needs every member's settings.
+pub async fn cache_many<V>(
+    server: &Server,
+    cache: &TtlCache<V>,
+    users: &[&UserId],
+    data_type: &str,
+    parse: impl Fn(&UserId, Option<&str>) -> Result<V>,
+) -> Result<()> {
+    let missing: Vec<&UserId> = users
+        .iter()
+        .copied()
+        .filter(|u| cache.get(*u).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = missing.iter().map(|u| u.as_str()).collect();
+    let mut stored: HashMap<String, String> = server
+        .db
+        .global_account_data_of(&ids, data_type)
+        .await?
+        .into_iter()
+        .collect();
+    for user in missing {
+        let value = parse(user, stored.remove(user.as_str()).as_deref())?;
+        cache.insert(user, Arc::new(value));
+    }
+    Ok(())
+}
 
 /// Users may only read and write their own account data.
 pub fn check_owner(requester: &UserId, owner: &UserId) -> Result<()> {

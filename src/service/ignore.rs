@@ -27,6 +27,18 @@ pub async fn ignored_by(server: &Server, user: &UserId) -> Result<Arc<HashSet<St
     Ok(set)
 }
 
+/// Caches the ignore lists of those of `users` not cached yet, in one read.
+pub async fn cache_many(server: &Server, users: &[&UserId]) -> Result<()> {
+    super::account_data::cache_many(
+        server,
+        &server.ignored_users,
+        users,
+        IGNORED_USER_LIST,
+        |_, content| Ok(content.map(parse).unwrap_or_default()),
+    )
+    .await
+}
+
 /// Keeps the cache in step with a new `m.ignored_user_list`.
 pub fn changed(server: &Server, user: &UserId, content: &str) {
     server.ignored_users.insert(user, Arc::new(parse(content)));

@@ -181,6 +181,18 @@ pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<UserRules>> {
     Ok(rules)
 }
 
+/// Caches the rules of those of `users` not cached yet, in one read.
+async fn cache_rulesets(server: &Server, users: &[&UserId]) -> Result<()> {
+    super::account_data::cache_many(
+        server,
+        &server.push_rules,
+        users,
+        PUSH_RULES,
+        |user, stored| Ok(UserRules::new(user, parse_rules(user, stored)?)),
+    )
+    .await
+}
+
 /// Stored `m.push_rules` content, or the spec's defaults when there is none.
 fn parse_rules(user: &UserId, stored: Option<&str>) -> Result<Ruleset> {
     match stored {
@@ -302,11 +314,18 @@ pub async fn plan(
     let flat = FlattenedJson::from_raw(&raw);
     let thread = thread_of(&template.content).unwrap_or_else(|| "main".to_owned());
     let invitee = invited_local_user(server, template);
-    let recipients = context
+    let recipients: Vec<(OwnedUserId, String)> = context
         .members
         .iter()
         .map(|(user, name)| (user.clone(), name.clone()))
-        .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())));
+        .chain(invitee.map(|u| (u.clone(), u.localpart().to_owned())))
+        .filter(|(user, _)| user != sender)
+        .collect();
+    let users: Vec<&UserId> = recipients.iter().map(|(u, _)| &**u).collect();
+    tokio::try_join!(
+        ignore::cache_many(server, &users),
+        cache_rulesets(server, &users)
+    )?;
     let mut notified = Vec::new();
     let mut ctx = PushConditionRoomCtx::new(
         room_id.to_owned(),
@@ -317,10 +336,9 @@ pub async fn plan(
     ctx.power_levels = context.power_levels.clone();
     let mut outcomes = HashMap::new();
     for (member, display_name) in recipients {
-        if member == sender
-            || ignore::ignored_by(server, &member)
-                .await?
-                .contains(sender.as_str())
+        if ignore::ignored_by(server, &member)
+            .await?
+            .contains(sender.as_str())
         {
             continue;
         }

@@ -195,7 +195,7 @@ async fn build(
     let mut response = Response::new(upto_all.to_string());
     // Independent reads run together: on PostgreSQL each is a round trip,
     // and a sync's latency is the length of its chain of them.
-    let (memberships, presence, account_data, encryption) = tokio::try_join!(
+    let (memberships, presence, account_data, encryption, ignored) = tokio::try_join!(
         server.db.memberships_of(user.user_id.as_str()),
         presence::for_sync(
             server,
@@ -208,6 +208,7 @@ async fn build(
             .db
             .account_data_since(user.user_id.as_str(), since.unwrap_or(0)),
         encryption(server, user, req, upto_all),
+        ignore::ignored_by(server, &user.user_id),
     )?;
     response.presence.events = presence;
     let changed_rooms = async {
@@ -258,7 +259,7 @@ async fn build(
             ephemeral,
         });
     }
-    let prefetch = Prefetch::load(server, user, req, &work, upto).await?;
+    let prefetch = Prefetch::load(server, user, req, &work, upto, ignored).await?;
     // The unread counts of the joined rooms the response will hold are read
     // beside the rooms' sections.
     let joined: Vec<String> = work
@@ -669,10 +670,9 @@ async fn room_timeline_and_state(
         None => newest_events(server, room_id, lower, upto, limit, timeline_filter).await?,
     };
     // spec: "Ignoring users" — their messages never reach the timeline.
-    let ignored = ignore::ignored_by(server, &user.user_id).await?;
     let events: Vec<StoredEvent> = events
         .into_iter()
-        .filter(|e| e.state_key.is_some() || !ignored.contains(&e.sender))
+        .filter(|e| e.state_key.is_some() || !prefetch.ignored.contains(&e.sender))
         .collect();
     let timeline_start = events
         .first()
@@ -880,12 +880,13 @@ fn timeline_limit(filter: &RoomEventFilter) -> usize {
 /// Members named in a room summary (spec: up to five).
 const HEROES: i64 = 5;
 
-/// Reads that the rooms new to a sync share, done in a few statements up
-/// front instead of a few per room: their newest events, the state before
-/// those, and their member summaries. (Only for unfiltered timelines; a
-/// filtered one may need to read further back, room by room.)
-#[derive(Default)]
+/// Reads that the rooms of a sync share, done in a few statements up front
+/// instead of a few per room: the users the syncing user ignores and, for
+/// the rooms new to the sync, their newest events, the state before those,
+/// and their member summaries. (Only for unfiltered timelines; a filtered
+/// one may need to read further back, room by room.)
 struct Prefetch {
+    ignored: Arc<HashSet<String>>,
     /// Newest first, one more than the timeline limit (to tell `limited`).
     newest: HashMap<String, Vec<StoredEvent>>,
     state: HashMap<i64, Vec<Arc<StoredEvent>>>,
@@ -899,6 +900,7 @@ impl Prefetch {
         req: &SyncRequest,
         work: &[RoomWork],
         upto: i64,
+        ignored: Arc<HashSet<String>>,
     ) -> Result<Self> {
         let since = req.since.map(|s| s.pos);
         let fresh: Vec<String> = work
@@ -908,7 +910,12 @@ impl Prefetch {
             .collect();
         let timeline_filter = &req.filter.room.timeline;
         if fresh.len() < 2 || !filter::is_unfiltered(timeline_filter) {
-            return Ok(Self::default());
+            return Ok(Self {
+                ignored,
+                newest: HashMap::new(),
+                state: HashMap::new(),
+                summaries: HashMap::new(),
+            });
         }
         let limit = timeline_limit(timeline_filter);
         let newest = server
@@ -931,6 +938,7 @@ impl Prefetch {
             .member_summaries(&fresh, user.user_id.as_str(), HEROES)
             .await?;
         Ok(Self {
+            ignored,
             newest,
             state,
             summaries,

@@ -29,6 +29,29 @@ impl Db {
         Ok(row.map(|(c,)| c))
     }
 
+    /// The global account data of `data_type` of each of `users` that has
+    /// some, as `(user_id, content)`: one statement per few hundred users.
+    pub async fn global_account_data_of(
+        &self,
+        users: &[&str],
+        data_type: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let mut rows = Vec::new();
+        for chunk in users.chunks(self.backend().rows_per_statement(1)) {
+            let sql = format!(
+                "SELECT user_id, content FROM account_data \
+                 WHERE room_id = '' AND data_type = $1 AND user_id IN ({})",
+                super::placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query_as(&sql).bind(data_type);
+            for user in chunk {
+                q = q.bind(*user);
+            }
+            rows.extend(q.fetch_all(self.pool()).await?);
+        }
+        Ok(rows)
+    }
+
     /// Stores account data and returns its stream position.
     pub async fn put_account_data(
         &self,
