@@ -346,24 +346,15 @@ async fn encryption(
     upto: SyncToken,
 ) -> Result<Encryption> {
     let (me, device) = (&user.user_id, &user.device_id);
-    let to_device = async {
-        let delivered = match req.since {
-            Some(since) => {
-                to_device::acknowledge(server, me, device, since.to_device).await?;
-                since.to_device
-            }
-            None => 0,
-        };
-        to_device::pending(
-            server,
-            me,
-            device,
-            delivered,
-            upto.pos,
-            to_device::MAX_PER_SYNC,
-        )
-        .await
-    };
+    let acknowledged = req.since.map_or(0, |since| since.to_device);
+    let to_device = to_device::receive(
+        server,
+        me,
+        device,
+        acknowledged,
+        upto.pos,
+        to_device::MAX_PER_SYNC,
+    );
     let device_lists = async {
         let mut lists = ruma::api::client::sync::sync_events::DeviceLists::new();
         if let Some(since) = req.since {
@@ -373,11 +364,10 @@ async fn encryption(
         }
         Ok(lists)
     };
-    let ((messages, last), device_lists, one_time_keys, fallback_key_types) = tokio::try_join!(
+    let ((messages, last), device_lists, (one_time_keys, fallback_key_types)) = tokio::try_join!(
         to_device,
         device_lists,
-        keys::one_time_key_counts(server, me, device.as_str()),
-        keys::unused_fallback_key_types(server, me, device.as_str()),
+        keys::key_stock(server, me, device.as_str()),
     )?;
     let next_batch = (messages.len() == to_device::MAX_PER_SYNC).then(|| {
         SyncToken {

@@ -154,33 +154,28 @@ async fn queue(
     Ok(())
 }
 
-/// Deletes the messages a device has acknowledged: those up to `upto`.
-pub async fn acknowledge(
+/// A device's sync: deletes the messages it has acknowledged (those up to
+/// `acknowledged`) and returns up to `limit` messages in `(acknowledged,
+/// upto]`, with the position of the last one.
+pub async fn receive(
     server: &Server,
     user: &UserId,
     device: &DeviceId,
-    upto: i64,
-) -> Result<()> {
-    server
-        .db
-        .delete_to_device_messages(user.as_str(), device.as_str(), upto)
-        .await
-}
-
-/// Up to `limit` messages for a device in `(after, upto]`, and the
-/// position of the last one.
-pub async fn pending(
-    server: &Server,
-    user: &UserId,
-    device: &DeviceId,
-    after: i64,
+    acknowledged: i64,
     upto: i64,
     limit: usize,
 ) -> Result<(Vec<Raw<AnyToDeviceEvent>>, Option<i64>)> {
-    let rows = server
+    let (user_id, device_id) = (user.as_str(), device.as_str());
+    let (has_acknowledged, rows) = server
         .db
-        .to_device_messages(user.as_str(), device.as_str(), after, upto, limit)
+        .to_device_inbox(user_id, device_id, acknowledged, upto, limit)
         .await?;
+    if has_acknowledged {
+        server
+            .db
+            .delete_to_device_messages(user_id, device_id, acknowledged)
+            .await?;
+    }
     let last = rows.last().map(|r| r.stream_ordering);
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {

@@ -54,6 +54,13 @@ pub enum UploadConflict {
     OneTimeKey { key_id: String },
 }
 
+/// What a sync reports of a device's keys ([`Db::key_stock`]).
+#[derive(Debug, Default)]
+pub struct KeyStock {
+    pub one_time: Vec<(String, i64)>,
+    pub unused_fallback: Vec<String>,
+}
+
 impl Db {
     /// The identity keys of `user_id`'s devices (`devices` empty: all of them).
     pub async fn device_keys(
@@ -173,20 +180,30 @@ impl Db {
         .await?)
     }
 
-    /// Algorithms of the device's fallback keys nobody has claimed yet.
-    pub async fn unused_fallback_algorithms(
-        &self,
-        user_id: &str,
-        device_id: &str,
-    ) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm",
+    /// A device's unclaimed one-time keys per algorithm and the algorithms
+    /// of its fallback keys nobody has claimed yet, in one read (every sync
+    /// reports both).
+    pub async fn key_stock(&self, user_id: &str, device_id: &str) -> Result<KeyStock> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT 'one_time', algorithm, COUNT(*) FROM one_time_keys \
+             WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm \
+             UNION ALL \
+             SELECT 'fallback', algorithm, CAST(0 AS BIGINT) FROM fallback_keys \
+             WHERE user_id = $1 AND device_id = $2 AND used = 0",
         )
         .bind(user_id)
         .bind(device_id)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|(a,)| a).collect())
+        let mut stock = KeyStock::default();
+        for (kind, algorithm, count) in rows {
+            match kind.as_str() {
+                "one_time" => stock.one_time.push((algorithm, count)),
+                _ => stock.unused_fallback.push(algorithm),
+            }
+        }
+        stock.unused_fallback.sort();
+        Ok(stock)
     }
 
     /// Takes one key of `algorithm` from a device: a one-time key, removed

@@ -77,48 +77,50 @@ impl Db {
         Ok(true)
     }
 
-    /// Up to `limit` messages for a device in `(after, upto]`, oldest first.
-    pub async fn to_device_messages(
+    /// A device's inbox in one read: whether it still holds messages up to
+    /// `acknowledged` (the device has them; they are to be deleted), and up
+    /// to `limit` messages in `(acknowledged, upto]`, oldest first.
+    pub async fn to_device_inbox(
         &self,
         user_id: &str,
         device_id: &str,
-        after: i64,
+        acknowledged: i64,
         upto: i64,
         limit: usize,
-    ) -> Result<Vec<ToDeviceRow>> {
-        Ok(sqlx::query_as(
-            "SELECT stream_ordering, sender, event_type, content FROM to_device_messages \
+    ) -> Result<(bool, Vec<ToDeviceRow>)> {
+        let mut rows: Vec<ToDeviceRow> = sqlx::query_as(
+            "SELECT * FROM (SELECT stream_ordering, '' AS sender, '' AS event_type, '' AS content \
+             FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3 \
+             LIMIT 1) acknowledged \
+             UNION ALL \
+             SELECT * FROM (SELECT stream_ordering, sender, event_type, content FROM to_device_messages \
              WHERE user_id = $1 AND device_id = $2 AND stream_ordering > $3 AND stream_ordering <= $4 \
-             ORDER BY stream_ordering LIMIT $5",
+             ORDER BY stream_ordering LIMIT $5) pending \
+             ORDER BY stream_ordering",
         )
         .bind(user_id)
         .bind(device_id)
-        .bind(after)
+        .bind(acknowledged)
         .bind(upto)
         .bind(limit as i64)
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        let has_acknowledged = rows
+            .first()
+            .is_some_and(|r| r.stream_ordering <= acknowledged);
+        if has_acknowledged {
+            rows.remove(0);
+        }
+        Ok((has_acknowledged, rows))
     }
 
-    /// Forgets the messages a device has acknowledged (those up to `upto`);
-    /// one indexed read when there are none, as on most syncs.
+    /// Forgets the messages a device has acknowledged (those up to `upto`).
     pub async fn delete_to_device_messages(
         &self,
         user_id: &str,
         device_id: &str,
         upto: i64,
     ) -> Result<()> {
-        let oldest: Option<(i64,)> = sqlx::query_as(
-            "SELECT stream_ordering FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
-             ORDER BY stream_ordering LIMIT 1",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .fetch_optional(self.pool())
-        .await?;
-        if oldest.is_none_or(|(pos,)| pos > upto) {
-            return Ok(());
-        }
         let mut w = self.write().await?;
         sqlx::query(
             "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3",

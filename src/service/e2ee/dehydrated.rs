@@ -90,8 +90,7 @@ pub async fn events(
             .map_err(|_| Error::invalid_param("Invalid next_batch"))?,
         None => 0,
     };
-    to_device::acknowledge(server, user, device_id, after).await?;
     let (events, last) =
-        to_device::pending(server, user, device_id, after, i64::MAX, EVENTS_PER_BATCH).await?;
+        to_device::receive(server, user, device_id, after, i64::MAX, EVENTS_PER_BATCH).await?;
     Ok((events, last.unwrap_or(after).to_string()))
 }

@@ -22,7 +22,10 @@ pub async fn changes(server: &Server, user: &UserId, since: i64, upto: i64) -> R
     let mut changed = BTreeSet::new();
     let mut left_candidates = BTreeSet::new();
 
-    let key_changes = server.db.users_with_key_changes(since, upto).await?;
+    let (key_changes, membership_changes) = tokio::try_join!(
+        server.db.users_with_key_changes(since, upto),
+        server.db.membership_changes_around(me, since),
+    )?;
     if key_changes.iter().any(|u| u == me) {
         changed.insert(me.to_owned());
     }
@@ -31,7 +34,7 @@ pub async fn changes(server: &Server, user: &UserId, since: i64, upto: i64) -> R
         changed.extend(server.db.users_sharing_a_room_among(me, &others).await?);
     }
 
-    for row in server.db.membership_changes_around(me, since).await? {
+    for row in membership_changes {
         if row.user_id == me {
             continue;
         }

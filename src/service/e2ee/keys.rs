@@ -103,33 +103,42 @@ pub async fn one_time_key_counts(
     user: &UserId,
     device_id: &str,
 ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
-    let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
-    for (algorithm, count) in server
+    let counts = server
         .db
         .one_time_key_counts(user.as_str(), device_id)
-        .await?
-    {
-        counts.insert(
+        .await?;
+    Ok(counts_by_algorithm(counts))
+}
+
+/// The spec's `one_time_key_counts`: signed_curve25519 is always listed.
+fn counts_by_algorithm(counts: Vec<(String, i64)>) -> BTreeMap<OneTimeKeyAlgorithm, UInt> {
+    let mut by_algorithm = BTreeMap::from([(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN)]);
+    for (algorithm, count) in counts {
+        by_algorithm.insert(
             algorithm.as_str().into(),
             UInt::try_from(count).unwrap_or_default(),
         );
     }
-    Ok(counts)
+    by_algorithm
 }
 
-/// Algorithms of the device's fallback keys that nobody has used yet.
-pub async fn unused_fallback_key_types(
+/// What a sync reports of a device's keys: its unclaimed one-time keys per
+/// algorithm (signed_curve25519 always listed) and the algorithms of its
+/// fallback keys that nobody has used yet.
+pub async fn key_stock(
     server: &Server,
     user: &UserId,
     device_id: &str,
-) -> Result<Vec<OneTimeKeyAlgorithm>> {
-    Ok(server
-        .db
-        .unused_fallback_algorithms(user.as_str(), device_id)
-        .await?
-        .into_iter()
-        .map(|a| a.as_str().into())
-        .collect())
+) -> Result<(BTreeMap<OneTimeKeyAlgorithm, UInt>, Vec<OneTimeKeyAlgorithm>)> {
+    let stock = server.db.key_stock(user.as_str(), device_id).await?;
+    Ok((
+        counts_by_algorithm(stock.one_time),
+        stock
+            .unused_fallback
+            .into_iter()
+            .map(|a| a.as_str().into())
+            .collect(),
+    ))
 }
 
 /// How long a `/keys/query` or `/keys/claim` waits for other servers.
