@@ -142,6 +142,11 @@ impl RoomContextCache {
         }
     }
 
+    /// The room's context if it is cached (nothing is read).
+    pub fn cached(&self, room_id: &RoomId) -> Option<Arc<RoomContext>> {
+        self.rooms.get(room_id)
+    }
+
     async fn get(&self, server: &Server, room_id: &RoomId) -> Result<Arc<RoomContext>> {
         if let Some(context) = self.rooms.get(room_id) {
             return Ok(context);
@@ -462,6 +467,11 @@ impl RoomContext {
             members,
             power_levels: power_levels(&state, &rules.authorization),
         })
+    }
+
+    /// The local members joined.
+    pub fn local_members(&self) -> impl Iterator<Item = &UserId> {
+        self.members.keys().map(|u| &**u)
     }
 
     /// The context after local `member` joined (with a display name) or left.

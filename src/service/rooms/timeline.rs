@@ -9,7 +9,7 @@
 //! [`append`] hands the event to the process's event writer (`writer.rs`),
 //! which runs [`append_in`] for a batch of waiting events in one transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use corvid_federation::{event_id_for, rules_for, sign_pdu};
 use ruma::{
@@ -102,23 +102,39 @@ pub async fn append(
 /// Wakes the local users events concern: the rooms' members and, for a
 /// membership change, its subject (who may just have left). Brings what is
 /// cached of the rooms' state up to date.
+///
+/// The members the push planner holds for a room (it has just planned the
+/// events' notifications from them) are woken at once; the database's list,
+/// which also has invited and knocking users and members another process
+/// added, then wakes whoever that left out.
 pub async fn notify(server: &Server, appended: &[Appended]) {
     for a in appended.iter().filter(|a| a.event.state_key.is_some()) {
         server.push_contexts.state_changed(server, &a.event);
     }
-    let mut users: Vec<String> = appended.iter().filter_map(|a| a.member.clone()).collect();
-    let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
+    let mut rooms: Vec<&RoomId> = appended.iter().map(|a| &*a.room_id).collect();
     rooms.sort_unstable();
     rooms.dedup();
+    let contexts: Vec<_> = rooms
+        .iter()
+        .filter_map(|room| server.push_contexts.cached(room))
+        .collect();
+    let mut woken: HashSet<&str> = appended.iter().filter_map(|a| a.member.as_deref()).collect();
+    woken.extend(contexts.iter().flat_map(|c| c.local_members().map(UserId::as_str)));
+    server.notifier.notify_users(woken.iter().copied());
+    let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
     match server.db.users_to_notify(&rooms).await {
-        Ok(members) => users.extend(members),
+        Ok(members) => {
+            let left_out: Vec<&str> = members
+                .iter()
+                .map(String::as_str)
+                .filter(|u| !woken.contains(u))
+                .collect();
+            if !left_out.is_empty() {
+                server.notifier.notify_users(left_out);
+            }
+        }
         Err(e) => tracing::warn!(%e, "cannot list room members to wake"),
     }
-    users.sort();
-    users.dedup();
-    server
-        .notifier
-        .notify_users(users.iter().map(String::as_str));
 }
 
 /// What the next event of a room builds on, kept for the length of one
