@@ -29,7 +29,14 @@ pub mod to_device;
 pub mod user_data;
 pub mod user_directory;
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use sqlx::{
     Any, AnyPool, Transaction,
@@ -71,7 +78,14 @@ pub struct Db {
     sqlite_writer: Arc<Mutex<()>>,
     state_cache: Arc<read_cache::StateCache>,
     token_cache: Arc<read_cache::TokenCache>,
+    /// SQLite: the highest stream position committed, once known. This
+    /// process is the database's only writer of positions, so it need not
+    /// ask the database (a sync asks at every start and every long-poll).
+    committed: Option<Arc<AtomicI64>>,
 }
+
+/// [`Db::committed`] before the first read of the counter.
+const UNKNOWN_POSITION: i64 = i64::MIN;
 
 /// A write transaction; on SQLite it also holds the writer lock.
 pub struct WriteTx<'a> {
@@ -88,6 +102,9 @@ pub struct WriteTx<'a> {
     events_changed: bool,
     /// Whether access tokens were revoked: once committed, none may stay cached.
     tokens_revoked: bool,
+    /// The highest stream position taken, published to `committed` on commit.
+    highest_taken: Option<i64>,
+    committed: Option<Arc<AtomicI64>>,
 }
 
 impl WriteTx<'_> {
@@ -99,6 +116,9 @@ impl WriteTx<'_> {
         }
         if self.tokens_revoked {
             self.token_cache.clear();
+        }
+        if let (Some(committed), Some(taken)) = (&self.committed, self.highest_taken) {
+            committed.fetch_max(taken, Ordering::Release);
         }
         Ok(())
     }
@@ -125,6 +145,7 @@ impl WriteTx<'_> {
         .fetch_one(&mut *self.tx)
         .await?;
         self.positions = last - count.max(1) + 1..last + 1;
+        self.highest_taken = Some(last);
         Ok(())
     }
 }
@@ -272,6 +293,8 @@ impl Db {
             sqlite_writer: Arc::new(Mutex::new(())),
             state_cache: Arc::new(read_cache::state_cache()),
             token_cache: Arc::new(read_cache::token_cache()),
+            committed: (backend == Backend::Sqlite)
+                .then(|| Arc::new(AtomicI64::new(UNKNOWN_POSITION))),
         })
     }
 
@@ -329,6 +352,8 @@ impl Db {
             token_cache: self.token_cache.clone(),
             events_changed: false,
             tokens_revoked: false,
+            highest_taken: None,
+            committed: self.committed.clone(),
             _writer: writer,
         })
     }
@@ -397,10 +422,19 @@ impl Db {
     }
 
     pub async fn stream_position(&self) -> Result<i64> {
+        if let Some(committed) = &self.committed {
+            let known = committed.load(Ordering::Acquire);
+            if known != UNKNOWN_POSITION {
+                return Ok(known);
+            }
+        }
         let (pos,): (i64,) =
             sqlx::query_as("SELECT position FROM stream_positions WHERE name = 'main'")
                 .fetch_one(&self.pool)
                 .await?;
+        if let Some(committed) = &self.committed {
+            committed.fetch_max(pos, Ordering::AcqRel);
+        }
         Ok(pos)
     }
 

@@ -129,7 +129,10 @@ pub async fn key_stock(
     server: &Server,
     user: &UserId,
     device_id: &str,
-) -> Result<(BTreeMap<OneTimeKeyAlgorithm, UInt>, Vec<OneTimeKeyAlgorithm>)> {
+) -> Result<(
+    BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    Vec<OneTimeKeyAlgorithm>,
+)> {
     let stock = server.db.key_stock(user.as_str(), device_id).await?;
     Ok((
         counts_by_algorithm(stock.one_time),

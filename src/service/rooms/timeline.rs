@@ -118,8 +118,15 @@ pub async fn notify(server: &Server, appended: &[Appended]) {
         .iter()
         .filter_map(|room| server.push_contexts.cached(room))
         .collect();
-    let mut woken: HashSet<&str> = appended.iter().filter_map(|a| a.member.as_deref()).collect();
-    woken.extend(contexts.iter().flat_map(|c| c.local_members().map(UserId::as_str)));
+    let mut woken: HashSet<&str> = appended
+        .iter()
+        .filter_map(|a| a.member.as_deref())
+        .collect();
+    woken.extend(
+        contexts
+            .iter()
+            .flat_map(|c| c.local_members().map(UserId::as_str)),
+    );
     server.notifier.notify_users(woken.iter().copied());
     let rooms: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
     match server.db.users_to_notify(&rooms).await {
