@@ -7,7 +7,7 @@
 //! same type and thread is ignored.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -301,19 +301,13 @@ async fn record_forever(
 }
 
 async fn record_batch(server: &Arc<Server>, batch: Vec<Delivery>) -> Result<()> {
+    let users: BTreeSet<&str> = batch.iter().map(|d| d.user_id.as_str()).collect();
+    let silent =
+        users_not_sending_delivered(server, &users.into_iter().collect::<Vec<_>>()).await?;
     let mut receipts = Vec::new();
     let mut wake: HashMap<(String, String), HashSet<String>> = HashMap::new();
-    let mut allowed: HashMap<String, bool> = HashMap::new();
     for d in batch {
-        let sends = match allowed.get(&d.user_id) {
-            Some(v) => *v,
-            None => {
-                let v = sends_delivered(server, &d.user_id).await?;
-                allowed.insert(d.user_id.clone(), v);
-                v
-            }
-        };
-        if !sends {
+        if silent.contains(&d.user_id) {
             continue;
         }
         wake.entry((d.room_id.to_string(), d.user_id.clone()))
@@ -339,15 +333,21 @@ async fn record_batch(server: &Arc<Server>, batch: Vec<Delivery>) -> Result<()> 
     Ok(())
 }
 
-/// Whether the user lets others see delivered receipts: account data
-/// `org.corvid.receipts` `{"send_delivered": false}` turns them off.
-async fn sends_delivered(server: &Server, user_id: &str) -> Result<bool> {
-    let setting = server
+/// Those of `users` who do not let others see delivered receipts: account
+/// data `org.corvid.receipts` `{"send_delivered": false}` turns them off.
+async fn users_not_sending_delivered(server: &Server, users: &[&str]) -> Result<HashSet<String>> {
+    let settings = server
         .db
-        .account_data(user_id, "", "org.corvid.receipts")
+        .global_account_data_of(users, "org.corvid.receipts")
         .await?;
-    Ok(setting
-        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
-        .and_then(|c| c.get("send_delivered").and_then(Value::as_bool))
-        .unwrap_or(true))
+    Ok(settings
+        .into_iter()
+        .filter(|(_, content)| {
+            serde_json::from_str::<Value>(content)
+                .ok()
+                .and_then(|c| c.get("send_delivered").and_then(Value::as_bool))
+                == Some(false)
+        })
+        .map(|(user, _)| user)
+        .collect())
 }

@@ -33,28 +33,19 @@ impl Db {
     /// transaction; the ones stored.
     pub async fn put_receipts(&self, receipts: &[NewReceipt]) -> Result<Vec<NewReceipt>> {
         let mut w = self.write().await?;
+        w.reserve_stream_positions(receipts.len() as i64).await?;
         let mut stored = Vec::new();
         for r in receipts {
-            let current: Option<(i64,)> = sqlx::query_as(
-                "SELECT event_stream_ordering FROM receipts \
-                 WHERE room_id = $1 AND receipt_type = $2 AND user_id = $3 AND thread_id = $4",
-            )
-            .bind(&r.room_id)
-            .bind(&r.receipt_type)
-            .bind(&r.user_id)
-            .bind(&r.thread_id)
-            .fetch_optional(&mut *w.tx)
-            .await?;
-            if current.is_some_and(|(at,)| at >= r.event_stream_ordering) {
-                continue;
-            }
             let pos = w.next_stream_position().await?;
-            sqlx::query(
+            // No row comes back when the stored receipt is as new or newer.
+            let moved: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, \
                  event_stream_ordering, ts, stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET \
                  event_id = excluded.event_id, event_stream_ordering = excluded.event_stream_ordering, \
-                 ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+                 ts = excluded.ts, stream_ordering = excluded.stream_ordering \
+                 WHERE receipts.event_stream_ordering < excluded.event_stream_ordering \
+                 RETURNING stream_ordering",
             )
             .bind(&r.room_id)
             .bind(&r.receipt_type)
@@ -64,8 +55,11 @@ impl Db {
             .bind(r.event_stream_ordering)
             .bind(r.ts)
             .bind(pos)
-            .execute(&mut *w.tx)
+            .fetch_optional(&mut *w.tx)
             .await?;
+            if moved.is_none() {
+                continue;
+            }
             if r.receipt_type == "m.read" || r.receipt_type == "m.read.private" {
                 w.recount_unread(&r.user_id, &r.room_id).await?;
             }
