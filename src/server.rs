@@ -41,6 +41,9 @@ pub struct Server {
     pub inbound_origins: crate::cache::KeyedLocks,
     pub federation_sender: crate::service::federation::sender::Sender,
     pub backfills: crate::service::federation::backfill::Exhausted,
+    /// This server, for work that outlives the request that starts it
+    /// (renewing a cached entry in the background).
+    pub me: std::sync::Weak<Server>,
 }
 
 /// The connections to Redis, when `redis.url` is configured.
@@ -212,6 +215,7 @@ impl Server {
             inbound_origins: Default::default(),
             federation_sender: crate::service::federation::sender::Sender::new(me.clone()),
             backfills: Default::default(),
+            me: me.clone(),
         });
         if let (Some(link), Some(prefix)) = (redis, prefix) {
             crate::notify::join_redis_bus(Arc::downgrade(&server), link.client, link.conn, &prefix);

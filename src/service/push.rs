@@ -147,10 +147,30 @@ impl RoomContextCache {
         self.rooms.get(room_id)
     }
 
+    /// The room's context; one in steady use is read again in the
+    /// background before it expires, not in the path of an event.
     async fn get(&self, server: &Server, room_id: &RoomId) -> Result<Arc<RoomContext>> {
-        if let Some(context) = self.rooms.get(room_id) {
-            return Ok(context);
+        match self.rooms.get_refreshing(room_id) {
+            Some((context, false)) => return Ok(context),
+            Some((context, true)) => {
+                if let Some(server) = server.me.upgrade() {
+                    let room_id = room_id.to_owned();
+                    tokio::spawn(async move {
+                        let contexts = &server.push_contexts;
+                        if let Err(e) = contexts.load(&server, &room_id).await {
+                            tracing::warn!(error = %e, %room_id, "renewing a room's push context failed");
+                        }
+                    });
+                }
+                return Ok(context);
+            }
+            None => {}
         }
+        self.load(server, room_id).await
+    }
+
+    /// Reads the room's context, and caches it.
+    async fn load(&self, server: &Server, room_id: &RoomId) -> Result<Arc<RoomContext>> {
         let generation = self.rooms.generation();
         let context = Arc::new(RoomContext::load(server, room_id).await?);
         self.rooms

@@ -154,11 +154,33 @@ impl Db {
     }
 
     /// Read for every authenticated request, so kept in memory for a moment
-    /// (see [`super::read_cache`]).
+    /// (see [`super::read_cache`]); a token in steady use is read again in
+    /// the background before it expires, not in the path of a request.
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        if let Some(owner) = self.token_cache.get(token_hash) {
-            return Ok(Some(owner));
+        match self.token_cache.get_refreshing(token_hash) {
+            Some((owner, false)) => return Ok(Some(owner)),
+            Some((owner, true)) => {
+                let db = self.clone();
+                let token_hash = token_hash.to_owned();
+                tokio::spawn(async move {
+                    match db.read_token_owner(&token_hash).await {
+                        Ok(Some(_)) => {}
+                        // Revoked by another process.
+                        Ok(None) => db.token_cache.remove(&token_hash),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing a cached access token failed")
+                        }
+                    }
+                });
+                return Ok(Some(owner));
+            }
+            None => {}
         }
+        self.read_token_owner(token_hash).await
+    }
+
+    /// Reads a token's owner, and caches it.
+    async fn read_token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
         let generation = self.token_cache.generation();
         let owner: Option<TokenOwner> = sqlx::query_as(
             "SELECT user_id, device_id, expires_ts FROM access_tokens WHERE token_hash = $1",

@@ -44,12 +44,19 @@ pub fn token_cache() -> TokenCache {
 }
 
 pub struct ReadCache<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    entries: Mutex<HashMap<K, Entry<V>>>,
     capacity: usize,
     ttl: Duration,
     /// Moves whenever the cache is emptied: a value read from the database
     /// while it moved may be the one the change replaced, so it is not kept.
     generation: AtomicU64,
+}
+
+struct Entry<V> {
+    read_at: Instant,
+    value: V,
+    /// A caller was told to read it again ([`ReadCache::get_refreshing`]).
+    refreshing: bool,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
@@ -68,8 +75,29 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let entries = self.entries.lock().expect("read cache lock");
-        let (at, value) = entries.get(key)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
+        let entry = entries.get(key)?;
+        (entry.read_at.elapsed() < self.ttl).then(|| entry.value.clone())
+    }
+
+    /// Like [`ReadCache::get`], and whether the caller should read the value
+    /// again (and insert it) in the background: once an entry is past half
+    /// its time to live, the first caller to ask is told. A value in steady
+    /// use is then renewed before it expires instead of being read again in
+    /// some request's path, and is still never older than the time to live.
+    pub fn get_refreshing<Q>(&self, key: &Q) -> Option<(V, bool)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut entries = self.entries.lock().expect("read cache lock");
+        let entry = entries.get_mut(key)?;
+        let age = entry.read_at.elapsed();
+        if age >= self.ttl {
+            return None;
+        }
+        let refresh = age >= self.ttl / 2 && !entry.refreshing;
+        entry.refreshing |= refresh;
+        Some((entry.value.clone(), refresh))
     }
 
     /// The keys of the live entries.
@@ -77,7 +105,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
         let entries = self.entries.lock().expect("read cache lock");
         entries
             .iter()
-            .filter(|(_, (at, _))| at.elapsed() < self.ttl)
+            .filter(|(_, e)| e.read_at.elapsed() < self.ttl)
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -96,17 +124,22 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
         }
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            entries.retain(|_, e| e.read_at.elapsed() < ttl);
         }
         if entries.len() >= self.capacity
             && let Some(oldest) = entries
                 .iter()
-                .min_by_key(|(_, (at, _))| *at)
+                .min_by_key(|(_, e)| e.read_at)
                 .map(|(k, _)| k.clone())
         {
             entries.remove(&oldest);
         }
-        entries.insert(key, (Instant::now(), value));
+        let entry = Entry {
+            read_at: Instant::now(),
+            value,
+            refreshing: false,
+        };
+        entries.insert(key, entry);
     }
 
     /// Replaces a live entry's value by `change(value)`, keeping its age (so
@@ -118,10 +151,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
     {
         let mut entries = self.entries.lock().expect("read cache lock");
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some((at, value)) = entries.get_mut(key)
-            && at.elapsed() < self.ttl
+        if let Some(entry) = entries.get_mut(key)
+            && entry.read_at.elapsed() < self.ttl
         {
-            *value = change(value);
+            entry.value = change(&entry.value);
         }
     }
 
@@ -160,6 +193,20 @@ mod tests {
         assert_eq!(cache.get(&2), None);
         cache.insert(2, "b", cache.generation());
         assert_eq!(cache.get(&2), Some("b"));
+    }
+
+    #[test]
+    fn one_caller_is_told_to_renew_an_entry_past_half_its_life() {
+        let cache = ReadCache::new(4, Duration::from_millis(200));
+        cache.insert(1, "a", cache.generation());
+        assert_eq!(cache.get_refreshing(&1), Some(("a", false)));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(cache.get_refreshing(&1), Some(("a", true)));
+        assert_eq!(cache.get_refreshing(&1), Some(("a", false)));
+        cache.insert(1, "b", cache.generation());
+        assert_eq!(cache.get_refreshing(&1), Some(("b", false)));
+        std::thread::sleep(Duration::from_millis(220));
+        assert_eq!(cache.get_refreshing(&1), None);
     }
 
     #[test]
