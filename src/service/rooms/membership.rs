@@ -67,22 +67,22 @@ pub async fn join(
     reason: Option<&str>,
     via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
-    if !resident(server, room_id).await? {
+    // Read together: on PostgreSQL one round trip instead of three in a row.
+    let (resident, membership, profile) = tokio::try_join!(
+        resident(server, room_id),
+        server.db.membership(room_id.as_str(), user.as_str()),
+        server.db.user(user.as_str()),
+    )?;
+    if !resident {
         let mut via = via.to_vec();
         via.extend(inviter_server(server, room_id, user).await?);
         via.extend(room_id.server_name().map(ToOwned::to_owned));
         remote::join_remote(server, room_id, user, &via, reason).await?;
         return Ok(room_id.to_owned());
     }
-    if let Some((m, _)) = server
-        .db
-        .membership(room_id.as_str(), user.as_str())
-        .await?
-        && m == "join"
-    {
+    if membership.is_some_and(|(m, _)| m == "join") {
         return Ok(room_id.to_owned());
     }
-    let profile = server.db.user(user.as_str()).await?;
     let content = member_content("join", profile.as_ref(), reason);
     timeline::append(
         server,
