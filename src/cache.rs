@@ -42,6 +42,22 @@ impl<V, K: Hash + Eq> TtlCache<V, K> {
         (at.elapsed() < Self::TTL).then(|| value.clone())
     }
 
+    /// The live values of `keys`, in order, under one hold of the lock.
+    pub fn get_many<Q>(&self, keys: &[&Q]) -> Vec<Option<Arc<V>>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let entries = self.entries.lock().expect("cache lock");
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| {
+                let (at, value) = entries.get(*key)?;
+                (now.duration_since(*at) < Self::TTL).then(|| value.clone())
+            })
+            .collect()
+    }
+
     pub fn insert<Q>(&self, key: &Q, value: Arc<V>)
     where
         Q: ToOwned<Owned = K> + ?Sized,
@@ -78,5 +94,20 @@ impl KeyedLocks {
             }
         };
         lock.lock_owned().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_many_answers_in_the_order_asked() {
+        let cache: TtlCache<u32, String> = TtlCache::default();
+        cache.insert("b", Arc::new(2));
+        cache.insert("a", Arc::new(1));
+        let found = cache.get_many(&["a", "missing", "b"]);
+        let found: Vec<Option<u32>> = found.into_iter().map(|v| v.map(|v| *v)).collect();
+        assert_eq!(found, [Some(1), None, Some(2)]);
     }
 }

@@ -12,36 +12,45 @@ use crate::{Error, Result, Server, cache::TtlCache};
 /// Global account data is stored with this room id.
 const GLOBAL: &str = "";
 
-/// Fills `cache` with what `parse` makes of the global `data_type` account
-/// data of each of `users` it does not hold, read in one go: planning an
-/// event's notifications in a large room needs every member's settings.
-pub async fn cache_many<V>(
+/// What `parse` makes of the global `data_type` account data of each of
+/// `users`, in order: from `cache`, and the users it does not hold read in
+/// one go (and cached). Planning an event's notifications in a large room
+/// needs every member's settings.
+pub async fn settings_of<V>(
     server: &Server,
     cache: &TtlCache<V>,
     users: &[&UserId],
     data_type: &str,
     parse: impl Fn(&UserId, Option<&str>) -> Result<V>,
-) -> Result<()> {
-    let missing: Vec<&UserId> = users
+) -> Result<Vec<Arc<V>>> {
+    let cached = cache.get_many(users);
+    let missing: Vec<&str> = users
         .iter()
-        .copied()
-        .filter(|u| cache.get(*u).is_none())
+        .zip(&cached)
+        .filter(|(_, value)| value.is_none())
+        .map(|(user, _)| user.as_str())
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = missing.iter().map(|u| u.as_str()).collect();
-    let mut stored: HashMap<String, String> = server
-        .db
-        .global_account_data_of(&ids, data_type)
-        .await?
-        .into_iter()
-        .collect();
-    for user in missing {
-        let value = parse(user, stored.remove(user.as_str()).as_deref())?;
-        cache.insert(user, Arc::new(value));
-    }
-    Ok(())
+    let stored: HashMap<String, String> = match missing.is_empty() {
+        true => HashMap::new(),
+        false => server
+            .db
+            .global_account_data_of(&missing, data_type)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    users
+        .iter()
+        .zip(cached)
+        .map(|(user, cached)| match cached {
+            Some(value) => Ok(value),
+            None => {
+                let value = Arc::new(parse(user, stored.get(user.as_str()).map(String::as_str))?);
+                cache.insert(*user, value.clone());
+                Ok(value)
+            }
+        })
+        .collect()
 }
 
 /// Users may only read and write their own account data.

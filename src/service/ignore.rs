@@ -27,9 +27,12 @@ pub async fn ignored_by(server: &Server, user: &UserId) -> Result<Arc<HashSet<St
     Ok(set)
 }
 
-/// Caches the ignore lists of those of `users` not cached yet, in one read.
-pub async fn cache_many(server: &Server, users: &[&UserId]) -> Result<()> {
-    super::account_data::cache_many(
+/// The users each of `users` ignores, in order (one read for those not cached).
+pub async fn ignored_by_each(
+    server: &Server,
+    users: &[&UserId],
+) -> Result<Vec<Arc<HashSet<String>>>> {
+    super::account_data::settings_of(
         server,
         &server.ignored_users,
         users,

@@ -206,9 +206,9 @@ pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<UserRules>> {
     Ok(rules)
 }
 
-/// Caches the rules of those of `users` not cached yet, in one read.
-async fn cache_rulesets(server: &Server, users: &[&UserId]) -> Result<()> {
-    super::account_data::cache_many(
+/// The rules of each of `users`, in order (one read for those not cached).
+async fn rulesets_of(server: &Server, users: &[&UserId]) -> Result<Vec<Arc<UserRules>>> {
+    super::account_data::settings_of(
         server,
         &server.push_rules,
         users,
@@ -347,9 +347,9 @@ pub async fn plan(
         .filter(|(user, _)| user != sender)
         .collect();
     let users: Vec<&UserId> = recipients.iter().map(|(u, _)| &**u).collect();
-    tokio::try_join!(
-        ignore::cache_many(server, &users),
-        cache_rulesets(server, &users)
+    let (ignore_lists, rulesets) = tokio::try_join!(
+        ignore::ignored_by_each(server, &users),
+        rulesets_of(server, &users)
     )?;
     let mut notified = Vec::new();
     let mut ctx = PushConditionRoomCtx::new(
@@ -360,14 +360,11 @@ pub async fn plan(
     );
     ctx.power_levels = context.power_levels.clone();
     let mut outcomes = HashMap::new();
-    for (member, display_name) in recipients {
-        if ignore::ignored_by(server, &member)
-            .await?
-            .contains(sender.as_str())
-        {
+    let settings = ignore_lists.into_iter().zip(rulesets);
+    for ((member, display_name), (ignored, rules)) in recipients.into_iter().zip(settings) {
+        if ignored.contains(sender.as_str()) {
             continue;
         }
-        let rules = ruleset(server, &member).await?;
         ctx.user_id = member.clone();
         ctx.user_display_name = display_name;
         let actions = first_match(&rules, &flat, &ctx, &mut outcomes).await;
