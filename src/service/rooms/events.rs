@@ -7,10 +7,7 @@ use std::{
 };
 
 use ruma::{RoomVersionId, UserId, canonical_json::redact};
-use serde_json::{
-    Map, Value, json,
-    value::{RawValue, to_raw_value},
-};
+use serde_json::{Value, value::RawValue};
 
 use super::timeline::to_object;
 use crate::{Error, Result, Server, store::events::StoredEvent};
@@ -129,20 +126,11 @@ pub fn format_one(
         }
     };
     let pdu = redacted.as_deref().unwrap_or(&event.pdu);
-    // Keys are borrowed from the PDU unless one has an escape in it.
-    let owned: BTreeMap<String, Box<RawValue>>;
-    let fields: Vec<(&str, &RawValue)> =
-        match serde_json::from_str::<BTreeMap<&str, &RawValue>>(pdu) {
-            Ok(fields) => fields.into_iter().collect(),
-            Err(_) => {
-                owned = serde_json::from_str(pdu)?;
-                owned.iter().map(|(k, v)| (k.as_str(), &**v)).collect()
-            }
-        };
+    let fields = Fields::parse(pdu)?;
     let mut out = String::with_capacity(pdu.len() + 128);
     out.push('{');
     let mut origin_server_ts = None;
-    for (key, value) in fields {
+    for (key, value) in fields.pairs() {
         if FEDERATION_ONLY.contains(&key) || matches!(key, "event_id" | "room_id" | "unsigned") {
             continue;
         }
@@ -159,30 +147,45 @@ pub fn format_one(
     if format == Format::Client {
         push_field(&mut out, "room_id", &serde_json::to_string(&event.room_id)?)?;
     }
-    let mut unsigned: Map<String, Value> = match &event.unsigned_extra {
-        Some(extra) => serde_json::from_str(extra)?,
-        None => Map::new(),
+    // The stored server-computed fields, written as stored, then those
+    // computed now.
+    let stored = match &event.unsigned_extra {
+        Some(extra) => Fields::parse(extra)?,
+        None => Fields::Borrowed(BTreeMap::new()),
     };
+    let mut unsigned = String::with_capacity(64);
+    unsigned.push('{');
+    for (key, value) in stored.pairs() {
+        if !COMPUTED_UNSIGNED.contains(&key) {
+            push_field(&mut unsigned, key, value.get())?;
+        }
+    }
     if let Some(ts) = origin_server_ts {
-        unsigned.insert("age".into(), json!((crate::now_ms() - ts).max(0)));
+        push_field(
+            &mut unsigned,
+            "age",
+            &(crate::now_ms() - ts).max(0).to_string(),
+        )?;
     }
     if let (Some((user, device)), Some(txn_device), Some(txn_id)) =
         (viewer, &event.txn_device_id, &event.txn_id)
         && user.as_str() == event.sender
         && device == txn_device
     {
-        unsigned.insert("transaction_id".into(), json!(txn_id));
+        push_field(
+            &mut unsigned,
+            "transaction_id",
+            &serde_json::to_string(txn_id)?,
+        )?;
     }
-    let mut unsigned = to_raw_value(&unsigned)?;
-    for (key, value) in [
-        ("redacted_because", extra.redacted_because),
-        ("m.relations", extra.relations),
-    ] {
-        if let Some(value) = value {
-            unsigned = splice(&unsigned, key, &value)?;
-        }
+    if let Some(because) = &extra.redacted_because {
+        push_field(&mut unsigned, "redacted_because", because.get())?;
     }
-    push_field(&mut out, "unsigned", unsigned.get())?;
+    if let Some(relations) = &extra.relations {
+        push_field(&mut unsigned, "m.relations", relations.get())?;
+    }
+    unsigned.push('}');
+    push_field(&mut out, "unsigned", &unsigned)?;
     out.push('}');
     Ok(RawValue::from_string(out)?)
 }
@@ -199,14 +202,29 @@ fn push_field(out: &mut String, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds `key: value` to a serialised object without parsing either again.
-fn splice(object: &RawValue, key: &str, value: &RawValue) -> Result<Box<RawValue>> {
-    let body = object.get();
-    let sep = if body == "{}" { "" } else { "," };
-    Ok(RawValue::from_string(format!(
-        "{}{sep}{}:{}}}",
-        &body[..body.len() - 1],
-        serde_json::to_string(key)?,
-        value.get()
-    ))?)
+/// The `unsigned` fields computed when an event is served, never taken
+/// from what is stored.
+const COMPUTED_UNSIGNED: [&str; 4] = ["age", "transaction_id", "redacted_because", "m.relations"];
+
+/// A JSON object's fields in key order, borrowed from its text unless a
+/// key has an escape in it.
+enum Fields<'a> {
+    Borrowed(BTreeMap<&'a str, &'a RawValue>),
+    Owned(BTreeMap<String, Box<RawValue>>),
+}
+
+impl<'a> Fields<'a> {
+    fn parse(json: &'a str) -> Result<Self> {
+        Ok(match serde_json::from_str(json) {
+            Ok(fields) => Self::Borrowed(fields),
+            Err(_) => Self::Owned(serde_json::from_str(json)?),
+        })
+    }
+
+    fn pairs(&self) -> Vec<(&str, &RawValue)> {
+        match self {
+            Self::Borrowed(fields) => fields.iter().map(|(k, v)| (*k, *v)).collect(),
+            Self::Owned(fields) => fields.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
+        }
+    }
 }
