@@ -129,6 +129,9 @@ impl RoomContextCache {
             {
                 Some(member) if member.server_name() == server.server_name() => {
                     let joined = joined_display_name(&member, &event.pdu);
+                    if joined.is_some() {
+                        read_settings_ahead(server, member.clone());
+                    }
                     self.rooms.modify(room_id, |context| {
                         Arc::new(context.with_member(member, joined))
                     });
@@ -204,6 +207,25 @@ pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<UserRules>> {
     let rules = Arc::new(UserRules::new(user, parse_rules(user, stored.as_deref())?));
     server.push_rules.insert(user, rules.clone());
     Ok(rules)
+}
+
+/// A member who just joined is a recipient of the room's next event: their
+/// rules and ignore list are read now, in the background, instead of in the
+/// path of that event.
+fn read_settings_ahead(server: &Server, member: OwnedUserId) {
+    let Some(server) = server.me.upgrade() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let users = [&*member];
+        let read = tokio::try_join!(
+            rulesets_of(&server, &users),
+            ignore::ignored_by_each(&server, &users)
+        );
+        if let Err(e) = read {
+            tracing::warn!(error = %e, %member, "reading a new member's push settings failed");
+        }
+    });
 }
 
 /// The rules of each of `users`, in order (one read for those not cached).
