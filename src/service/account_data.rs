@@ -53,6 +53,20 @@ pub async fn settings_of<V>(
         .collect()
 }
 
+/// [`settings_of`] for one user.
+pub async fn setting_of<V>(
+    server: &Server,
+    cache: &TtlCache<V>,
+    user: &UserId,
+    data_type: &str,
+    parse: impl Fn(&UserId, Option<&str>) -> Result<V>,
+) -> Result<Arc<V>> {
+    settings_of(server, cache, &[user], data_type, parse)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::internal("a setting read for one user came back empty"))
+}
+
 /// Users may only read and write their own account data.
 pub fn check_owner(requester: &UserId, owner: &UserId) -> Result<()> {
     if requester != owner {

@@ -7,6 +7,7 @@ use std::{collections::HashSet, sync::Arc};
 use ruma::UserId;
 use serde_json::Value;
 
+use super::account_data;
 use crate::{Result, Server, cache::TtlCache};
 
 pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
@@ -15,16 +16,14 @@ pub type IgnoreCache = TtlCache<HashSet<String>>;
 
 /// The users `user` ignores.
 pub async fn ignored_by(server: &Server, user: &UserId) -> Result<Arc<HashSet<String>>> {
-    if let Some(set) = server.ignored_users.get(user) {
-        return Ok(set);
-    }
-    let content = server
-        .db
-        .account_data(user.as_str(), "", IGNORED_USER_LIST)
-        .await?;
-    let set = Arc::new(content.map(|c| parse(&c)).unwrap_or_default());
-    server.ignored_users.insert(user, set.clone());
-    Ok(set)
+    account_data::setting_of(
+        server,
+        &server.ignored_users,
+        user,
+        IGNORED_USER_LIST,
+        stored_list,
+    )
+    .await
 }
 
 /// The users each of `users` ignores, in order (one read for those not cached).
@@ -32,14 +31,19 @@ pub async fn ignored_by_each(
     server: &Server,
     users: &[&UserId],
 ) -> Result<Vec<Arc<HashSet<String>>>> {
-    super::account_data::settings_of(
+    account_data::settings_of(
         server,
         &server.ignored_users,
         users,
         IGNORED_USER_LIST,
-        |_, content| Ok(content.map(parse).unwrap_or_default()),
+        stored_list,
     )
     .await
+}
+
+/// What a stored `m.ignored_user_list` (if any) says.
+fn stored_list(_: &UserId, content: Option<&str>) -> Result<HashSet<String>> {
+    Ok(content.map(parse).unwrap_or_default())
 }
 
 /// Keeps the cache in step with a new `m.ignored_user_list`.

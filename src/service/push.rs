@@ -197,16 +197,7 @@ fn joined_display_name(member: &UserId, pdu: &str) -> Option<String> {
 
 /// The user's push rules.
 pub async fn ruleset(server: &Server, user: &UserId) -> Result<Arc<UserRules>> {
-    if let Some(rules) = server.push_rules.get(user) {
-        return Ok(rules);
-    }
-    let stored = server
-        .db
-        .account_data(user.as_str(), "", PUSH_RULES)
-        .await?;
-    let rules = Arc::new(UserRules::new(user, parse_rules(user, stored.as_deref())?));
-    server.push_rules.insert(user, rules.clone());
-    Ok(rules)
+    super::account_data::setting_of(server, &server.push_rules, user, PUSH_RULES, user_rules).await
 }
 
 /// A member who just joined is a recipient of the room's next event: their
@@ -230,14 +221,12 @@ fn read_settings_ahead(server: &Server, member: OwnedUserId) {
 
 /// The rules of each of `users`, in order (one read for those not cached).
 async fn rulesets_of(server: &Server, users: &[&UserId]) -> Result<Vec<Arc<UserRules>>> {
-    super::account_data::settings_of(
-        server,
-        &server.push_rules,
-        users,
-        PUSH_RULES,
-        |user, stored| Ok(UserRules::new(user, parse_rules(user, stored)?)),
-    )
-    .await
+    super::account_data::settings_of(server, &server.push_rules, users, PUSH_RULES, user_rules)
+        .await
+}
+
+fn user_rules(user: &UserId, stored: Option<&str>) -> Result<UserRules> {
+    Ok(UserRules::new(user, parse_rules(user, stored)?))
 }
 
 /// Stored `m.push_rules` content, or the spec's defaults when there is none.

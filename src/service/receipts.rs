@@ -7,7 +7,7 @@
 //! same type and thread is ignored.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -301,9 +301,10 @@ async fn record_forever(
 }
 
 async fn record_batch(server: &Arc<Server>, batch: Vec<Delivery>) -> Result<()> {
-    let users: BTreeSet<&str> = batch.iter().map(|d| d.user_id.as_str()).collect();
-    let silent =
-        users_not_sending_delivered(server, &users.into_iter().collect::<Vec<_>>()).await?;
+    let mut users: Vec<&str> = batch.iter().map(|d| d.user_id.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let silent = users_not_sending_delivered(server, &users).await?;
     let mut receipts = Vec::new();
     let mut wake: HashMap<(String, String), HashSet<String>> = HashMap::new();
     for d in batch {
