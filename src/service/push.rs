@@ -18,9 +18,9 @@ use ruma::{
     api::client::sync::sync_events::UnreadNotificationsCount,
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
     push::{
-        Action, AnyPushRule, AnyPushRuleRef, ConditionalPushRule, FlattenedJson,
-        InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
-        RemovePushRuleError, RuleKind, Ruleset,
+        Action, AnyPushRule, AnyPushRuleRef, FlattenedJson, InsertPushRuleError, NewPushRule,
+        PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError,
+        RuleKind, Ruleset,
     },
     room_version_rules::AuthorizationRules,
     serde::Raw,
@@ -38,39 +38,96 @@ const PUSH_RULES: &str = "m.push_rules";
 /// Users' rule sets, read from account data.
 pub type RuleCache = crate::cache::TtlCache<UserRules>;
 
-/// A user's push rules, each marked with an id shared by every rule that
-/// reads the same and whose outcome cannot depend on who receives the event
-/// (it does not look at the recipient's name or id). Such a rule is
-/// evaluated once per event, not once per member of the room.
+/// A user's push rules, each marked with what of it can be evaluated once
+/// per event for every recipient (see [`Sharing`]).
 pub struct UserRules {
     pub ruleset: Ruleset,
     /// In evaluation order, as `&Ruleset` iterates.
-    shared: Vec<Option<u32>>,
+    sharing: Vec<Sharing>,
 }
 
 impl UserRules {
     fn new(user: &UserId, ruleset: Ruleset) -> Self {
-        let shared = ruleset
-            .iter()
-            .map(|rule| shared_rule_id(user, rule))
-            .collect();
-        Self { ruleset, shared }
+        let sharing = ruleset.iter().map(|rule| sharing_of(user, rule)).collect();
+        Self { ruleset, sharing }
     }
 }
 
-/// The id of rules that read like `rule`, when its outcome is the same for
-/// every recipient of an event: the room and the event are the same for all
-/// of them (and the sender, whose own events never notify them, is none of
-/// them); only a rule naming the recipient, or matching their display name,
-/// differs.
-fn shared_rule_id(user: &UserId, rule: AnyPushRuleRef<'_>) -> Option<u32> {
-    let (kind, key) = match rule {
-        AnyPushRuleRef::Override(r) => ("override", independent_conditions(r)?),
-        AnyPushRuleRef::Underride(r) => ("underride", independent_conditions(r)?),
-        AnyPushRuleRef::Content(r) => ("content", r.pattern.clone()),
-        _ => return None,
+/// What of a rule has the same outcome for every recipient of an event: the
+/// room and the event are the same for all of them (and the sender, whose
+/// own events never notify them, is none of them); only what names the
+/// recipient, or matches their display name, differs. Shared parts carry an
+/// id given to every rule (or guard) that reads the same, so their outcome
+/// is computed once per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// The whole rule.
+    Whole(u32),
+    /// The conditions in `conditions` (a bit per index): when they fail,
+    /// the rule applies to no one, e.g. `.m.rule.invite_for_me` for every
+    /// event that is not an invite.
+    Guard {
+        id: u32,
+        conditions: u64,
+    },
+    None,
+}
+
+fn sharing_of(user: &UserId, rule: AnyPushRuleRef<'_>) -> Sharing {
+    let (kind, rule_conditions) = match rule {
+        AnyPushRuleRef::Override(r) => ("override", &r.conditions),
+        AnyPushRuleRef::Underride(r) => ("underride", &r.conditions),
+        AnyPushRuleRef::Content(r) => {
+            let key = format!("content\0{}\0{}\0{}", rule.rule_id(), r.enabled, r.pattern);
+            return shared_id(user, &key).map_or(Sharing::None, Sharing::Whole);
+        }
+        _ => return Sharing::None,
     };
-    let key = format!("{kind}\0{}\0{}\0{key}", rule.rule_id(), rule.enabled());
+    let independent: Vec<usize> = (0..rule_conditions.len().min(64))
+        .filter(|&i| is_independent(user, &rule_conditions[i]))
+        .collect();
+    let text = |indices: &[usize]| {
+        let conditions: Vec<_> = indices.iter().map(|&i| &rule_conditions[i]).collect();
+        serde_json::to_string(&conditions).unwrap_or_default()
+    };
+    if independent.len() == rule_conditions.len() {
+        let key = format!(
+            "{kind}\0{}\0{}\0{}",
+            rule.rule_id(),
+            rule.enabled(),
+            text(&independent)
+        );
+        if let Some(id) = shared_id(user, &key) {
+            return Sharing::Whole(id);
+        }
+    }
+    if independent.is_empty() {
+        return Sharing::None;
+    }
+    let conditions = independent.iter().fold(0u64, |mask, &i| mask | 1 << i);
+    match shared_id(user, &format!("guard\0{}", text(&independent))) {
+        Some(id) => Sharing::Guard { id, conditions },
+        None => Sharing::None,
+    }
+}
+
+/// Whether a condition's outcome depends on the event alone. One that
+/// names the recipient is left out although it does too: ids are kept for
+/// the life of the process, and those would make one per user.
+fn is_independent(user: &UserId, condition: &PushCondition) -> bool {
+    use PushCondition as C;
+    matches!(
+        condition,
+        C::EventMatch(_)
+            | C::EventPropertyIs(_)
+            | C::EventPropertyContains(_)
+            | C::RoomMemberCount(_)
+            | C::SenderNotificationPermission(_)
+    ) && serde_json::to_string(condition).is_ok_and(|text| !text.contains(user.localpart()))
+}
+
+/// The id of everything that reads `key`, unless `key` names the user.
+fn shared_id(user: &UserId, key: &str) -> Option<u32> {
     if key.contains(user.localpart()) {
         return None;
     }
@@ -78,25 +135,7 @@ fn shared_rule_id(user: &UserId, rule: AnyPushRuleRef<'_>) -> Option<u32> {
         std::sync::LazyLock::new(Default::default);
     let mut ids = IDS.lock().expect("shared push rule ids");
     let next = ids.len() as u32;
-    Some(*ids.entry(key).or_insert(next))
-}
-
-/// The rule's conditions as text, when none of them looks at the recipient.
-fn independent_conditions(rule: &ConditionalPushRule) -> Option<String> {
-    use ruma::push::PushCondition as C;
-    let independent = rule.conditions.iter().all(|c| {
-        matches!(
-            c,
-            C::EventMatch(_)
-                | C::EventPropertyIs(_)
-                | C::EventPropertyContains(_)
-                | C::RoomMemberCount(_)
-                | C::SenderNotificationPermission(_)
-        )
-    });
-    independent
-        .then(|| serde_json::to_string(&rule.conditions).ok())
-        .flatten()
+    Some(*ids.entry(key.to_owned()).or_insert(next))
 }
 
 /// Rooms' [`RoomContext`]s, read for every event sent. A local membership
@@ -419,28 +458,56 @@ fn thread_of(content: &Value) -> Option<String> {
 }
 
 /// The actions of the first rule of `rules` that applies (the spec's
-/// evaluation order); none when none applies. `outcomes` holds whether the
-/// shared rules met so far for this event applied.
+/// evaluation order); none when none applies. `outcomes` holds the outcome
+/// of the shared rules and guards met so far for this event.
 async fn first_match<'r>(
     rules: &'r UserRules,
     event: &FlattenedJson,
     ctx: &PushConditionRoomCtx,
     outcomes: &mut HashMap<u32, bool>,
 ) -> &'r [Action] {
-    for (rule, shared) in rules.ruleset.iter().zip(&rules.shared) {
-        let known = shared.and_then(|id| outcomes.get(&id).copied());
-        let applies = match (known, shared) {
-            (Some(applies), _) => applies,
-            (None, Some(id)) => *outcomes
-                .entry(*id)
-                .or_insert(rule.applies(event, ctx).await),
-            (None, None) => rule.applies(event, ctx).await,
+    for (rule, sharing) in rules.ruleset.iter().zip(&rules.sharing) {
+        let applies = match *sharing {
+            Sharing::Whole(id) => match outcomes.get(&id) {
+                Some(&applies) => applies,
+                None => *outcomes.entry(id).or_insert(rule.applies(event, ctx).await),
+            },
+            Sharing::Guard { id, conditions } => {
+                let passed = match outcomes.get(&id) {
+                    Some(&passed) => passed,
+                    None => {
+                        let passed = guard_passes(rule, conditions, event, ctx).await;
+                        *outcomes.entry(id).or_insert(passed)
+                    }
+                };
+                passed && rule.applies(event, ctx).await
+            }
+            Sharing::None => rule.applies(event, ctx).await,
         };
         if applies {
             return rule.actions();
         }
     }
     &[]
+}
+
+/// Whether the conditions of `rule` picked by `mask` all apply.
+async fn guard_passes(
+    rule: AnyPushRuleRef<'_>,
+    mask: u64,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> bool {
+    let conditions = match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => &r.conditions,
+        _ => return true,
+    };
+    for (i, condition) in conditions.iter().enumerate().take(64) {
+        if mask & 1 << i != 0 && !condition.applies(event, ctx).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The local user an invite is for: they are not a member yet, but the
@@ -655,37 +722,105 @@ mod tests {
 
     use super::*;
 
-    fn shared_ids(user: &UserId) -> HashMap<String, Option<u32>> {
+    fn sharing(user: &UserId) -> HashMap<String, Sharing> {
         let rules = UserRules::new(user, Ruleset::server_default(user));
         rules
             .ruleset
             .iter()
-            .zip(rules.shared)
-            .map(|(rule, id)| (rule.rule_id().to_owned(), id))
+            .zip(rules.sharing)
+            .map(|(rule, sharing)| (rule.rule_id().to_owned(), sharing))
             .collect()
     }
 
     #[test]
     fn rules_that_do_not_name_the_recipient_are_shared_between_users() {
-        let alice = shared_ids(user_id!("@alice:example.org"));
-        let bob = shared_ids(user_id!("@bob:example.org"));
+        let alice = sharing(user_id!("@alice:example.org"));
+        let bob = sharing(user_id!("@bob:example.org"));
         for rule in [
             ".m.rule.member_event",
             ".m.rule.message",
             ".m.rule.encrypted",
         ] {
-            assert!(alice[rule].is_some(), "{rule}");
+            assert!(matches!(alice[rule], Sharing::Whole(_)), "{rule}");
             assert_eq!(alice[rule], bob[rule], "{rule}");
         }
-        // These look at the recipient: their id, their name, their display name.
-        for rule in [
-            ".m.rule.invite_for_me",
-            ".m.rule.is_user_mention",
-            ".m.rule.contains_display_name",
-            ".m.rule.contains_user_name",
-        ] {
-            assert_eq!(alice.get(rule).copied().flatten(), None, "{rule}");
-            assert_eq!(bob.get(rule).copied().flatten(), None, "{rule}");
+        // Its event type and membership are the same test for everyone.
+        let invite = ".m.rule.invite_for_me";
+        assert!(matches!(alice[invite], Sharing::Guard { .. }), "{invite}");
+        assert_eq!(alice[invite], bob[invite]);
+        // This one looks at the recipient alone: their id.
+        let mention = ".m.rule.is_user_mention";
+        assert_eq!(alice[mention], Sharing::None);
+        assert_eq!(bob[mention], Sharing::None);
+        // A keyword is the same test for everyone, one's own name is not.
+        let content_rule = |user: &UserId, pattern: &str| {
+            let rule = NewPushRule::Content(ruma::push::NewPatternedPushRule::new(
+                "keyword".into(),
+                pattern.into(),
+                vec![Action::Notify],
+            ));
+            let mut ruleset = Ruleset::new();
+            ruleset.insert(rule, None, None).unwrap();
+            UserRules::new(user, ruleset).sharing[0]
+        };
+        let lunch = content_rule(user_id!("@alice:example.org"), "lunch");
+        assert!(matches!(lunch, Sharing::Whole(_)));
+        assert_eq!(lunch, content_rule(user_id!("@bob:example.org"), "lunch"));
+        let own_name = content_rule(user_id!("@alice:example.org"), "alice");
+        assert_eq!(own_name, Sharing::None);
+    }
+
+    /// The actions each of `users` gets for `event`, with the outcomes of
+    /// shared rules and guards carried from one user to the next.
+    async fn actions_for(event: Value, users: &[&UserId]) -> Vec<Vec<Action>> {
+        let raw: Raw<Value> = Raw::from_json(serde_json::value::to_raw_value(&event).unwrap());
+        let flat = FlattenedJson::from_raw(&raw);
+        let mut ctx = PushConditionRoomCtx::new(
+            ruma::owned_room_id!("!room:example.org"),
+            UInt::from(3u32),
+            ruma::owned_user_id!("@carol:example.org"),
+            String::new(),
+        );
+        let mut outcomes = HashMap::new();
+        let mut out = Vec::new();
+        for user in users {
+            let rules = UserRules::new(user, Ruleset::server_default(user));
+            ctx.user_id = (*user).to_owned();
+            ctx.user_display_name = user.localpart().to_owned();
+            out.push(
+                first_match(&rules, &flat, &ctx, &mut outcomes)
+                    .await
+                    .to_vec(),
+            );
         }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_guard_shared_between_users_still_lets_the_rule_name_its_recipient() {
+        let (alice, bob) = (user_id!("@alice:example.org"), user_id!("@bob:example.org"));
+        let member = |membership: &str| {
+            json!({
+                "type": "m.room.member",
+                "state_key": bob,
+                "sender": "@carol:example.org",
+                "room_id": "!room:example.org",
+                "content": { "membership": membership },
+            })
+        };
+        let invited = actions_for(member("invite"), &[alice, bob]).await;
+        assert!(
+            !invited[0].iter().any(Action::should_notify),
+            "{:?}",
+            invited[0]
+        );
+        assert!(
+            invited[1].iter().any(Action::should_notify),
+            "{:?}",
+            invited[1]
+        );
+        // The guard fails once for the join; the member rule decides for both.
+        let joined = actions_for(member("join"), &[alice, bob]).await;
+        assert!(joined.iter().all(|a| !a.iter().any(Action::should_notify)));
     }
 }
