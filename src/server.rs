@@ -34,6 +34,7 @@ pub struct Server {
     pub push_rules: crate::service::push::RuleCache,
     pub push_contexts: crate::service::push::RoomContextCache,
     pub ignored_users: crate::service::ignore::IgnoreCache,
+    pub to_device_acks: crate::service::to_device::AwaitingAck,
     pub media: crate::service::media::Media,
     /// Events of one room are received one at a time.
     pub room_ingest: crate::cache::KeyedLocks,
@@ -211,6 +212,7 @@ impl Server {
             push_rules: Default::default(),
             push_contexts: Default::default(),
             ignored_users: Default::default(),
+            to_device_acks: Default::default(),
             room_ingest: Default::default(),
             inbound_origins: Default::default(),
             federation_sender: crate::service::federation::sender::Sender::new(me.clone()),

@@ -43,7 +43,10 @@ use super::{
 use crate::{
     Error, Result, Server,
     api::AuthedUser,
-    store::events::{MemberSummary, StoredEvent},
+    store::{
+        events::{MemberSummary, StoredEvent},
+        journal::Changes,
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,25 @@ async fn build(
     let upto = upto_all.pos;
     let since = req.since.map(|s| s.pos);
     let mut response = Response::new(upto_all.to_string());
+    // What moved since the token, when this process knows: the kinds that
+    // did not are not read (`None`: read everything).
+    let moved = req
+        .since
+        .and_then(|s| server.db.changes_between(s.pos.min(s.to_device), upto));
+    let account_data = async {
+        match (&moved, since) {
+            (Some(moved), _) if !moved.account_data_users.contains(user.user_id.as_str()) => {
+                Ok(Vec::new())
+            }
+            (_, since) => {
+                let user_id = user.user_id.as_str();
+                server
+                    .db
+                    .account_data_since(user_id, since.unwrap_or(0))
+                    .await
+            }
+        }
+    };
     // Independent reads run together: on PostgreSQL each is a round trip,
     // and a sync's latency is the length of its chain of them.
     let (memberships, presence, account_data, encryption, ignored) = tokio::try_join!(
@@ -204,27 +226,28 @@ async fn build(
             upto_all.presence,
             &req.filter.presence,
         ),
-        server
-            .db
-            .account_data_since(user.user_id.as_str(), since.unwrap_or(0)),
-        encryption(server, user, req, upto_all),
+        account_data,
+        encryption(server, user, req, upto_all, moved.as_ref()),
         ignore::ignored_by(server, &user.user_id),
     )?;
     response.presence.events = presence;
     let changed_rooms = async {
-        match since {
-            Some(s) => {
-                let rooms: Vec<String> = memberships
-                    .iter()
-                    .map(|(room, _, _)| room.clone())
-                    .collect();
-                server.db.rooms_with_events_after(&rooms, s).await
+        let rooms = memberships.iter().map(|(room, _, _)| room);
+        match (since, &moved) {
+            (Some(_), Some(moved)) => Ok(rooms
+                .filter(|room| moved.timeline_rooms.contains(*room))
+                .cloned()
+                .collect()),
+            (Some(s), None) => {
+                let rooms: Vec<String> = rooms.cloned().collect();
+                let changed = server.db.rooms_with_events_after(&rooms, s).await?;
+                Ok(changed.into_keys().collect())
             }
-            None => Ok(HashMap::new()),
+            (None, _) => Ok(HashSet::<String>::new()),
         }
     };
     let (mut ephemeral, changed_rooms) = tokio::try_join!(
-        ephemeral_events(server, user, req, &memberships, upto_all),
+        ephemeral_events(server, user, req, &memberships, upto_all, moved.as_ref()),
         changed_rooms
     )?;
     let mut room_account_data: HashMap<String, Vec<Raw<_>>> = HashMap::new();
@@ -246,7 +269,7 @@ async fn build(
         if membership_pos > upto || !room_wanted(room_filter, &room_id) {
             continue;
         }
-        let changed = changed_rooms.contains_key(&room_id);
+        let changed = changed_rooms.contains(&room_id);
         let account = room_account_data.remove(&room_id).unwrap_or_default();
         let ephemeral = ephemeral.remove(&room_id).unwrap_or_default();
         let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
@@ -344,20 +367,22 @@ async fn encryption(
     user: &AuthedUser,
     req: &SyncRequest,
     upto: SyncToken,
+    moved: Option<&Changes>,
 ) -> Result<Encryption> {
     let (me, device) = (&user.user_id, &user.device_id);
     let acknowledged = req.since.map_or(0, |since| since.to_device);
-    let to_device = to_device::receive(
-        server,
-        me,
-        device,
-        acknowledged,
-        upto.pos,
-        to_device::MAX_PER_SYNC,
-    );
+    let to_device = async {
+        let nothing_new = moved.is_some_and(|m| !m.to_device_users.contains(me.as_str()));
+        if nothing_new && !server.to_device_acks.awaited(me, device) {
+            return Ok((Vec::new(), None));
+        }
+        let limit = to_device::MAX_PER_SYNC;
+        to_device::receive(server, me, device, acknowledged, upto.pos, limit).await
+    };
     let device_lists = async {
         let mut lists = ruma::api::client::sync::sync_events::DeviceLists::new();
-        if let Some(since) = req.since {
+        let unmoved = moved.is_some_and(|m| !m.device_lists && !m.memberships);
+        if let Some(since) = req.since.filter(|_| !unmoved) {
             let changes = device_lists::changes(server, me, since.pos, upto.pos).await?;
             lists.changed = changes.changed;
             lists.left = changes.left;
@@ -416,6 +441,7 @@ async fn ephemeral_events(
     req: &SyncRequest,
     memberships: &[(String, String, i64)],
     upto: SyncToken,
+    moved: Option<&Changes>,
 ) -> Result<HashMap<String, RoomEphemeral>> {
     let filter = &req.filter.room.ephemeral;
     let wanted = |t: &str| filter::type_wanted(filter.types.as_deref(), &filter.not_types, t);
@@ -432,8 +458,15 @@ async fn ephemeral_events(
     let mut out: HashMap<String, RoomEphemeral> = HashMap::new();
     if wanted("m.receipt") {
         let user_id = &user.user_id;
+        // A room the client knows has new receipts only if one moved there.
+        let moved_rooms: Vec<String> = known
+            .iter()
+            .filter(|room| moved.is_none_or(|m| m.receipt_rooms.contains(*room)))
+            .cloned()
+            .collect();
+        let since_pos = since.map(|s| s.pos);
         let (mut receipts, fresh_receipts) = tokio::try_join!(
-            receipts::ephemeral(server, user_id, &known, since.map(|s| s.pos), upto.pos),
+            receipts::ephemeral(server, user_id, &moved_rooms, since_pos, upto.pos),
             receipts::ephemeral(server, user_id, &fresh, None, upto.pos),
         )?;
         receipts.extend(fresh_receipts);

@@ -4,7 +4,10 @@
 //! with a token past them, only then are they deleted: each message is
 //! delivered until acknowledged, and never after (also across restarts).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+};
 
 use ruma::{
     DeviceId, UserId, api::client::to_device::send_event_to_device::v3::Messages,
@@ -20,6 +23,31 @@ use crate::{
 
 /// Messages per sync response (Synapse's figure; the spec sets none).
 pub const MAX_PER_SYNC: usize = 100;
+
+/// The devices whose last sync handed out messages: their next sync
+/// acknowledges (deletes) them, so it reads the queue even when nothing new
+/// was queued. Kept in memory: after a restart, delivered messages are
+/// deleted by the sync that next reads the queue.
+#[derive(Default)]
+pub struct AwaitingAck {
+    devices: Mutex<HashSet<(String, String)>>,
+}
+
+impl AwaitingAck {
+    pub fn awaited(&self, user: &UserId, device: &DeviceId) -> bool {
+        let key = (user.as_str().to_owned(), device.as_str().to_owned());
+        self.devices.lock().expect("to-device acks").contains(&key)
+    }
+
+    fn set(&self, user: &UserId, device: &DeviceId, awaited: bool) {
+        let key = (user.as_str().to_owned(), device.as_str().to_owned());
+        let mut devices = self.devices.lock().expect("to-device acks");
+        match awaited {
+            true => devices.insert(key),
+            false => devices.remove(&key),
+        };
+    }
+}
 
 /// Messages by recipient user and device (`*`: all the user's devices).
 type ByDevice = BTreeMap<ruma::OwnedUserId, BTreeMap<DeviceIdOrAllDevices, Value>>;
@@ -176,6 +204,7 @@ pub async fn receive(
             .delete_to_device_messages(user_id, device_id, acknowledged)
             .await?;
     }
+    server.to_device_acks.set(user, device, !rows.is_empty());
     let last = rows.last().map(|r| r.stream_ordering);
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {

@@ -900,6 +900,11 @@ impl WriteTx<'_> {
         if staged.events.is_empty() {
             return Ok(());
         }
+        for e in &staged.events {
+            let in_timeline = matches!(e.placement, Placement::Local | Placement::Received);
+            self.changes
+                .record_event(&e.room_id, &e.event_type, in_timeline);
+        }
         for chunk in staged.events.chunks(self.backend.rows_per_statement(15)) {
             let sql = format!(
                 "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \

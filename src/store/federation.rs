@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Backend, Db, WriteTx, events::StoredEvent, events::prefixed_event_columns, placeholders,
-    values_rows,
+    Backend, Db, StreamItem, WriteTx, events::StoredEvent, events::prefixed_event_columns,
+    placeholders, values_rows,
 };
 use crate::Result;
 
@@ -399,7 +399,7 @@ impl WriteTx<'_> {
             for (destination, item) in chunk {
                 let position = match item {
                     Outgoing::Pdu { position, .. } => *position,
-                    Outgoing::Edu { .. } => self.next_stream_position().await?,
+                    Outgoing::Edu { .. } => self.next_stream_position(StreamItem::Internal).await?,
                 };
                 q = q.bind(*destination).bind(position);
                 q = match item {

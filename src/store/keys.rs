@@ -3,7 +3,7 @@
 //! Keys are stored as the JSON their owner signed; the server never
 //! rewrites a signed object, it only merges in signatures others uploaded.
 
-use super::{Backend, Db, WriteTx, placeholders};
+use super::{Backend, Db, StreamItem, WriteTx, placeholders};
 use crate::Result;
 
 /// A device's uploaded identity keys and its display name.
@@ -271,7 +271,7 @@ impl Db {
         old_master_public: Option<&str>,
     ) -> Result<i64> {
         let mut w = self.write().await?;
-        let pos = w.next_stream_position().await?;
+        let pos = w.next_stream_position(StreamItem::DeviceList).await?;
         for (key_type, json) in keys {
             sqlx::query(
                 "INSERT INTO cross_signing_keys (user_id, key_type, key_json, stream_ordering) VALUES ($1, $2, $3, $4) \
@@ -320,7 +320,7 @@ impl Db {
     /// the target is a master key); returns the position of the change.
     pub async fn add_key_signatures(&self, signatures: &[(SignatureRow, KeyKind)]) -> Result<i64> {
         let mut w = self.write().await?;
-        let pos = w.next_stream_position().await?;
+        let pos = w.next_stream_position(StreamItem::DeviceList).await?;
         for (s, kind) in signatures {
             sqlx::query(
                 "INSERT INTO key_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature) \
@@ -445,7 +445,7 @@ impl WriteTx<'_> {
         device_id: &str,
         deleted: bool,
     ) -> Result<i64> {
-        let pos = self.next_stream_position().await?;
+        let pos = self.next_stream_position(StreamItem::DeviceList).await?;
         self.put_device_change(user_id, device_id, deleted, pos)
             .await?;
         Ok(pos)

@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod backup;
 pub mod events;
 pub mod federation;
+pub mod journal;
 pub mod keys;
 pub mod media;
 pub mod push;
@@ -45,6 +46,7 @@ use sqlx::{
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Result;
+pub use journal::StreamItem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -82,6 +84,8 @@ pub struct Db {
     /// process is the database's only writer of positions, so it need not
     /// ask the database (a sync asks at every start and every long-poll).
     committed: Option<Arc<AtomicI64>>,
+    /// SQLite: what the recent positions hold (see [`journal`]).
+    journal: Option<Arc<journal::Journal>>,
 }
 
 /// [`Db::committed`] before the first read of the counter.
@@ -102,9 +106,14 @@ pub struct WriteTx<'a> {
     events_changed: bool,
     /// Whether access tokens were revoked: once committed, none may stay cached.
     tokens_revoked: bool,
-    /// The highest stream position taken, published to `committed` on commit.
+    /// The lowest and highest stream positions taken; the highest is
+    /// published to `committed` on commit.
+    first_taken: Option<i64>,
     highest_taken: Option<i64>,
     committed: Option<Arc<AtomicI64>>,
+    /// What the positions taken hold, for the journal.
+    changes: journal::Changes,
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl WriteTx<'_> {
@@ -117,18 +126,25 @@ impl WriteTx<'_> {
         if self.tokens_revoked {
             self.token_cache.clear();
         }
-        if let (Some(committed), Some(taken)) = (&self.committed, self.highest_taken) {
-            committed.fetch_max(taken, Ordering::Release);
+        if let (Some(first), Some(last)) = (self.first_taken, self.highest_taken) {
+            if let Some(journal) = &self.journal {
+                journal.committed(first, last, std::mem::take(&mut self.changes));
+            }
+            if let Some(committed) = &self.committed {
+                committed.fetch_max(last, Ordering::Release);
+            }
         }
         Ok(())
     }
 
-    /// Takes the next position of the global stream. Every persisted stream
-    /// item (event, account data, …) gets one, in commit order.
-    pub async fn next_stream_position(&mut self) -> Result<i64> {
+    /// Takes the next position of the global stream for `item`. Every
+    /// persisted stream item (event, account data, …) gets one, in commit
+    /// order.
+    pub async fn next_stream_position(&mut self, item: StreamItem<'_>) -> Result<i64> {
         self.reserve_stream_positions(1).await?;
         let pos = self.positions.start;
         self.positions.start += 1;
+        self.changes.record(&item);
         Ok(pos)
     }
 
@@ -145,6 +161,7 @@ impl WriteTx<'_> {
         .fetch_one(&mut *self.tx)
         .await?;
         self.positions = last - count.max(1) + 1..last + 1;
+        self.first_taken = self.first_taken.or(Some(self.positions.start));
         self.highest_taken = Some(last);
         Ok(())
     }
@@ -295,6 +312,7 @@ impl Db {
             token_cache: Arc::new(read_cache::token_cache()),
             committed: (backend == Backend::Sqlite)
                 .then(|| Arc::new(AtomicI64::new(UNKNOWN_POSITION))),
+            journal: (backend == Backend::Sqlite).then(Arc::default),
         })
     }
 
@@ -352,8 +370,11 @@ impl Db {
             token_cache: self.token_cache.clone(),
             events_changed: false,
             tokens_revoked: false,
+            first_taken: None,
             highest_taken: None,
             committed: self.committed.clone(),
+            changes: journal::Changes::default(),
+            journal: self.journal.clone(),
             _writer: writer,
         })
     }
@@ -436,6 +457,12 @@ impl Db {
             committed.fetch_max(pos, Ordering::AcqRel);
         }
         Ok(pos)
+    }
+
+    /// What was committed in `(since, upto]`, when this process knows
+    /// (see [`journal`]); `None` means anything may have.
+    pub fn changes_between(&self, since: i64, upto: i64) -> Option<journal::Changes> {
+        self.journal.as_ref()?.changes_between(since, upto)
     }
 
     pub async fn close(&self) {

@@ -1,6 +1,6 @@
 //! Receipts: the latest one of each type per user, room and thread.
 
-use super::{Db, placeholders};
+use super::{Db, StreamItem, placeholders};
 use crate::Result;
 
 /// A receipt to store. `thread_id` is `""` when unthreaded.
@@ -36,7 +36,11 @@ impl Db {
         w.reserve_stream_positions(receipts.len() as i64).await?;
         let mut stored = Vec::new();
         for r in receipts {
-            let pos = w.next_stream_position().await?;
+            let pos = w
+                .next_stream_position(StreamItem::Receipt {
+                    room_id: &r.room_id,
+                })
+                .await?;
             // No row comes back when the stored receipt is as new or newer.
             let moved: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, \

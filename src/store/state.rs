@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::{
-    WriteTx,
+    StreamItem, WriteTx,
     events::{NewEvent, StateMap},
     placeholders, values_rows,
 };
@@ -90,7 +90,7 @@ impl WriteTx<'_> {
         parent: Option<i64>,
         state: &StateMap,
     ) -> Result<i64> {
-        let group = self.next_stream_position().await?;
+        let group = self.next_stream_position(StreamItem::Internal).await?;
         let parent_state = match parent {
             Some(p) => Some((p, self.state_map(p).await?)),
             None => None,
@@ -216,6 +216,7 @@ impl WriteTx<'_> {
             .filter(|e| e.key.0 == "m.room.member")
             .filter_map(|e| Some((e.key.1, e.membership?, e.event_id)))
             .collect();
+        self.changes.memberships |= !members.is_empty();
         for chunk in members.chunks(self.backend.rows_per_statement(4)) {
             let sql = format!(
                 "INSERT INTO memberships (room_id, user_id, membership, event_id, server_name, stream_ordering) \

@@ -1,7 +1,7 @@
 //! To-device messages: queued per device at main-stream positions, read by
 //! the device's sync, deleted when a later sync shows the device got them.
 
-use super::{Db, events::TxnKey};
+use super::{Db, StreamItem, events::TxnKey};
 use crate::Result;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -48,7 +48,11 @@ impl Db {
         }
         w.reserve_stream_positions(messages.len() as i64).await?;
         for message in messages {
-            let pos = w.next_stream_position().await?;
+            let pos = w
+                .next_stream_position(StreamItem::ToDevice {
+                    user_id: message.user_id,
+                })
+                .await?;
             sqlx::query(
                 "INSERT INTO to_device_messages (user_id, device_id, stream_ordering, sender, event_type, content) \
                  VALUES ($1, $2, $3, $4, $5, $6)",

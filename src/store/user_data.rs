@@ -1,6 +1,6 @@
 //! Per-user data: account data (global and per room) and sync filters.
 
-use super::Db;
+use super::{Db, StreamItem};
 use crate::Result;
 
 /// Account data has room id `""` when global.
@@ -61,7 +61,9 @@ impl Db {
         content: &str,
     ) -> Result<i64> {
         let mut w = self.write().await?;
-        let pos = w.next_stream_position().await?;
+        let pos = w
+            .next_stream_position(StreamItem::AccountData { user_id })
+            .await?;
         sqlx::query(
             "INSERT INTO account_data (user_id, room_id, data_type, content, stream_ordering) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content, stream_ordering = excluded.stream_ordering",

@@ -26,6 +26,7 @@ use crate::{
     Error, Result, Server,
     service::rooms::timeline,
     store::{
+        StreamItem,
         events::{Placement, StateMap, StoredEvent},
         federation::EventPlace,
     },
@@ -573,7 +574,7 @@ async fn store_without_state(
             Ok(()) => {
                 let position = match positions.pop() {
                     Some(p) => p,
-                    None => w.next_stream_position().await?,
+                    None => w.next_stream_position(StreamItem::Event).await?,
                 };
                 let new_event = new_event(&position, pdu, None, placement, None);
                 w.stage_received(&new_event).await?;

@@ -37,7 +37,7 @@ use crate::{
         membership::{STRIPPED_STATE_TYPES, member_content},
         timeline::{self, Appended, Template},
     },
-    store::events::Placement,
+    store::{StreamItem, events::Placement},
 };
 
 /// Room versions this server can join (and so lists in `ver`).
@@ -376,7 +376,7 @@ async fn store_stub(
     if !w.event_places(std::slice::from_ref(&id)).await?.is_empty() {
         return Ok(());
     }
-    let position = w.next_stream_position().await?;
+    let position = w.next_stream_position(StreamItem::Event).await?;
     let unsigned = unsigned.map(|u| u.to_string());
     let mut new_event = place::new_event(
         &position,

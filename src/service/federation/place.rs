@@ -35,7 +35,7 @@ use crate::{
         },
     },
     store::{
-        WriteTx,
+        StreamItem, WriteTx,
         events::{NewEvent, Placement, StateMap, StoredEvent},
         federation::{EventPlace, Outgoing},
         push::{NewNotification, Recipients},
@@ -205,7 +205,7 @@ impl Placing<'_> {
             Placement::Received
         };
         let unsigned = timeline::unsigned_extra(Map::new(), replaced.as_ref())?;
-        let position = w.next_stream_position().await?;
+        let position = w.next_stream_position(StreamItem::Event).await?;
         let row = new_event(&position, pdu, group_before, placement, unsigned.as_deref());
         w.stage_received(&row).await?;
         self.placed.insert(pdu.event_id.to_string(), place_of(&row));

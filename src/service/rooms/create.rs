@@ -14,7 +14,10 @@ use super::{
     pdu::Pdu,
     timeline::{self, Appended, Template, to_object},
 };
-use crate::{Error, Result, Server, store::events::NewEvent};
+use crate::{
+    Error, Result, Server,
+    store::{StreamItem, events::NewEvent},
+};
 
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
 pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
@@ -183,7 +186,7 @@ async fn insert_create_event(
         ts += 1;
     };
     let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
-    let stream_ordering = w.next_stream_position().await?;
+    let stream_ordering = w.next_stream_position(StreamItem::Event).await?;
     let event = NewEvent {
         stream_ordering,
         event_id: event_id.as_str(),

@@ -26,7 +26,7 @@ use super::{pdu::Pdu, writer::OwnedTxn};
 use crate::{
     Error, Result, Server,
     store::{
-        WriteTx,
+        StreamItem, WriteTx,
         events::{NewEvent, Placement, RoomRow, StoredEvent},
     },
 };
@@ -356,7 +356,7 @@ pub async fn append_in(
 
     let membership = membership_of(&template);
     let unsigned_extra = unsigned_extra(template.unsigned, replaced.as_ref())?;
-    let stream_ordering = w.next_stream_position().await?;
+    let stream_ordering = w.next_stream_position(StreamItem::Event).await?;
     let event_type = template.event_type.to_string();
     let head = heads.get_mut(room_id).expect("built on this head");
     let new_event = NewEvent {
