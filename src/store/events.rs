@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use super::{
     Backend, Db, WriteTx, placeholders, read_cache::GroupState, relations::BUNDLED_RELATIONS,
+    statements::Statements,
 };
 use crate::Result;
 
@@ -865,36 +866,48 @@ impl WriteTx<'_> {
 
     /// A received event replaces the extremities it cites, unless a known
     /// event already cites it (it arrived after a child).
-    async fn replace_extremities(
-        &mut self,
-        room_id: &str,
-        prev_events: &[String],
-        event_id: &str,
-    ) -> Result<()> {
+    fn replace_extremities<'q>(
+        &self,
+        statements: &mut Statements<'q>,
+        room_id: &'q str,
+        prev_events: &'q [String],
+        event_id: &'q str,
+    ) {
         for chunk in prev_events.chunks(self.backend.rows_per_statement(1)) {
-            let sql = format!(
-                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})",
-                super::placeholders(2, chunk.len())
+            statements.push(
+                1 + chunk.len(),
+                |first| {
+                    format!(
+                        "DELETE FROM room_forward_extremities WHERE room_id = ${first} AND event_id IN ({})",
+                        super::placeholders(first + 1, chunk.len())
+                    )
+                },
+                |b| {
+                    b.bind(room_id);
+                    for id in chunk {
+                        b.bind(id);
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql).bind(room_id);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *self.tx).await?;
         }
-        sqlx::query(
-            "INSERT INTO room_forward_extremities (room_id, event_id) SELECT $1, $2 \
-             WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = $2)",
-        )
-        .bind(room_id)
-        .bind(event_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        statements.push(
+            2,
+            |first| {
+                let (room, event) = (first, first + 1);
+                format!(
+                    "INSERT INTO room_forward_extremities (room_id, event_id) SELECT ${room}, ${event} \
+                     WHERE NOT EXISTS (SELECT 1 FROM event_edges WHERE prev_event_id = ${event})"
+                )
+            },
+            |b| {
+                b.bind(room_id).bind(event_id);
+            },
+        );
     }
 
     /// Writes the staged rows: events, edges, transaction ids, each room's
-    /// new forward extremity, and redaction marks, in a few multi-row statements.
+    /// new forward extremity, and redaction marks, in a few multi-row
+    /// statements sent together ([`Statements`]).
     pub async fn flush(&mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
         if staged.events.is_empty() {
@@ -905,32 +918,37 @@ impl WriteTx<'_> {
             self.changes
                 .record_event(&e.room_id, &e.event_type, in_timeline);
         }
+        let mut statements = Statements::new(self.backend);
         for chunk in staged.events.chunks(self.backend.rows_per_statement(15)) {
-            let sql = format!(
-                "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
-                 depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id, outlier, soft_failed) VALUES {}",
-                super::values_rows(chunk.len(), 1, 15, "({})")
+            statements.push(
+                15 * chunk.len(),
+                |first| {
+                    format!(
+                        "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts, \
+                         depth, pdu, unsigned_extra, state_group_before, txn_device_id, txn_id, outlier, soft_failed) VALUES {}",
+                        super::values_rows(chunk.len(), first, 15, "({})")
+                    )
+                },
+                |b| {
+                    for e in chunk {
+                        b.bind(e.stream_ordering)
+                            .bind(&e.event_id)
+                            .bind(&e.room_id)
+                            .bind(&e.event_type)
+                            .bind(&e.state_key)
+                            .bind(&e.sender)
+                            .bind(e.origin_server_ts)
+                            .bind(e.depth)
+                            .bind(&e.pdu)
+                            .bind(&e.unsigned_extra)
+                            .bind(e.state_group_before)
+                            .bind(e.txn.as_ref().map(|t| &t.device_id))
+                            .bind(e.txn.as_ref().map(|t| &t.txn_id))
+                            .bind(i64::from(e.placement == Placement::Outlier))
+                            .bind(i64::from(e.placement == Placement::SoftFailed));
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(e.stream_ordering)
-                    .bind(&e.event_id)
-                    .bind(&e.room_id)
-                    .bind(&e.event_type)
-                    .bind(&e.state_key)
-                    .bind(&e.sender)
-                    .bind(e.origin_server_ts)
-                    .bind(e.depth)
-                    .bind(&e.pdu)
-                    .bind(&e.unsigned_extra)
-                    .bind(e.state_group_before)
-                    .bind(e.txn.as_ref().map(|t| &t.device_id))
-                    .bind(e.txn.as_ref().map(|t| &t.txn_id))
-                    .bind(i64::from(e.placement == Placement::Outlier))
-                    .bind(i64::from(e.placement == Placement::SoftFailed));
-            }
-            q.execute(&mut *self.tx).await?;
         }
         let prevs = staged
             .events
@@ -940,20 +958,26 @@ impl WriteTx<'_> {
             .events
             .iter()
             .flat_map(|e| e.auth_events.iter().map(move |a| (&e.event_id, a)));
-        for (table, column, rows) in [
+        let links = [
             ("event_edges", "prev_event_id", prevs.collect::<Vec<_>>()),
             ("event_auth", "auth_event_id", auths.collect::<Vec<_>>()),
-        ] {
+        ];
+        for (table, column, rows) in &links {
             for chunk in rows.chunks(self.backend.rows_per_statement(2)) {
-                let sql = format!(
-                    "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
-                    super::values_rows(chunk.len(), 1, 2, "({})")
+                statements.push(
+                    2 * chunk.len(),
+                    |first| {
+                        format!(
+                            "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
+                            super::values_rows(chunk.len(), first, 2, "({})")
+                        )
+                    },
+                    |b| {
+                        for (event_id, other) in chunk {
+                            b.bind(*event_id).bind(*other);
+                        }
+                    },
                 );
-                let mut q = sqlx::query(&sql);
-                for (event_id, other) in chunk {
-                    q = q.bind(*event_id).bind(*other);
-                }
-                q.execute(&mut *self.tx).await?;
             }
         }
         let txns: Vec<(&StagedEvent, &OwnedTxnKey)> = staged
@@ -962,20 +986,24 @@ impl WriteTx<'_> {
             .filter_map(|e| Some((e, e.txn.as_ref()?)))
             .collect();
         for chunk in txns.chunks(self.backend.rows_per_statement(5)) {
-            let sql = format!(
-                "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES {}",
-                super::values_rows(chunk.len(), 1, 5, "({})")
+            statements.push(
+                5 * chunk.len(),
+                |first| {
+                    format!(
+                        "INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id) VALUES {}",
+                        super::values_rows(chunk.len(), first, 5, "({})")
+                    )
+                },
+                |b| {
+                    for (e, t) in chunk {
+                        b.bind(&e.sender)
+                            .bind(&t.device_id)
+                            .bind(&t.scope)
+                            .bind(&t.txn_id)
+                            .bind(&e.event_id);
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for (e, t) in chunk {
-                q = q
-                    .bind(&e.sender)
-                    .bind(&t.device_id)
-                    .bind(&t.scope)
-                    .bind(&t.txn_id)
-                    .bind(&e.event_id);
-            }
-            q.execute(&mut *self.tx).await?;
         }
         // Local events reference every forward extremity of their room as
         // prev_events, so the last one staged is the room's only extremity.
@@ -989,46 +1017,63 @@ impl WriteTx<'_> {
         }
         let heads: Vec<(&str, &str)> = heads.into_iter().collect();
         for chunk in heads.chunks(self.backend.rows_per_statement(2)) {
-            let sql = format!(
-                "DELETE FROM room_forward_extremities WHERE room_id IN ({})",
-                super::placeholders(1, chunk.len())
+            statements.push(
+                chunk.len(),
+                |first| {
+                    format!(
+                        "DELETE FROM room_forward_extremities WHERE room_id IN ({})",
+                        super::placeholders(first, chunk.len())
+                    )
+                },
+                |b| {
+                    for (room_id, _) in chunk {
+                        b.bind(*room_id);
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for (room_id, _) in chunk {
-                q = q.bind(*room_id);
-            }
-            q.execute(&mut *self.tx).await?;
-            let sql = format!(
-                "INSERT INTO room_forward_extremities (room_id, event_id) VALUES {}",
-                super::values_rows(chunk.len(), 1, 2, "({})")
+            statements.push(
+                2 * chunk.len(),
+                |first| {
+                    format!(
+                        "INSERT INTO room_forward_extremities (room_id, event_id) VALUES {}",
+                        super::values_rows(chunk.len(), first, 2, "({})")
+                    )
+                },
+                |b| {
+                    for (room_id, event_id) in chunk {
+                        b.bind(*room_id).bind(*event_id);
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for (room_id, event_id) in chunk {
-                q = q.bind(*room_id).bind(*event_id);
-            }
-            q.execute(&mut *self.tx).await?;
         }
         for e in staged
             .events
             .iter()
             .filter(|e| e.placement == Placement::Received)
         {
-            self.replace_extremities(&e.room_id, &e.prev_events, &e.event_id)
-                .await?;
+            self.replace_extremities(&mut statements, &e.room_id, &e.prev_events, &e.event_id);
         }
         for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
             self.events_changed = true;
-            sqlx::query("UPDATE events SET redacted_by = $3 WHERE event_id = $1 AND room_id = $2 AND redacted_by IS NULL")
-                .bind(e.redacts.as_deref())
-                .bind(&e.room_id)
-                .bind(&e.event_id)
-                .execute(&mut *self.tx)
-                .await?;
+            statements.push(
+                3,
+                |first| {
+                    let (redacts, room, by) = (first, first + 1, first + 2);
+                    format!(
+                        "UPDATE events SET redacted_by = ${by} WHERE event_id = ${redacts} \
+                         AND room_id = ${room} AND redacted_by IS NULL"
+                    )
+                },
+                |b| {
+                    b.bind(e.redacts.as_deref())
+                        .bind(&e.room_id)
+                        .bind(&e.event_id);
+                },
+            );
         }
-        Ok(())
+        statements.execute(&mut self.tx).await
     }
 
-    /// Flushes first if any of `ids` is staged, so a read of them sees it.
     pub(super) async fn flush_if_staged(&mut self, ids: &[String]) -> Result<()> {
         if self.staged.holds_any(ids) {
             self.flush().await?;

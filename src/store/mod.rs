@@ -26,6 +26,7 @@ pub mod rooms;
 pub mod search;
 pub mod server_keys;
 pub mod state;
+pub mod statements;
 pub mod to_device;
 pub mod user_data;
 pub mod user_directory;

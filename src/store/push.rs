@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Backend, Db, WriteTx, events::ROOMS_PER_STATEMENT, placeholders, values_rows};
+use super::{
+    Backend, Db, WriteTx, events::ROOMS_PER_STATEMENT, placeholders, statements::Statements,
+    values_rows,
+};
 use crate::Result;
 
 /// Whom one event notifies, stored with it in one row.
@@ -80,24 +83,29 @@ impl WriteTx<'_> {
             .iter()
             .filter(|r| !r.recipients.users.is_empty())
             .collect();
+        let mut statements = Statements::new(self.backend);
         for chunk in rows.chunks(self.backend.rows_per_statement(7)) {
-            let values = values_rows(chunk.len(), 1, 7, "({})");
-            let sql = format!(
-                "INSERT INTO event_notifications (room_id, stream_ordering, event_id, thread_id, \
-                 ts, recipients, highlights) VALUES {values}"
+            statements.push(
+                7 * chunk.len(),
+                |first| {
+                    format!(
+                        "INSERT INTO event_notifications (room_id, stream_ordering, event_id, thread_id, \
+                         ts, recipients, highlights) VALUES {}",
+                        values_rows(chunk.len(), first, 7, "({})")
+                    )
+                },
+                |b| {
+                    for r in chunk {
+                        b.bind(r.room_id)
+                            .bind(r.stream_ordering)
+                            .bind(r.event_id)
+                            .bind(r.recipients.thread_id.as_str())
+                            .bind(r.ts)
+                            .bind(r.recipients.actions.as_str())
+                            .bind(r.recipients.highlights.as_str());
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.room_id)
-                    .bind(r.stream_ordering)
-                    .bind(r.event_id)
-                    .bind(r.recipients.thread_id.as_str())
-                    .bind(r.ts)
-                    .bind(r.recipients.actions.as_str())
-                    .bind(r.recipients.highlights.as_str());
-            }
-            q.execute(&mut *self.tx).await?;
         }
         let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
         for r in &rows {
@@ -111,25 +119,29 @@ impl WriteTx<'_> {
         }
         let added: Vec<_> = added.into_iter().collect();
         for chunk in added.chunks(self.backend.rows_per_statement(5)) {
-            let values = values_rows(chunk.len(), 1, 5, "({})");
-            let sql = format!(
-                "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
-                 VALUES {values} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
-                 notifications = unread_counts.notifications + excluded.notifications, \
-                 highlights = unread_counts.highlights + excluded.highlights"
+            statements.push(
+                5 * chunk.len(),
+                |first| {
+                    format!(
+                        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
+                         VALUES {} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
+                         notifications = unread_counts.notifications + excluded.notifications, \
+                         highlights = unread_counts.highlights + excluded.highlights",
+                        values_rows(chunk.len(), first, 5, "({})")
+                    )
+                },
+                |b| {
+                    for ((user, room, thread), (notifications, highlights)) in chunk {
+                        b.bind(*user)
+                            .bind(*room)
+                            .bind(*thread)
+                            .bind(*notifications)
+                            .bind(*highlights);
+                    }
+                },
             );
-            let mut q = sqlx::query(&sql);
-            for ((user, room, thread), (notifications, highlights)) in chunk {
-                q = q
-                    .bind(*user)
-                    .bind(*room)
-                    .bind(*thread)
-                    .bind(*notifications)
-                    .bind(*highlights);
-            }
-            q.execute(&mut *self.tx).await?;
         }
-        Ok(())
+        statements.execute(&mut self.tx).await
     }
 
     /// Recounts the user's unread notifications in a room after their read

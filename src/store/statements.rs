@@ -1,0 +1,162 @@
+//! Write statements of one transaction sent to the database together.
+//!
+//! sqlx runs each SQLite query on the connection's own thread: a statement
+//! costs two thread hand-offs, more than most of our statements take to
+//! run. SQLite accepts several statements in one query, each binding its
+//! `$N` from the query's one parameter list, so statements that return
+//! nothing are joined into one query there. PostgreSQL's protocol prepares
+//! one statement per query: there they still go one by one.
+
+use sqlx::{Any, Arguments as _, Encode, Type, any::AnyArguments, error::BoxDynError};
+
+use super::Backend;
+use crate::Result;
+
+/// Parameters of one joined SQLite query, at most: binding grows costly
+/// with the count (see [`Backend::rows_per_statement`]).
+const SQLITE_PARAMETERS_PER_QUERY: usize = 1024;
+
+pub struct Statements<'q> {
+    backend: Backend,
+    /// Queries ready to run, in order; the last one may still grow.
+    queries: Vec<Query<'q>>,
+    /// The first error binding a value.
+    error: Option<BoxDynError>,
+}
+
+struct Query<'q> {
+    sql: String,
+    args: AnyArguments<'q>,
+}
+
+/// The values of one statement, bound in the order of its parameters.
+pub struct Binder<'b, 'q> {
+    args: &'b mut AnyArguments<'q>,
+    error: &'b mut Option<BoxDynError>,
+}
+
+impl<'q> Binder<'_, 'q> {
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'q + Encode<'q, Any> + Type<Any>,
+    {
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        self
+    }
+}
+
+impl<'q> Statements<'q> {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            queries: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Adds a statement of `parameters` parameters: `sql` gets the number
+    /// of its first one (`$first`, then on), `bind` binds them in order.
+    pub fn push(
+        &mut self,
+        parameters: usize,
+        sql: impl FnOnce(usize) -> String,
+        bind: impl FnOnce(&mut Binder<'_, 'q>),
+    ) {
+        let joined = self.backend == Backend::Sqlite
+            && self
+                .queries
+                .last()
+                .is_some_and(|q| q.args.len() + parameters <= SQLITE_PARAMETERS_PER_QUERY);
+        if !joined {
+            self.queries.push(Query {
+                sql: String::new(),
+                args: AnyArguments::default(),
+            });
+        }
+        let query = self.queries.last_mut().expect("a query was just ensured");
+        let first = query.args.len() + 1;
+        if !query.sql.is_empty() {
+            query.sql.push_str(";\n");
+        }
+        query.sql.push_str(&sql(first));
+        let mut binder = Binder {
+            args: &mut query.args,
+            error: &mut self.error,
+        };
+        bind(&mut binder);
+    }
+
+    /// Runs them in `tx`, in the order they were added.
+    pub async fn execute(self, tx: &mut sqlx::Transaction<'static, Any>) -> Result<()> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e).into());
+        }
+        for query in self.queries {
+            sqlx::query_with(&query.sql, query.args)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql_of(statements: &Statements<'_>) -> Vec<String> {
+        statements.queries.iter().map(|q| q.sql.clone()).collect()
+    }
+
+    fn two_inserts(backend: Backend) -> Statements<'static> {
+        let mut statements = Statements::new(backend);
+        for (table, values) in [("a", [1, 2]), ("b", [3, 4])] {
+            statements.push(
+                2,
+                |first| format!("INSERT INTO {table} VALUES (${first}, ${})", first + 1),
+                |b| {
+                    b.bind(values[0]).bind(values[1]);
+                },
+            );
+        }
+        statements
+    }
+
+    #[test]
+    fn sqlite_joins_statements_numbering_parameters_on() {
+        assert_eq!(
+            sql_of(&two_inserts(Backend::Sqlite)),
+            ["INSERT INTO a VALUES ($1, $2);\nINSERT INTO b VALUES ($3, $4)"]
+        );
+    }
+
+    #[test]
+    fn postgres_sends_statements_one_by_one() {
+        assert_eq!(
+            sql_of(&two_inserts(Backend::Postgres)),
+            [
+                "INSERT INTO a VALUES ($1, $2)",
+                "INSERT INTO b VALUES ($1, $2)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_joined_sqlite_query_has_a_bounded_parameter_count() {
+        let mut statements = Statements::new(Backend::Sqlite);
+        for _ in 0..3 {
+            statements.push(
+                SQLITE_PARAMETERS_PER_QUERY / 2,
+                |first| format!("S{first}"),
+                |b| {
+                    for i in 0..SQLITE_PARAMETERS_PER_QUERY / 2 {
+                        b.bind(i as i64);
+                    }
+                },
+            );
+        }
+        assert_eq!(sql_of(&statements), ["S1;\nS513", "S1"]);
+    }
+}
