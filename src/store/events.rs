@@ -918,7 +918,7 @@ impl WriteTx<'_> {
             self.changes
                 .record_event(&e.room_id, &e.event_type, in_timeline);
         }
-        let mut statements = Statements::new(self.backend);
+        let mut statements = Statements::new(self.backend, staged.events.len());
         for chunk in staged.events.chunks(self.backend.rows_per_statement(15)) {
             statements.push(
                 15 * chunk.len(),

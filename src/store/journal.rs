@@ -95,7 +95,7 @@ impl Changes {
 }
 
 /// Commits kept; a sync further behind than this reads everything.
-const CAPACITY: usize = 4096;
+const CAPACITY: usize = 1024;
 
 #[derive(Default)]
 pub struct Journal {

@@ -83,7 +83,7 @@ impl WriteTx<'_> {
             .iter()
             .filter(|r| !r.recipients.users.is_empty())
             .collect();
-        let mut statements = Statements::new(self.backend);
+        let mut statements = Statements::new(self.backend, rows.len());
         for chunk in rows.chunks(self.backend.rows_per_statement(7)) {
             statements.push(
                 7 * chunk.len(),

@@ -6,6 +6,13 @@
 //! `$N` from the query's one parameter list, so statements that return
 //! nothing are joined into one query there. PostgreSQL's protocol prepares
 //! one statement per query: there they still go one by one.
+//!
+//! Only the writes of a single item (one event, say) are joined. sqlx keeps
+//! each connection's prepared queries by their text, and a joined query's
+//! text is the shape of the whole batch: batches of many sizes would fill
+//! that cache with large programs (measured: +8 MiB peak RSS over the
+//! benchmark), while one item's writes take a few shapes. A batch of many
+//! items already shares each statement's hand-off between them.
 
 use sqlx::{Any, Arguments as _, Encode, Type, any::AnyArguments, error::BoxDynError};
 
@@ -17,7 +24,8 @@ use crate::Result;
 const SQLITE_PARAMETERS_PER_QUERY: usize = 1024;
 
 pub struct Statements<'q> {
-    backend: Backend,
+    /// Whether statements are joined into one query.
+    join: bool,
     /// Queries ready to run, in order; the last one may still grow.
     queries: Vec<Query<'q>>,
     /// The first error binding a value.
@@ -48,9 +56,10 @@ impl<'q> Binder<'_, 'q> {
 }
 
 impl<'q> Statements<'q> {
-    pub fn new(backend: Backend) -> Self {
+    /// Statements that write `items` items (see the module's comment).
+    pub fn new(backend: Backend, items: usize) -> Self {
         Self {
-            backend,
+            join: backend == Backend::Sqlite && items == 1,
             queries: Vec::new(),
             error: None,
         }
@@ -64,7 +73,7 @@ impl<'q> Statements<'q> {
         sql: impl FnOnce(usize) -> String,
         bind: impl FnOnce(&mut Binder<'_, 'q>),
     ) {
-        let joined = self.backend == Backend::Sqlite
+        let joined = self.join
             && self
                 .queries
                 .last()
@@ -110,8 +119,8 @@ mod tests {
         statements.queries.iter().map(|q| q.sql.clone()).collect()
     }
 
-    fn two_inserts(backend: Backend) -> Statements<'static> {
-        let mut statements = Statements::new(backend);
+    fn two_inserts(backend: Backend, items: usize) -> Statements<'static> {
+        let mut statements = Statements::new(backend, items);
         for (table, values) in [("a", [1, 2]), ("b", [3, 4])] {
             statements.push(
                 2,
@@ -127,7 +136,7 @@ mod tests {
     #[test]
     fn sqlite_joins_statements_numbering_parameters_on() {
         assert_eq!(
-            sql_of(&two_inserts(Backend::Sqlite)),
+            sql_of(&two_inserts(Backend::Sqlite, 1)),
             ["INSERT INTO a VALUES ($1, $2);\nINSERT INTO b VALUES ($3, $4)"]
         );
     }
@@ -135,7 +144,18 @@ mod tests {
     #[test]
     fn postgres_sends_statements_one_by_one() {
         assert_eq!(
-            sql_of(&two_inserts(Backend::Postgres)),
+            sql_of(&two_inserts(Backend::Postgres, 1)),
+            [
+                "INSERT INTO a VALUES ($1, $2)",
+                "INSERT INTO b VALUES ($1, $2)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_writes_of_many_items_are_not_joined() {
+        assert_eq!(
+            sql_of(&two_inserts(Backend::Sqlite, 2)),
             [
                 "INSERT INTO a VALUES ($1, $2)",
                 "INSERT INTO b VALUES ($1, $2)"
@@ -145,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_joined_sqlite_query_has_a_bounded_parameter_count() {
-        let mut statements = Statements::new(Backend::Sqlite);
+        let mut statements = Statements::new(Backend::Sqlite, 1);
         for _ in 0..3 {
             statements.push(
                 SQLITE_PARAMETERS_PER_QUERY / 2,
