@@ -10,6 +10,12 @@
 //! everything below N. On SQLite a process-wide mutex serialises writers
 //! (SQLite has one writer anyway, and this avoids `SQLITE_BUSY` on lock
 //! upgrades); on PostgreSQL the counter row lock orders the commits.
+//!
+//! Every position is taken for a named kind of item ([`StreamItem`]). On
+//! SQLite, whose only writer of positions is this process, each commit
+//! records what its positions hold in the [`journal`], so a sync reads only
+//! the kinds that moved since its token; PostgreSQL, written by several
+//! processes, has no journal and its syncs read every kind.
 
 pub mod accounts;
 pub mod backup;
