@@ -905,6 +905,30 @@ impl WriteTx<'_> {
         );
     }
 
+    /// `INSERT INTO {into} VALUES …{tail}` of two-column rows.
+    fn push_pairs<'q>(
+        &self,
+        statements: &mut Statements<'q>,
+        into: &str,
+        tail: &str,
+        rows: &[(&'q str, &'q str)],
+    ) {
+        for chunk in rows.chunks(self.backend.rows_per_statement(2)) {
+            statements.push(
+                2 * chunk.len(),
+                |first| {
+                    let values = super::values_rows(chunk.len(), first, 2, "({})");
+                    format!("INSERT INTO {into} VALUES {values}{tail}")
+                },
+                |b| {
+                    for (one, other) in chunk {
+                        b.bind(*one).bind(*other);
+                    }
+                },
+            );
+        }
+    }
+
     /// Writes the staged rows: events, edges, transaction ids, each room's
     /// new forward extremity, and redaction marks, in a few multi-row
     /// statements sent together ([`Statements`]).
@@ -950,36 +974,37 @@ impl WriteTx<'_> {
                 },
             );
         }
-        let prevs = staged
+        let prevs: Vec<(&str, &str)> = staged
             .events
             .iter()
-            .flat_map(|e| e.prev_events.iter().map(move |p| (&e.event_id, p)));
-        let auths = staged
+            .flat_map(|e| {
+                e.prev_events
+                    .iter()
+                    .map(|p| (e.event_id.as_str(), p.as_str()))
+            })
+            .collect();
+        let auths: Vec<(&str, &str)> = staged
             .events
             .iter()
-            .flat_map(|e| e.auth_events.iter().map(move |a| (&e.event_id, a)));
-        let links = [
-            ("event_edges", "prev_event_id", prevs.collect::<Vec<_>>()),
-            ("event_auth", "auth_event_id", auths.collect::<Vec<_>>()),
-        ];
-        for (table, column, rows) in &links {
-            for chunk in rows.chunks(self.backend.rows_per_statement(2)) {
-                statements.push(
-                    2 * chunk.len(),
-                    |first| {
-                        format!(
-                            "INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING",
-                            super::values_rows(chunk.len(), first, 2, "({})")
-                        )
-                    },
-                    |b| {
-                        for (event_id, other) in chunk {
-                            b.bind(*event_id).bind(*other);
-                        }
-                    },
-                );
-            }
-        }
+            .flat_map(|e| {
+                e.auth_events
+                    .iter()
+                    .map(|a| (e.event_id.as_str(), a.as_str()))
+            })
+            .collect();
+        let linked = " ON CONFLICT DO NOTHING";
+        self.push_pairs(
+            &mut statements,
+            "event_edges (event_id, prev_event_id)",
+            linked,
+            &prevs,
+        );
+        self.push_pairs(
+            &mut statements,
+            "event_auth (event_id, auth_event_id)",
+            linked,
+            &auths,
+        );
         let txns: Vec<(&StagedEvent, &OwnedTxnKey)> = staged
             .events
             .iter()
@@ -1031,21 +1056,9 @@ impl WriteTx<'_> {
                     }
                 },
             );
-            statements.push(
-                2 * chunk.len(),
-                |first| {
-                    format!(
-                        "INSERT INTO room_forward_extremities (room_id, event_id) VALUES {}",
-                        super::values_rows(chunk.len(), first, 2, "({})")
-                    )
-                },
-                |b| {
-                    for (room_id, event_id) in chunk {
-                        b.bind(*room_id).bind(*event_id);
-                    }
-                },
-            );
         }
+        let extremities = "room_forward_extremities (room_id, event_id)";
+        self.push_pairs(&mut statements, extremities, "", &heads);
         for e in staged
             .events
             .iter()
