@@ -254,7 +254,7 @@ async fn join_and_talk_across_two_servers(backend: Backend) {
         .await;
 
     a.send_text(&alice, &room, "a1", "hello from A").await;
-    b.send_text(&bob, &room, "b1", "hello from B").await;
+    let from_b = b.send_text(&bob, &room, "b1", "hello from B").await;
     let mut bob_seen = Seen::new();
     let both = |s: &Seen| {
         let bodies = s.bodies(&room);
@@ -266,6 +266,20 @@ async fn join_and_talk_across_two_servers(backend: Backend) {
     alice_seen
         .until(&a, &alice, Duration::from_secs(10), both)
         .await;
+
+    // A's next event builds on bob's, which reached A after A's event
+    // writer last wrote to the room.
+    let next = a.send_text(&alice, &room, "a2", "after yours").await;
+    let path = format!("/_matrix/federation/v1/event/{}", urlencode(&next));
+    let (status, body) = signed_json(&b, &a, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["pdus"][0]["prev_events"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(from_b)),
+        "alice's next event cites bob's: {body}"
+    );
 
     // Push rules count the members of every server: two, so bob's message
     // notifies alice as one-to-one does (with a sound).

@@ -31,6 +31,9 @@ pub struct Changes {
     pub to_device_users: HashSet<String>,
     /// Whether any device list or cross-signing key changed.
     pub device_lists: bool,
+    /// Rooms whose head changed: forward extremities, current state or
+    /// state group (what the event writer keeps between its transactions).
+    pub head_rooms: HashSet<String>,
 }
 
 impl Changes {
@@ -45,6 +48,7 @@ impl Changes {
         self.to_device_users
             .extend(other.to_device_users.iter().cloned());
         self.device_lists |= other.device_lists;
+        self.head_rooms.extend(other.head_rooms.iter().cloned());
     }
 }
 
@@ -91,6 +95,13 @@ impl Changes {
             self.timeline_rooms.insert(room_id.to_owned());
         }
         self.memberships |= event_type == "m.room.member";
+        self.record_head_change(room_id);
+    }
+
+    pub(super) fn record_head_change(&mut self, room_id: &str) {
+        if !self.head_rooms.contains(room_id) {
+            self.head_rooms.insert(room_id.to_owned());
+        }
     }
 }
 

@@ -38,6 +38,7 @@ pub mod user_data;
 pub mod user_directory;
 
 use std::{
+    collections::HashSet,
     str::FromStr,
     sync::{
         Arc,
@@ -126,6 +127,14 @@ pub struct WriteTx<'a> {
 impl WriteTx<'_> {
     pub async fn commit(mut self) -> Result<()> {
         self.flush().await?;
+        if self.journal.is_some()
+            && self.first_taken.is_none()
+            && !self.changes.head_rooms.is_empty()
+        {
+            // Only the journal tells the event writer that a head it keeps
+            // changed, and it records commits by their positions.
+            self.next_stream_position(StreamItem::Internal).await?;
+        }
         self.tx.commit().await?;
         if self.events_changed {
             self.state_cache.clear();
@@ -153,6 +162,24 @@ impl WriteTx<'_> {
         self.positions.start += 1;
         self.changes.record(&item);
         Ok(pos)
+    }
+
+    /// The rooms whose heads changed after position `since` and before this
+    /// transaction's positions; `None` when that is not known (PostgreSQL,
+    /// positions taken by another process, or not reserved yet).
+    pub fn head_rooms_changed_since(&self, since: i64) -> Option<HashSet<String>> {
+        let upto = self.first_taken? - 1;
+        Some(
+            self.journal
+                .as_ref()?
+                .changes_between(since, upto)?
+                .head_rooms,
+        )
+    }
+
+    /// The highest position this transaction took.
+    pub fn last_position(&self) -> Option<i64> {
+        self.highest_taken
     }
 
     /// Takes `count` positions from the counter in one step, for a batch

@@ -182,6 +182,7 @@ impl WriteTx<'_> {
     }
 
     pub async fn set_room_state_group(&mut self, room_id: &str, group: i64) -> Result<()> {
+        self.changes.record_head_change(room_id);
         sqlx::query("UPDATE rooms SET state_group = $2 WHERE room_id = $1")
             .bind(room_id)
             .bind(group)
@@ -198,6 +199,7 @@ impl WriteTx<'_> {
         entries: &[CurrentEntry<'_>],
         position: i64,
     ) -> Result<()> {
+        self.changes.record_head_change(room_id);
         for chunk in entries.chunks(self.backend.rows_per_statement(4)) {
             let sql = format!(
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering) VALUES {} \
@@ -244,6 +246,7 @@ impl WriteTx<'_> {
         room_id: &str,
         (event_type, state_key): (&str, &str),
     ) -> Result<()> {
+        self.changes.record_head_change(room_id);
         sqlx::query(
             "DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
         )

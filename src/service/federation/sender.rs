@@ -30,7 +30,7 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 use tokio::sync::Notify;
 
-use crate::{Server, store::federation::OutboxItem};
+use crate::{Server, service::rooms::timeline, store::federation::OutboxItem};
 
 const MAX_PDUS: i64 = 50;
 const MAX_EDUS: usize = 100;
@@ -341,17 +341,18 @@ fn stored_edu(item: &OutboxItem) -> Option<Value> {
 pub async fn queue_local_events(
     server: &Server,
     w: &mut crate::store::WriteTx<'_>,
-    appended: &[crate::service::rooms::timeline::Appended],
+    heads: &mut timeline::RoomHeads,
+    appended: &[timeline::Appended],
 ) -> crate::Result<Vec<String>> {
-    let mut rooms: Vec<&str> = appended.iter().map(|a| a.room_id.as_str()).collect();
+    let mut rooms: Vec<&ruma::RoomId> = appended.iter().map(|a| &*a.room_id).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let servers = w.servers_of_rooms(&rooms).await?;
+    let servers = timeline::servers_of(w, heads, &rooms).await?;
     let ours = server.server_name().as_str();
     let mut items: Vec<(String, i64, &str)> = Vec::new();
     for a in appended {
         let mut destinations: Vec<&str> = servers
-            .get(a.room_id.as_str())
+            .get(&a.room_id)
             .map(|s| s.iter().map(String::as_str).collect())
             .unwrap_or_default();
         if let Some((_, target)) = a.member.as_deref().and_then(|m| m.split_once(':')) {

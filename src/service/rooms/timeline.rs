@@ -153,10 +153,93 @@ pub struct RoomHead {
     rules: RoomVersionRules,
     extremities: Vec<(String, i64)>,
     state: HashMap<(String, String), Option<StoredEvent>>,
+    /// The servers with a joined member, once read.
+    servers: Option<Vec<String>>,
+    /// Whether an event of this transaction redacted another: a state
+    /// event held here may be one.
+    redacted: bool,
+    /// Whether a membership changed in this transaction: `servers`, read
+    /// from the rows before it, no longer holds after it.
+    members_changed: bool,
 }
 
 /// The heads of the rooms a write transaction has touched.
 pub type RoomHeads = HashMap<OwnedRoomId, RoomHead>;
+
+/// Rooms kept, and current state entries kept per room, beyond which the
+/// event writer starts afresh (a member event per sender accumulates).
+const MAX_KEPT_HEADS: usize = 1024;
+const MAX_KEPT_STATE: usize = 256;
+
+/// The heads the event writer keeps from one transaction to the next
+/// (SQLite, where it is the only writer of local events): a message to a
+/// room written to moments ago then reads nothing to build on. The
+/// journal says which rooms another transaction changed meanwhile.
+#[derive(Default)]
+pub struct KeptHeads {
+    heads: RoomHeads,
+    /// The last position of the transaction that left them.
+    at: Option<i64>,
+}
+
+impl KeptHeads {
+    /// The kept heads still current when `w` began; called once its
+    /// positions are reserved.
+    pub fn take_current(&mut self, w: &WriteTx<'_>) -> RoomHeads {
+        let mut heads = std::mem::take(&mut self.heads);
+        let changed = self.at.take().and_then(|at| w.head_rooms_changed_since(at));
+        match changed {
+            Some(changed) => heads.retain(|room, _| !changed.contains(room.as_str())),
+            None => heads.clear(),
+        }
+        heads
+    }
+
+    /// Keeps the heads a transaction that took positions up to `at` committed.
+    pub fn keep(&mut self, mut heads: RoomHeads, at: i64) {
+        if heads.len() > MAX_KEPT_HEADS {
+            return;
+        }
+        heads.retain(|_, head| !head.redacted);
+        for head in heads.values_mut() {
+            if head.state.len() > MAX_KEPT_STATE {
+                head.state.clear();
+            }
+            if std::mem::take(&mut head.members_changed) {
+                head.servers = None;
+            }
+        }
+        self.heads = heads;
+        self.at = Some(at);
+    }
+}
+
+/// The servers with a joined member in each of `rooms` (whose heads are
+/// loaded), as the transaction began; read once per head.
+pub async fn servers_of(
+    w: &mut WriteTx<'_>,
+    heads: &mut RoomHeads,
+    rooms: &[&RoomId],
+) -> Result<HashMap<OwnedRoomId, Vec<String>>> {
+    let unread: Vec<&RoomId> = rooms
+        .iter()
+        .copied()
+        .filter(|r| heads.get(*r).is_some_and(|h| h.servers.is_none()))
+        .collect();
+    if !unread.is_empty() {
+        let names: Vec<&str> = unread.iter().map(|r| r.as_str()).collect();
+        let mut read = w.servers_of_rooms(&names).await?;
+        for room in unread {
+            if let Some(head) = heads.get_mut(room) {
+                head.servers = Some(read.remove(room.as_str()).unwrap_or_default());
+            }
+        }
+    }
+    Ok(rooms
+        .iter()
+        .filter_map(|r| Some(((*r).to_owned(), heads.get(*r)?.servers.clone()?)))
+        .collect())
+}
 
 /// Reads the heads of `rooms` into `heads` (locking the rooms) with one
 /// statement for all the rooms' rows and one for their extremities; rooms
@@ -180,6 +263,9 @@ pub async fn load_heads(
                 .unwrap_or_default(),
             room,
             state: HashMap::new(),
+            servers: None,
+            redacted: false,
+            members_changed: false,
         };
         heads.insert(room_id, head);
     }
@@ -231,8 +317,10 @@ impl RoomHead {
             .collect())
     }
 
-    fn advance(&mut self, event: StoredEvent, depth: i64) {
+    fn advance(&mut self, event: StoredEvent, depth: i64, redacts: bool) {
         self.extremities = vec![(event.event_id.clone(), depth)];
+        self.redacted |= redacts;
+        self.members_changed |= event.event_type == "m.room.member";
         if let Some(key) = &event.state_key {
             self.room.state_group = Some(event.stream_ordering);
             self.state
@@ -379,7 +467,7 @@ pub async fn append_in(
     };
     w.stage_event(&new_event, membership.as_deref()).await?;
     let stored = new_event.to_stored();
-    head.advance(stored.clone(), depth);
+    head.advance(stored.clone(), depth, new_event.redacts.is_some());
     tracing::debug!(%event_id, %room_id, kind = %template.event_type, "event appended");
     Ok(Appended {
         event_id,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::timeline::{self, Appended, Template, Txn};
+use super::timeline::{self, Appended, KeptHeads, Template, Txn};
 use crate::{
     Error, Result, Server,
     service::federation::sender,
@@ -95,16 +95,17 @@ impl EventWriter {
 
 async fn run(server: Weak<Server>, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut kept = KeptHeads::default();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(server) = server.upgrade() else {
             return;
         };
-        write_batch(&server, std::mem::take(&mut batch)).await;
+        write_batch(&server, std::mem::take(&mut batch), &mut kept).await;
     }
 }
 
-async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
-    match append_all(server, &jobs).await {
+async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>, kept: &mut KeptHeads) {
+    match append_all(server, &jobs, kept).await {
         Ok((results, appended, destinations)) => {
             // Waking syncers runs beside the next batch, not before it.
             let notifying = server.clone();
@@ -117,7 +118,7 @@ async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
         Err(e) if jobs.len() > 1 => {
             tracing::warn!(error = %e, size = jobs.len(), "event batch failed; replaying it one event at a time");
             for job in jobs {
-                let result = append_all(server, std::slice::from_ref(&job)).await;
+                let result = append_all(server, std::slice::from_ref(&job), kept).await;
                 let result = match result {
                     Ok((mut results, appended, destinations)) => {
                         timeline::notify(server, &appended).await;
@@ -142,15 +143,23 @@ async fn write_batch(server: &Arc<Server>, jobs: Vec<Job>) {
 type BatchOutcome = (Vec<Result<OwnedEventId>>, Vec<Appended>, Vec<String>);
 
 /// Appends the jobs in one transaction. The outer error means the
-/// transaction failed; the inner results are each job's own outcome.
-async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
+/// transaction failed; the inner results are each job's own outcome. The
+/// rooms' heads are taken from `kept` where still current, and left there
+/// once committed.
+async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Result<BatchOutcome> {
     let mut w = server.db.write().await?;
     w.reserve_stream_positions(jobs.len() as i64).await?;
-    let mut heads = timeline::RoomHeads::new();
-    let mut rooms: Vec<&str> = jobs.iter().map(|j| j.room_id.as_str()).collect();
+    let mut heads = kept.take_current(&w);
+    let mut rooms: Vec<&str> = jobs
+        .iter()
+        .filter(|j| !heads.contains_key(&j.room_id))
+        .map(|j| j.room_id.as_str())
+        .collect();
     rooms.sort_unstable();
     rooms.dedup();
-    timeline::load_heads(server, &mut w, &mut heads, &rooms).await?;
+    if !rooms.is_empty() {
+        timeline::load_heads(server, &mut w, &mut heads, &rooms).await?;
+    }
     let mut results = Vec::with_capacity(jobs.len());
     let mut appended = Vec::with_capacity(jobs.len());
     let keyed: Vec<(&str, Txn<'_>)> = jobs
@@ -211,7 +220,11 @@ async fn append_all(server: &Server, jobs: &[Job]) -> Result<BatchOutcome> {
         )
         .collect();
     w.insert_notifications(&rows).await?;
-    let destinations = sender::queue_local_events(server, &mut w, &appended).await?;
+    let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
+    let last = w.last_position();
     w.commit().await?;
+    if let Some(last) = last {
+        kept.keep(heads, last);
+    }
     Ok((results, appended, destinations))
 }
