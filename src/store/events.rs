@@ -121,12 +121,10 @@ pub struct TxnKey<'a> {
     pub txn_id: &'a str,
 }
 
-/// Event rows, and their notifications, staged in a write transaction,
-/// written by [`WriteTx::flush`].
+/// Event rows staged in a write transaction, written by [`WriteTx::flush`].
 #[derive(Default)]
 pub struct Staged {
     events: Vec<StagedEvent>,
-    pub(super) notifications: Vec<super::push::StagedNotification>,
 }
 
 struct StagedEvent {
@@ -932,11 +930,11 @@ impl WriteTx<'_> {
     }
 
     /// Writes the staged rows: events, edges, transaction ids, each room's
-    /// new forward extremity, notifications and redaction marks, in a few
-    /// multi-row statements sent together ([`Statements`]).
+    /// new forward extremity, and redaction marks, in a few multi-row
+    /// statements sent together ([`Statements`]).
     pub async fn flush(&mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
-        if staged.events.is_empty() && staged.notifications.is_empty() {
+        if staged.events.is_empty() {
             return Ok(());
         }
         for e in &staged.events {
@@ -1068,7 +1066,6 @@ impl WriteTx<'_> {
         {
             self.replace_extremities(&mut statements, &e.room_id, &e.prev_events, &e.event_id);
         }
-        self.push_notifications(&mut statements, &staged.notifications);
         for e in staged.events.iter().filter(|e| e.redacts.is_some()) {
             self.events_changed = true;
             statements.push(

@@ -22,15 +22,6 @@ pub struct Recipients {
     pub highlights: String,
 }
 
-/// A notification written when its transaction is flushed.
-pub(super) struct StagedNotification {
-    room_id: String,
-    stream_ordering: i64,
-    event_id: String,
-    ts: i64,
-    recipients: Recipients,
-}
-
 pub struct NewNotification<'a> {
     pub room_id: &'a str,
     pub stream_ordering: i64,
@@ -85,29 +76,14 @@ impl Backend {
 }
 
 impl WriteTx<'_> {
-    /// Stages the notifications of new events: stored, and added to their
-    /// recipients' unread counts, with the events' rows (see
-    /// [`WriteTx::flush`]).
-    pub fn stage_notifications(&mut self, rows: &[NewNotification<'_>]) {
-        let staged = rows
+    /// Stores the notifications of new events and adds them to their
+    /// recipients' unread counts.
+    pub async fn insert_notifications(&mut self, rows: &[NewNotification<'_>]) -> Result<()> {
+        let rows: Vec<&NewNotification<'_>> = rows
             .iter()
             .filter(|r| !r.recipients.users.is_empty())
-            .map(|r| StagedNotification {
-                room_id: r.room_id.to_owned(),
-                stream_ordering: r.stream_ordering,
-                event_id: r.event_id.to_owned(),
-                ts: r.ts,
-                recipients: r.recipients.clone(),
-            });
-        self.staged.notifications.extend(staged);
-    }
-
-    /// The statements that write staged notifications.
-    pub(super) fn push_notifications<'q>(
-        &self,
-        statements: &mut Statements<'q>,
-        rows: &'q [StagedNotification],
-    ) {
+            .collect();
+        let mut statements = Statements::new(self.backend, rows.len());
         for chunk in rows.chunks(self.backend.rows_per_statement(7)) {
             statements.push(
                 7 * chunk.len(),
@@ -120,9 +96,9 @@ impl WriteTx<'_> {
                 },
                 |b| {
                     for r in chunk {
-                        b.bind(r.room_id.as_str())
+                        b.bind(r.room_id)
                             .bind(r.stream_ordering)
-                            .bind(r.event_id.as_str())
+                            .bind(r.event_id)
                             .bind(r.recipients.thread_id.as_str())
                             .bind(r.ts)
                             .bind(r.recipients.actions.as_str())
@@ -132,14 +108,10 @@ impl WriteTx<'_> {
             );
         }
         let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
-        for r in rows {
+        for r in &rows {
             for (user, highlight) in &r.recipients.users {
                 let counts = added
-                    .entry((
-                        user.as_str(),
-                        r.room_id.as_str(),
-                        r.recipients.thread_id.as_str(),
-                    ))
+                    .entry((user, r.room_id, &r.recipients.thread_id))
                     .or_default();
                 counts.0 += 1;
                 counts.1 += i64::from(*highlight);
@@ -169,13 +141,13 @@ impl WriteTx<'_> {
                 },
             );
         }
+        statements.execute(&mut self.tx).await
     }
 
     /// Recounts the user's unread notifications in a room after their read
     /// receipts moved: what lies after both the unthreaded receipt and the
     /// receipt of each thread.
     pub async fn recount_unread(&mut self, user_id: &str, room_id: &str) -> Result<()> {
-        self.flush().await?;
         sqlx::query("DELETE FROM unread_counts WHERE user_id = $1 AND room_id = $2")
             .bind(user_id)
             .bind(room_id)

@@ -219,7 +219,7 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
             },
         )
         .collect();
-    w.stage_notifications(&rows);
+    w.insert_notifications(&rows).await?;
     let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
     let last = w.last_position();
     w.commit().await?;
