@@ -121,12 +121,17 @@ pub struct WriteTx<'a> {
     committed: Option<Arc<AtomicI64>>,
     /// What the positions taken hold, for the journal.
     changes: journal::Changes,
+    /// See [`WriteTx::heads_kept_by_caller`].
+    caller_keeps_heads: bool,
     journal: Option<Arc<journal::Journal>>,
 }
 
 impl WriteTx<'_> {
     pub async fn commit(mut self) -> Result<()> {
         self.flush().await?;
+        if self.caller_keeps_heads {
+            self.changes.head_rooms.clear();
+        }
         if self.journal.is_some()
             && self.first_taken.is_none()
             && !self.changes.head_rooms.is_empty()
@@ -175,6 +180,13 @@ impl WriteTx<'_> {
                 .changes_between(since, upto)?
                 .head_rooms,
         )
+    }
+
+    /// The caller (the event writer) keeps the heads of the rooms this
+    /// transaction changed itself: the journal need not name them, which
+    /// spares it a set of rooms per commit of the busiest writer.
+    pub fn heads_kept_by_caller(&mut self) {
+        self.caller_keeps_heads = true;
     }
 
     /// The highest position this transaction took.
@@ -408,6 +420,7 @@ impl Db {
             highest_taken: None,
             committed: self.committed.clone(),
             changes: journal::Changes::default(),
+            caller_keeps_heads: false,
             journal: self.journal.clone(),
             _writer: writer,
         })

@@ -166,10 +166,12 @@ pub struct RoomHead {
 /// The heads of the rooms a write transaction has touched.
 pub type RoomHeads = HashMap<OwnedRoomId, RoomHead>;
 
-/// Rooms kept, and current state entries kept per room, beyond which the
-/// event writer starts afresh (a member event per sender accumulates).
-const MAX_KEPT_HEADS: usize = 1024;
-const MAX_KEPT_STATE: usize = 256;
+/// Rooms kept, beyond which the event writer starts afresh.
+const MAX_KEPT_HEADS: usize = 256;
+/// State entries kept per room. A head gathers the member event of each
+/// sender (and each joiner): past this many, only the entries that are not
+/// member events are kept, so a large room's head stays small.
+const MAX_KEPT_STATE: usize = 32;
 
 /// The heads the event writer keeps from one transaction to the next
 /// (SQLite, where it is the only writer of local events): a message to a
@@ -203,7 +205,7 @@ impl KeptHeads {
         heads.retain(|_, head| !head.redacted);
         for head in heads.values_mut() {
             if head.state.len() > MAX_KEPT_STATE {
-                head.state.clear();
+                head.state.retain(|(kind, _), _| kind != "m.room.member");
             }
             if std::mem::take(&mut head.members_changed) {
                 head.servers = None;

@@ -222,6 +222,7 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
     w.insert_notifications(&rows).await?;
     let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
     let last = w.last_position();
+    w.heads_kept_by_caller();
     w.commit().await?;
     if let Some(last) = last {
         kept.keep(heads, last);
