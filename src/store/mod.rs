@@ -183,14 +183,14 @@ impl WriteTx<'_> {
     }
 
     /// The caller (the event writer) keeps the heads of the rooms this
-    /// transaction changed itself: the journal need not name them, which
-    /// spares it a set of rooms per commit of the busiest writer.
-    pub fn heads_kept_by_caller(&mut self) {
+    /// transaction changed itself, so the journal need not name them (every
+    /// sync would otherwise copy them). Returns the last position taken, from
+    /// which [`WriteTx::head_rooms_changed_since`] can later tell whether a
+    /// kept head is still current; `None` where there is no journal
+    /// (PostgreSQL): nothing can be kept there.
+    pub fn heads_kept_by_caller(&mut self) -> Option<i64> {
+        self.journal.as_ref()?;
         self.caller_keeps_heads = true;
-    }
-
-    /// The highest position this transaction took.
-    pub fn last_position(&self) -> Option<i64> {
         self.highest_taken
     }
 

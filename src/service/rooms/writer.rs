@@ -221,11 +221,10 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
         .collect();
     w.insert_notifications(&rows).await?;
     let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
-    let last = w.last_position();
-    w.heads_kept_by_caller();
+    let kept_at = w.heads_kept_by_caller();
     w.commit().await?;
-    if let Some(last) = last {
-        kept.keep(heads, last);
+    if let Some(at) = kept_at {
+        kept.keep(heads, at);
     }
     Ok((results, appended, destinations))
 }
