@@ -380,3 +380,43 @@ async fn initial_sync_of_many_rooms(s: TestServer) {
         assert_eq!(section["summary"]["m.heroes"], json!([alice.user_id]));
     }
 }
+
+/// Two server processes on one PostgreSQL database, without Redis: each
+/// process knows only its own commits, so a sync must not trust its own
+/// record of what moved across positions the other process took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_see_what_another_process_wrote() {
+    if !common::postgres_configured() {
+        return;
+    }
+    let first = TestServer::start(common::Backend::Postgres).await.unwrap();
+    let second = first.sibling().await;
+    let alice = first.register("alice").await;
+    let bob = first.register("bob").await;
+    let quiet = first
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let busy = first
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    first.join(&bob, &quiet).await;
+    first.join(&bob, &busy).await;
+    let since = second.sync(&bob, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The second process writes, its sync reads what it wrote...
+    second.send_text(&alice, &busy, "s1", "second 1").await;
+    let after_s1 = second.sync(&bob, Some(&since), 0).await;
+    assert_eq!(timeline_bodies(&after_s1, &busy), vec!["second 1"]);
+    let since = after_s1["next_batch"].as_str().unwrap().to_owned();
+
+    // ...then the first process writes to another room, and the second
+    // writes again: the second knows its two commits, not the one between.
+    first.send_text(&alice, &quiet, "f1", "first 1").await;
+    second.send_text(&alice, &busy, "s2", "second 2").await;
+    let sync = second.sync(&bob, Some(&since), 0).await;
+    assert_eq!(timeline_bodies(&sync, &quiet), vec!["first 1"], "{sync}");
+    assert_eq!(timeline_bodies(&sync, &busy), vec!["second 2"], "{sync}");
+}

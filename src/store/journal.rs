@@ -1,16 +1,18 @@
-//! SQLite: what the recently committed stream positions hold, by kind, so
-//! that an incremental sync reads only the kinds of items that moved since
-//! its token (a message wakes syncs that then need its room's timeline, not
+//! What the recently committed stream positions hold, by kind, so that an
+//! incremental sync reads only the kinds of items that moved since its
+//! token (a message wakes syncs that then need its room's timeline, not
 //! every account-data, to-device and device-list table).
 //!
-//! This process is the only one that writes positions to an SQLite
-//! database while it runs, and its writes are serialized, so commits come
-//! in position order and each commit describes its own positions. When a
-//! commit does not start where the last one ended, someone else (the admin
-//! command line) took positions in between: what they hold is unknown, and
-//! the journal forgets everything before. A sync whose token is older than
-//! the journal reads everything, as it does on PostgreSQL (where several
-//! processes write and there is no journal).
+//! Commits come in position order on both backends: SQLite's writers are
+//! serialized, and on PostgreSQL a transaction holds the counter row's lock
+//! from taking its positions until it commits (a rolled-back one gives them
+//! back). Each commit of this process describes its own positions. When a
+//! commit does not start where the last one ended, someone else took
+//! positions in between (another server process on the same PostgreSQL
+//! database, the admin command line): what they hold is unknown, and the
+//! journal forgets everything before. So does a commit whose description
+//! reaches the journal after a later one's (two tasks of this process). A
+//! sync whose range the journal does not describe reads everything.
 
 use std::{
     collections::{HashSet, VecDeque},

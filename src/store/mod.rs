@@ -11,11 +11,12 @@
 //! (SQLite has one writer anyway, and this avoids `SQLITE_BUSY` on lock
 //! upgrades); on PostgreSQL the counter row lock orders the commits.
 //!
-//! Every position is taken for a named kind of item ([`StreamItem`]). On
-//! SQLite, whose only writer of positions is this process, each commit
-//! records what its positions hold in the [`journal`], so a sync reads only
-//! the kinds that moved since its token; PostgreSQL, written by several
-//! processes, has no journal and its syncs read every kind.
+//! Every position is taken for a named kind of item ([`StreamItem`]). Each
+//! commit records what its positions hold in this process's [`journal`], so
+//! a sync reads only the kinds that moved since its token; where another
+//! process took positions in between (PostgreSQL shared by several servers,
+//! the admin command line), the journal cannot tell and the sync reads
+//! every kind.
 
 pub mod accounts;
 pub mod backup;
@@ -92,8 +93,8 @@ pub struct Db {
     /// process is the database's only writer of positions, so it need not
     /// ask the database (a sync asks at every start and every long-poll).
     committed: Option<Arc<AtomicI64>>,
-    /// SQLite: what the recent positions hold (see [`journal`]).
-    journal: Option<Arc<journal::Journal>>,
+    /// What the recent positions hold (see [`journal`]).
+    journal: Arc<journal::Journal>,
 }
 
 /// [`Db::committed`] before the first read of the counter.
@@ -123,16 +124,16 @@ pub struct WriteTx<'a> {
     changes: journal::Changes,
     /// See [`WriteTx::heads_kept_by_caller`].
     caller_keeps_heads: bool,
-    journal: Option<Arc<journal::Journal>>,
+    journal: Arc<journal::Journal>,
 }
 
 impl WriteTx<'_> {
     pub async fn commit(mut self) -> Result<()> {
         self.flush().await?;
-        if self.caller_keeps_heads {
+        if self.caller_keeps_heads || !self.heads_can_be_kept() {
             self.changes.head_rooms.clear();
         }
-        if self.journal.is_some()
+        if self.heads_can_be_kept()
             && self.first_taken.is_none()
             && !self.changes.head_rooms.is_empty()
         {
@@ -148,9 +149,8 @@ impl WriteTx<'_> {
             self.token_cache.clear();
         }
         if let (Some(first), Some(last)) = (self.first_taken, self.highest_taken) {
-            if let Some(journal) = &self.journal {
-                journal.committed(first, last, std::mem::take(&mut self.changes));
-            }
+            self.journal
+                .committed(first, last, std::mem::take(&mut self.changes));
             if let Some(committed) = &self.committed {
                 committed.fetch_max(last, Ordering::Release);
             }
@@ -173,25 +173,33 @@ impl WriteTx<'_> {
     /// transaction's positions; `None` when that is not known (PostgreSQL,
     /// positions taken by another process, or not reserved yet).
     pub fn head_rooms_changed_since(&self, since: i64) -> Option<HashSet<String>> {
+        if !self.heads_can_be_kept() {
+            return None;
+        }
         let upto = self.first_taken? - 1;
-        Some(
-            self.journal
-                .as_ref()?
-                .changes_between(since, upto)?
-                .head_rooms,
-        )
+        Some(self.journal.changes_between(since, upto)?.head_rooms)
     }
 
     /// The caller (the event writer) keeps the heads of the rooms this
     /// transaction changed itself, so the journal need not name them (every
     /// sync would otherwise copy them). Returns the last position taken, from
     /// which [`WriteTx::head_rooms_changed_since`] can later tell whether a
-    /// kept head is still current; `None` where there is no journal
-    /// (PostgreSQL): nothing can be kept there.
+    /// kept head is still current; `None` on PostgreSQL: nothing can be
+    /// kept there.
     pub fn heads_kept_by_caller(&mut self) -> Option<i64> {
-        self.journal.as_ref()?;
+        if !self.heads_can_be_kept() {
+            return None;
+        }
         self.caller_keeps_heads = true;
         self.highest_taken
+    }
+
+    /// Only SQLite's writer lock serializes whole transactions. On
+    /// PostgreSQL another transaction (federation's, another process's)
+    /// may read a room's head under the room's row lock, which a writer
+    /// building on a kept head would not take.
+    fn heads_can_be_kept(&self) -> bool {
+        self.backend == Backend::Sqlite
     }
 
     /// Takes `count` positions from the counter in one step, for a batch
@@ -358,7 +366,7 @@ impl Db {
             token_cache: Arc::new(read_cache::token_cache()),
             committed: (backend == Backend::Sqlite)
                 .then(|| Arc::new(AtomicI64::new(UNKNOWN_POSITION))),
-            journal: (backend == Backend::Sqlite).then(Arc::default),
+            journal: Arc::default(),
         })
     }
 
@@ -509,7 +517,7 @@ impl Db {
     /// What was committed in `(since, upto]`, when this process knows
     /// (see [`journal`]); `None` means anything may have.
     pub fn changes_between(&self, since: i64, upto: i64) -> Option<journal::Changes> {
-        self.journal.as_ref()?.changes_between(since, upto)
+        self.journal.changes_between(since, upto)
     }
 
     pub async fn close(&self) {
