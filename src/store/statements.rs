@@ -2,10 +2,14 @@
 //!
 //! sqlx runs each SQLite query on the connection's own thread: a statement
 //! costs two thread hand-offs, more than most of our statements take to
-//! run. SQLite accepts several statements in one query, each binding its
-//! `$N` from the query's one parameter list, so statements that return
-//! nothing are joined into one query there. PostgreSQL's protocol prepares
-//! one statement per query: there they still go one by one.
+//! run; on PostgreSQL each is a round trip. Statements that return nothing
+//! are joined into one query, each binding its `$N` from the query's one
+//! parameter list. SQLite accepts several statements in one query.
+//! PostgreSQL's protocol prepares one statement per query, so there all but
+//! the last become data-modifying `WITH` clauses of the last. Those all see
+//! the database as the query began, not each other's rows: the statements
+//! of one item's writes never read what another of them writes (the
+//! triggers they fire run at the end, and see it all).
 //!
 //! Only the writes of a single item (one event, say) are joined. sqlx keeps
 //! each connection's prepared queries by their text, and a joined query's
@@ -22,11 +26,12 @@ use sqlx::{Any, Arguments as _, Encode, Type, any::AnyArguments, error::BoxDynEr
 use super::Backend;
 use crate::Result;
 
-/// Parameters of one joined SQLite query, at most: binding grows costly
+/// Parameters of one joined query, at most: on SQLite binding grows costly
 /// with the count (see [`Backend::rows_per_statement`]).
-const SQLITE_PARAMETERS_PER_QUERY: usize = 1024;
+const PARAMETERS_PER_QUERY: usize = 1024;
 
 pub struct Statements<'q> {
+    backend: Backend,
     /// Whether statements are joined into one query.
     join: bool,
     /// Whether the connection keeps the queries prepared: not for a batch
@@ -40,8 +45,24 @@ pub struct Statements<'q> {
 }
 
 struct Query<'q> {
-    sql: String,
+    statements: Vec<String>,
     args: AnyArguments<'q>,
+}
+
+impl Query<'_> {
+    fn sql(&self, backend: Backend) -> String {
+        match (backend, self.statements.split_last()) {
+            (Backend::Postgres, Some((last, before))) if !before.is_empty() => {
+                let clauses: Vec<String> = before
+                    .iter()
+                    .enumerate()
+                    .map(|(i, statement)| format!("w{i} AS ({statement})"))
+                    .collect();
+                format!("WITH {}\n{last}", clauses.join(",\n"))
+            }
+            _ => self.statements.join(";\n"),
+        }
+    }
 }
 
 /// The values of one statement, bound in the order of its parameters.
@@ -66,7 +87,8 @@ impl<'q> Statements<'q> {
     /// Statements that write `items` items (see the module's comment).
     pub fn new(backend: Backend, items: usize) -> Self {
         Self {
-            join: backend == Backend::Sqlite && items == 1,
+            backend,
+            join: items == 1,
             persistent: items <= 1,
             queries: Vec::new(),
             error: None,
@@ -75,6 +97,8 @@ impl<'q> Statements<'q> {
 
     /// Adds a statement of `parameters` parameters: `sql` gets the number
     /// of its first one (`$first`, then on), `bind` binds them in order.
+    /// It must not begin with `WITH`: PostgreSQL allows data-modifying
+    /// `WITH` clauses only at the top of a query.
     pub fn push(
         &mut self,
         parameters: usize,
@@ -85,19 +109,18 @@ impl<'q> Statements<'q> {
             && self
                 .queries
                 .last()
-                .is_some_and(|q| q.args.len() + parameters <= SQLITE_PARAMETERS_PER_QUERY);
+                .is_some_and(|q| q.args.len() + parameters <= PARAMETERS_PER_QUERY);
         if !joined {
             self.queries.push(Query {
-                sql: String::new(),
+                statements: Vec::new(),
                 args: AnyArguments::default(),
             });
         }
         let query = self.queries.last_mut().expect("a query was just ensured");
         let first = query.args.len() + 1;
-        if !query.sql.is_empty() {
-            query.sql.push_str(";\n");
-        }
-        query.sql.push_str(&sql(first));
+        let statement = sql(first);
+        debug_assert!(!statement.trim_start().starts_with("WITH"), "{statement}");
+        query.statements.push(statement);
         let mut binder = Binder {
             args: &mut query.args,
             error: &mut self.error,
@@ -111,7 +134,8 @@ impl<'q> Statements<'q> {
             return Err(sqlx::Error::Encode(e).into());
         }
         for query in self.queries {
-            sqlx::query_with(&query.sql, query.args)
+            let sql = query.sql(self.backend);
+            sqlx::query_with(&sql, query.args)
                 .persistent(self.persistent)
                 .execute(&mut **tx)
                 .await?;
@@ -125,7 +149,11 @@ mod tests {
     use super::*;
 
     fn sql_of(statements: &Statements<'_>) -> Vec<String> {
-        statements.queries.iter().map(|q| q.sql.clone()).collect()
+        statements
+            .queries
+            .iter()
+            .map(|q| q.sql(statements.backend))
+            .collect()
     }
 
     fn two_inserts(backend: Backend, items: usize) -> Statements<'static> {
@@ -151,25 +179,24 @@ mod tests {
     }
 
     #[test]
-    fn postgres_sends_statements_one_by_one() {
+    fn postgres_joins_statements_as_with_clauses_of_the_last() {
         assert_eq!(
             sql_of(&two_inserts(Backend::Postgres, 1)),
-            [
-                "INSERT INTO a VALUES ($1, $2)",
-                "INSERT INTO b VALUES ($1, $2)"
-            ]
+            ["WITH w0 AS (INSERT INTO a VALUES ($1, $2))\nINSERT INTO b VALUES ($3, $4)"]
         );
     }
 
     #[test]
     fn the_writes_of_many_items_are_not_joined() {
-        assert_eq!(
-            sql_of(&two_inserts(Backend::Sqlite, 2)),
-            [
-                "INSERT INTO a VALUES ($1, $2)",
-                "INSERT INTO b VALUES ($1, $2)"
-            ]
-        );
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            assert_eq!(
+                sql_of(&two_inserts(backend, 2)),
+                [
+                    "INSERT INTO a VALUES ($1, $2)",
+                    "INSERT INTO b VALUES ($1, $2)"
+                ]
+            );
+        }
     }
 
     #[test]
@@ -181,14 +208,14 @@ mod tests {
     }
 
     #[test]
-    fn a_joined_sqlite_query_has_a_bounded_parameter_count() {
+    fn a_joined_query_has_a_bounded_parameter_count() {
         let mut statements = Statements::new(Backend::Sqlite, 1);
         for _ in 0..3 {
             statements.push(
-                SQLITE_PARAMETERS_PER_QUERY / 2,
+                PARAMETERS_PER_QUERY / 2,
                 |first| format!("S{first}"),
                 |b| {
-                    for i in 0..SQLITE_PARAMETERS_PER_QUERY / 2 {
+                    for i in 0..PARAMETERS_PER_QUERY / 2 {
                         b.bind(i as i64);
                     }
                 },
