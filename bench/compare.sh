@@ -28,11 +28,11 @@ PG_USER=${PG_USER:-postgres}
 SETUP_CONCURRENCY=${SETUP_CONCURRENCY:-8}
 BACKENDS=${BACKENDS:-"sqlite postgres"}
 # SIZES: chosen so the whole run fits in 15 minutes on 2 cores.
-SEND_ARGS=${SEND_ARGS:-"--users 20 --rooms 10 --concurrency 20 --messages 2000 --duration 20"}
+SEND_ARGS=${SEND_ARGS:-"--users 20 --rooms 10 --concurrency 20 --messages 2000 --duration 12"}
 LATENCY_ARGS=${LATENCY_ARGS:-"--receivers 4 --senders 2 --rate 20 --duration 15 --grace 10"}
 INITIAL_SYNC_ARGS=${INITIAL_SYNC_ARGS:-"--rooms 100 --messages-per-room 10 --trials 3"}
 JOIN_ARGS=${JOIN_ARGS:-"--members 500 --trials 5"}
-MESSAGES_ARGS=${MESSAGES_ARGS:-"--messages 1000 --page-size 100 --duration 10"}
+MESSAGES_ARGS=${MESSAGES_ARGS:-"--messages 1000 --page-size 100 --duration 6"}
 # Hard time limit of one workload, set-up included.
 WORKLOAD_MAX_SECS=${WORKLOAD_MAX_SECS:-240}
 
@@ -105,14 +105,14 @@ wait_up() { # url pid name
     return 1
 }
 
-# ---- 1. Synapse in a venv -----------------------------------------------------
+# ---- 1. Synapse in a venv, installed while Corvid builds ---------------------
+SYNAPSE_INSTALL_PID=""
 if ! "$VENV/bin/python" -c 'import synapse, psycopg2' 2>/dev/null; then
-    log "installing matrix-synapse into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "matrix-synapse[postgres]"
+    log "installing matrix-synapse into $VENV (in the background)"
+    (python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "matrix-synapse[postgres]") \
+        >"$RUN_DIR/synapse-install.log" 2>&1 &
+    SYNAPSE_INSTALL_PID=$!
 fi
-SYNAPSE_VERSION=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))')
-log "Synapse $SYNAPSE_VERSION"
 
 # ---- 2. Corvid and the bench tool, release --------------------------------------
 log "building corvid and corvid-bench (release)"
@@ -121,6 +121,13 @@ BUILD_START=$(date +%s)
 BUILD_SECS=$(($(date +%s) - BUILD_START))
 CORVID="$ROOT/target/release/corvid"
 BENCH="$ROOT/target/release/corvid-bench"
+if [ -n "$SYNAPSE_INSTALL_PID" ] && ! wait "$SYNAPSE_INSTALL_PID"; then
+    cat "$RUN_DIR/synapse-install.log" >&2
+    log "ERROR: installing matrix-synapse failed"
+    exit 1
+fi
+SYNAPSE_VERSION=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))')
+log "Synapse $SYNAPSE_VERSION"
 
 # ---- 3. Servers ---------------------------------------------------------------
 start_corvid() { # backend dir port

@@ -254,7 +254,7 @@ def main():
     p("## What is measured")
     p("")
     p("""- **send** (sizes of the default run; the commands below are authoritative): 20 users, all in 10 public rooms; 20 concurrent senders (one user each) send
-  `m.room.message` events round-robin over the rooms until 2000 messages or 20 s. Throughput is
+  `m.room.message` events round-robin over the rooms until 2000 messages or 12 s. Throughput is
   successful sends / elapsed; latency is each `PUT /send` request.
 - **latency**: 4 receivers long-poll `/sync` (timeout 5 s, timeline limit 1000) in one room while
   2 senders send 20 msgs/s for 15 s. Latency runs from just before the `PUT /send` starts to the
@@ -267,7 +267,7 @@ def main():
 - **join**: 500 users in one public room; then 5 fresh users, one after another, each `POST
   /rooms/{id}/join` and then a first `/sync` (no filter), both timed.
 - **messages**: one room with 1000 messages; `GET /messages?dir=b&limit=100` from the newest event
-  back to the room's creation, pass after pass, for 10 s, one request at a time.
+  back to the room's creation, pass after pass, for 6 s, one request at a time.
 - **server peak RSS**: `VmHWM` from `/proc/<pid>/status` of the server process at the end of its
   session (all five workloads, set-up included). For Synapse that is the one Python process; on
   PostgreSQL the database's own memory is counted for neither server.
