@@ -194,10 +194,13 @@ impl WriteTx<'_> {
         self.highest_taken
     }
 
-    /// Only SQLite's writer lock serializes whole transactions. On
-    /// PostgreSQL another transaction (federation's, another process's)
-    /// may read a room's head under the room's row lock, which a writer
-    /// building on a kept head would not take.
+    /// SQLite's writer lock serializes whole transactions. On PostgreSQL
+    /// a kept head is only safe if every transaction that reads a room's
+    /// head first takes the main counter's lock (as the event writer and
+    /// federation's joins and placements do); backfill takes positions
+    /// from another counter, and a writer building on a kept head skips
+    /// the room's row lock the others take. Until that is shown, nothing
+    /// is kept there.
     fn heads_can_be_kept(&self) -> bool {
         self.backend == Backend::Sqlite
     }
