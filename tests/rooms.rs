@@ -818,3 +818,36 @@ async fn alike_rooms_created_together_get_distinct_ids(s: TestServer) {
         "v12 room ids are create-event hashes; alike rooms must still differ"
     );
 }
+
+/// Two server processes on one PostgreSQL database taking turns to send to
+/// one room: each event cites the one the other process sent just before,
+/// never a head the sending process remembered from its own last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_extend_one_chain() {
+    if !common::postgres_configured() {
+        return;
+    }
+    let first = TestServer::start(common::Backend::Postgres).await.unwrap();
+    let second = first.sibling().await;
+    let alice = first.register("alice").await;
+    let room = first.create_room(&alice, json!({"name": "turns"})).await;
+    let mut sent = Vec::new();
+    for turn in 0..4 {
+        for (name, server) in [("first", &first), ("second", &second)] {
+            let txn = format!("{name}-{turn}");
+            sent.push(server.send_text(&alice, &room, &txn, &txn).await);
+        }
+    }
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&first.config.database_url)
+        .await
+        .unwrap();
+    for pair in sent.windows(2) {
+        let cited: Vec<(String,)> =
+            sqlx::query_as("SELECT prev_event_id FROM event_edges WHERE event_id = $1")
+                .bind(&pair[1])
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        assert_eq!(cited, [(pair[0].clone(),)], "{} cites", pair[1]);
+    }
+}

@@ -130,13 +130,10 @@ pub struct WriteTx<'a> {
 impl WriteTx<'_> {
     pub async fn commit(mut self) -> Result<()> {
         self.flush().await?;
-        if self.caller_keeps_heads || !self.heads_can_be_kept() {
+        if self.caller_keeps_heads {
             self.changes.head_rooms.clear();
         }
-        if self.heads_can_be_kept()
-            && self.first_taken.is_none()
-            && !self.changes.head_rooms.is_empty()
-        {
+        if self.first_taken.is_none() && !self.changes.head_rooms.is_empty() {
             // Only the journal tells the event writer that a head it keeps
             // changed, and it records commits by their positions.
             self.next_stream_position(StreamItem::Internal).await?;
@@ -170,12 +167,17 @@ impl WriteTx<'_> {
     }
 
     /// The rooms whose heads changed after position `since` and before this
-    /// transaction's positions; `None` when that is not known (PostgreSQL,
-    /// positions taken by another process, or not reserved yet).
+    /// transaction's positions; `None` when that is not known (positions
+    /// taken by another process, or not reserved yet).
+    ///
+    /// Every transaction that reads or changes a room's head takes its
+    /// positions first (the event writer, federation's joins, placements and
+    /// received events; a commit that changed a head without one takes one),
+    /// and holds them until it commits: SQLite's writer lock, PostgreSQL's
+    /// lock on the counter row. So no head can change between a
+    /// transaction's reservation and its commit, and the journal names
+    /// every change before it.
     pub fn head_rooms_changed_since(&self, since: i64) -> Option<HashSet<String>> {
-        if !self.heads_can_be_kept() {
-            return None;
-        }
         let upto = self.first_taken? - 1;
         Some(self.journal.changes_between(since, upto)?.head_rooms)
     }
@@ -184,25 +186,10 @@ impl WriteTx<'_> {
     /// transaction changed itself, so the journal need not name them (every
     /// sync would otherwise copy them). Returns the last position taken, from
     /// which [`WriteTx::head_rooms_changed_since`] can later tell whether a
-    /// kept head is still current; `None` on PostgreSQL: nothing can be
-    /// kept there.
+    /// kept head is still current; `None` when the transaction took none.
     pub fn heads_kept_by_caller(&mut self) -> Option<i64> {
-        if !self.heads_can_be_kept() {
-            return None;
-        }
         self.caller_keeps_heads = true;
         self.highest_taken
-    }
-
-    /// SQLite's writer lock serializes whole transactions. On PostgreSQL
-    /// a kept head is only safe if every transaction that reads a room's
-    /// head first takes the main counter's lock (as the event writer and
-    /// federation's joins and placements do); backfill takes positions
-    /// from another counter, and a writer building on a kept head skips
-    /// the room's row lock the others take. Until that is shown, nothing
-    /// is kept there.
-    fn heads_can_be_kept(&self) -> bool {
-        self.backend == Backend::Sqlite
     }
 
     /// Takes `count` positions from the counter in one step, for a batch

@@ -173,10 +173,10 @@ const MAX_KEPT_HEADS: usize = 256;
 /// member events are kept, so a large room's head stays small.
 const MAX_KEPT_STATE: usize = 32;
 
-/// The heads the event writer keeps from one transaction to the next
-/// (SQLite, where it is the only writer of local events): a message to a
-/// room written to moments ago then reads nothing to build on. The
-/// journal says which rooms another transaction changed meanwhile.
+/// The heads the event writer keeps from one transaction to the next: a
+/// message to a room written to moments ago then reads nothing to build on.
+/// The journal says which rooms another transaction changed meanwhile (see
+/// [`WriteTx::head_rooms_changed_since`]), or that it cannot tell.
 #[derive(Default)]
 pub struct KeptHeads {
     heads: RoomHeads,
