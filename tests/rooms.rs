@@ -824,11 +824,9 @@ async fn alike_rooms_created_together_get_distinct_ids(s: TestServer) {
 /// never a head the sending process remembered from its own last write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_extend_one_chain() {
-    if !common::postgres_configured() {
+    let Some((first, second)) = TestServer::two_processes_on_postgres().await else {
         return;
-    }
-    let first = TestServer::start(common::Backend::Postgres).await.unwrap();
-    let second = first.sibling().await;
+    };
     let alice = first.register("alice").await;
     let room = first.create_room(&alice, json!({"name": "turns"})).await;
     let mut sent = Vec::new();

@@ -386,11 +386,9 @@ async fn initial_sync_of_many_rooms(s: TestServer) {
 /// record of what moved across positions the other process took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_see_what_another_process_wrote() {
-    if !common::postgres_configured() {
+    let Some((first, second)) = TestServer::two_processes_on_postgres().await else {
         return;
-    }
-    let first = TestServer::start(common::Backend::Postgres).await.unwrap();
-    let second = first.sibling().await;
+    };
     let alice = first.register("alice").await;
     let bob = first.register("bob").await;
     let quiet = first

@@ -174,6 +174,17 @@ impl TestServer {
         sibling
     }
 
+    /// Two server processes on one fresh PostgreSQL database, without
+    /// Redis; `None` when PostgreSQL is not configured outside CI.
+    pub async fn two_processes_on_postgres() -> Option<(Self, Self)> {
+        if !postgres_configured() {
+            return None;
+        }
+        let first = Self::start(Backend::Postgres).await?;
+        let second = first.sibling().await;
+        Some((first, second))
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.config.data_dir.clone()
     }
