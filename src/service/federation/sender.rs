@@ -352,7 +352,7 @@ pub async fn queue_local_events(
     let mut items: Vec<(String, i64, &str)> = Vec::new();
     for a in appended {
         let mut destinations: Vec<&str> = servers
-            .get(&a.room_id)
+            .get(&*a.room_id)
             .map(|s| s.iter().map(String::as_str).collect())
             .unwrap_or_default();
         if let Some((_, target)) = a.member.as_deref().and_then(|m| m.split_once(':')) {

@@ -218,11 +218,11 @@ impl KeptHeads {
 
 /// The servers with a joined member in each of `rooms` (whose heads are
 /// loaded), as the transaction began; read once per head.
-pub async fn servers_of(
+pub async fn servers_of<'h>(
     w: &mut WriteTx<'_>,
-    heads: &mut RoomHeads,
+    heads: &'h mut RoomHeads,
     rooms: &[&RoomId],
-) -> Result<HashMap<OwnedRoomId, Vec<String>>> {
+) -> Result<HashMap<&'h RoomId, &'h [String]>> {
     let unread: Vec<&RoomId> = rooms
         .iter()
         .copied()
@@ -237,9 +237,13 @@ pub async fn servers_of(
             }
         }
     }
+    let heads: &'h RoomHeads = heads;
     Ok(rooms
         .iter()
-        .filter_map(|r| Some(((*r).to_owned(), heads.get(*r)?.servers.clone()?)))
+        .filter_map(|r| {
+            let (room_id, head) = heads.get_key_value(*r)?;
+            Some((&**room_id, head.servers.as_deref()?))
+        })
         .collect())
 }
 
