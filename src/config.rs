@@ -34,6 +34,11 @@ pub struct Config {
     pub presence: Presence,
     /// Whether `org.corvid.delivered` receipts are recorded (spec/extensions.md).
     pub delivery_receipts: bool,
+    /// Passes Argon2id makes over its 7 MiB when hashing a new password
+    /// (OWASP's setting for 7 MiB: 5). Fewer make hashing faster, not
+    /// smaller; only for tests and benchmarks that register many users
+    /// (Synapse's `bcrypt_rounds`). Stored hashes keep their own setting.
+    pub password_hash_passes: u32,
     /// Shared presence and cross-process wake-ups; in-process when absent.
     pub redis: Option<Redis>,
     pub media: Media,
@@ -196,6 +201,7 @@ impl Default for Config {
                 offline_after_ms: 60 * 1000,
             },
             delivery_receipts: true,
+            password_hash_passes: 5,
             redis: None,
             media: Media {
                 max_upload_size: 100 * 1024 * 1024,
@@ -267,10 +273,11 @@ impl Config {
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: origin,
+                    path: origin.clone(),
                     message: e.to_string(),
                 })?;
         config.fill_derived();
+        config.validate(&origin)?;
         Ok(config)
     }
 
@@ -283,6 +290,7 @@ impl Config {
             max_request_size = (d.max_request_size as i64)
             access_token_lifetime_ms = (d.access_token_lifetime_ms as i64)
             delivery_receipts = (d.delivery_receipts)
+            password_hash_passes = (d.password_hash_passes as i64)
             [listen]
             client = (d.listen.client.to_string())
             [rate_limit]
@@ -317,6 +325,17 @@ impl Config {
         if self.database_url.is_empty() {
             self.database_url = format!("sqlite://{}/corvid.db", self.data_dir.display());
         }
+    }
+
+    /// What the types alone do not rule out.
+    fn validate(&self, origin: &std::path::Path) -> Result<(), ConfigError> {
+        if self.password_hash_passes == 0 {
+            return Err(ConfigError::Parse {
+                path: origin.to_owned(),
+                message: "password_hash_passes must be at least 1".into(),
+            });
+        }
+        Ok(())
     }
 
     pub fn media_dir(&self) -> PathBuf {
@@ -410,6 +429,19 @@ mod tests {
         std::fs::write(&path, "server_nmae = \"x\"\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("server_nmae"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn password_hashing_needs_at_least_one_pass() {
+        assert_eq!(Config::default().password_hash_passes, 5);
+        let dir = tempfile_dir("passes");
+        let path = dir.join("corvid.toml");
+        std::fs::write(&path, "password_hash_passes = 0\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("password_hash_passes"), "{err}");
+        std::fs::write(&path, "password_hash_passes = 1\n").unwrap();
+        assert_eq!(Config::load(Some(&path)).unwrap().password_hash_passes, 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -133,6 +133,9 @@ impl TestServer {
         config.data_dir = dir.path().to_path_buf();
         config.database_url = database_url;
         config.rate_limit.enabled = false;
+        // Tests register thousands of users; the default's five passes are
+        // pinned by the accounts module's own test.
+        config.password_hash_passes = 1;
         config.registration_shared_secret = Some("test-shared-secret".into());
         // Tests never leave loopback: no notary unless a test names one.
         config.federation.trusted_key_servers.clear();
