@@ -2,15 +2,22 @@
 //! room account data event, which is what sync delivers): spec client-server
 //! API, "Client config" and "Room tagging".
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use ruma::{RoomId, UserId, events::tag::Tags};
+use ruma::{OwnedUserId, RoomId, UserId, events::tag::Tags};
 use serde_json::{Value, json};
 
-use crate::{Error, Result, Server, cache::TtlCache};
+use crate::{Error, Result, Server, cache::ReadCache};
 
 /// Global account data is stored with this room id.
 const GLOBAL: &str = "";
+
+/// What each user's setting (see [`settings_of`]) was read as.
+pub type SettingCache<V> = ReadCache<OwnedUserId, Arc<V>>;
+
+pub fn setting_cache<V>() -> SettingCache<V> {
+    ReadCache::new(100_000, Duration::from_secs(5))
+}
 
 /// What `parse` makes of the global `data_type` account data of each of
 /// `users`, in order: from `cache`, and the users it does not hold read in
@@ -18,11 +25,12 @@ const GLOBAL: &str = "";
 /// needs every member's settings.
 pub async fn settings_of<V>(
     server: &Server,
-    cache: &TtlCache<V>,
+    cache: &SettingCache<V>,
     users: &[&UserId],
     data_type: &str,
     parse: impl Fn(&UserId, Option<&str>) -> Result<V>,
 ) -> Result<Vec<Arc<V>>> {
+    let generation = cache.generation();
     let cached = cache.get_many(users);
     let missing: Vec<&str> = users
         .iter()
@@ -46,7 +54,7 @@ pub async fn settings_of<V>(
             Some(value) => Ok(value),
             None => {
                 let value = Arc::new(parse(user, stored.get(user.as_str()).map(String::as_str))?);
-                cache.insert(*user, value.clone());
+                cache.insert((*user).to_owned(), value.clone(), generation);
                 Ok(value)
             }
         })
@@ -56,7 +64,7 @@ pub async fn settings_of<V>(
 /// [`settings_of`] for one user.
 pub async fn setting_of<V>(
     server: &Server,
-    cache: &TtlCache<V>,
+    cache: &SettingCache<V>,
     user: &UserId,
     data_type: &str,
     parse: impl Fn(&UserId, Option<&str>) -> Result<V>,

@@ -8,11 +8,11 @@ use ruma::UserId;
 use serde_json::Value;
 
 use super::account_data;
-use crate::{Result, Server, cache::TtlCache};
+use crate::{Result, Server};
 
 pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
 
-pub type IgnoreCache = TtlCache<HashSet<String>>;
+pub type IgnoreCache = account_data::SettingCache<HashSet<String>>;
 
 /// The users `user` ignores.
 pub async fn ignored_by(server: &Server, user: &UserId) -> Result<Arc<HashSet<String>>> {
@@ -48,7 +48,9 @@ fn stored_list(_: &UserId, content: Option<&str>) -> Result<HashSet<String>> {
 
 /// Keeps the cache in step with a new `m.ignored_user_list`.
 pub fn changed(server: &Server, user: &UserId, content: &str) {
-    server.ignored_users.insert(user, Arc::new(parse(content)));
+    server
+        .ignored_users
+        .replace(user.to_owned(), Arc::new(parse(content)));
 }
 
 fn parse(content: &str) -> HashSet<String> {

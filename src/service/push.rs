@@ -30,13 +30,14 @@ use serde_json::{Value, json};
 use super::{account_data, ignore, rooms::timeline::Template};
 use crate::{
     Error, Result, Server,
-    store::{events::StoredEvent, push::Recipients, read_cache::ReadCache},
+    cache::ReadCache,
+    store::{events::StoredEvent, push::Recipients},
 };
 
 const PUSH_RULES: &str = "m.push_rules";
 
 /// Users' rule sets, read from account data.
-pub type RuleCache = crate::cache::TtlCache<UserRules>;
+pub type RuleCache = account_data::SettingCache<UserRules>;
 
 /// A user's push rules, each marked with what of it can be evaluated once
 /// per event for every recipient (see [`Sharing`]).
@@ -291,7 +292,7 @@ async fn update<T>(
     account_data::store(server, user, None, PUSH_RULES, &content).await?;
     server
         .push_rules
-        .insert(user, Arc::new(UserRules::new(user, rules)));
+        .replace(user.to_owned(), Arc::new(UserRules::new(user, rules)));
     Ok(out)
 }
 

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -25,7 +25,7 @@ use serde_json::value::to_raw_value;
 
 use crate::{
     Error, Result, Server,
-    cache::TtlCache,
+    cache::ReadCache,
     now_ms,
     store::server_keys::{FetchedKey, ServerKeyRow},
 };
@@ -38,16 +38,25 @@ const MAX_TRUSTED_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
 /// What this process knows of other servers' keys besides the database.
-#[derive(Default)]
 pub struct RemoteKeys {
     /// Each server's stored keys, read once for the many events of one
     /// server that are verified together (a join brings thousands).
-    stored: TtlCache<Vec<ServerKeyRow>, OwnedServerName>,
+    stored: ReadCache<OwnedServerName, Arc<Vec<ServerKeyRow>>>,
     /// When each server was last asked for its keys.
     last: Mutex<HashMap<OwnedServerName, Instant>>,
     /// One fetch per server at a time: the others wait for its result
     /// (many events of one server are verified side by side).
     in_flight: crate::cache::KeyedLocks,
+}
+
+impl Default for RemoteKeys {
+    fn default() -> Self {
+        Self {
+            stored: ReadCache::new(100_000, Duration::from_secs(5)),
+            last: Mutex::default(),
+            in_flight: Default::default(),
+        }
+    }
 }
 
 impl RemoteKeys {
@@ -188,9 +197,11 @@ async fn cached_keys(server: &Server, origin: &ServerName, valid_at: i64) -> Res
 }
 
 async fn stored_keys(server: &Server, origin: &ServerName, valid_at: i64) -> Result<PublicKeySet> {
+    let stored = &server.remote_keys.stored;
+    let generation = stored.generation();
     let rows = server.db.server_keys(origin.as_str()).await?;
     let keys = valid_keys(&rows, valid_at);
-    server.remote_keys.stored.insert(origin, rows.into());
+    stored.insert(origin.to_owned(), Arc::new(rows), generation);
     Ok(keys)
 }
 
