@@ -40,17 +40,93 @@ const PUSH_RULES: &str = "m.push_rules";
 pub type RuleCache = account_data::SettingCache<UserRules>;
 
 /// A user's push rules, each marked with what of it can be evaluated once
-/// per event for every recipient (see [`Sharing`]).
-pub struct UserRules {
-    pub ruleset: Ruleset,
-    /// In evaluation order, as `&Ruleset` iterates.
-    sharing: Vec<Sharing>,
+/// per event for every recipient (see [`Sharing`]). Planning an event's
+/// notifications needs the rules of every local member of its room.
+pub enum UserRules {
+    /// Rules the user has changed, as stored.
+    Stored {
+        ruleset: Box<Ruleset>,
+        /// In evaluation order, as `&Ruleset` iterates.
+        sharing: Vec<Sharing>,
+    },
+    /// The spec's defaults: only the rules that name the user are theirs,
+    /// in evaluation order; the others are [`DefaultRules`]'.
+    Default { own: Vec<(AnyPushRule, Sharing)> },
 }
 
 impl UserRules {
-    fn new(user: &UserId, ruleset: Ruleset) -> Self {
+    fn stored(user: &UserId, ruleset: Ruleset) -> Self {
         let sharing = ruleset.iter().map(|rule| sharing_of(user, rule)).collect();
-        Self { ruleset, sharing }
+        Self::Stored {
+            ruleset: Box::new(ruleset),
+            sharing,
+        }
+    }
+
+    fn default_for(user: &UserId) -> Self {
+        let defaults = DefaultRules::get();
+        let own = Ruleset::server_default(user)
+            .iter()
+            .zip(&defaults.sharing)
+            .filter(|(_, shared)| shared.is_none())
+            .map(|(rule, _)| (rule.to_owned(), sharing_of(user, rule)))
+            .collect();
+        Self::Default { own }
+    }
+
+    /// The rules as clients see them.
+    pub fn to_ruleset(&self, user: &UserId) -> Ruleset {
+        match self {
+            Self::Stored { ruleset, .. } => (**ruleset).clone(),
+            Self::Default { .. } => Ruleset::server_default(user),
+        }
+    }
+
+    /// Each rule with its sharing, in evaluation order.
+    fn in_order(&self) -> Box<dyn Iterator<Item = (AnyPushRuleRef<'_>, Sharing)> + Send + '_> {
+        match self {
+            Self::Stored { ruleset, sharing } => {
+                Box::new(ruleset.iter().zip(sharing.iter().copied()))
+            }
+            Self::Default { own } => {
+                let mut own = own.iter();
+                let defaults = DefaultRules::get();
+                let rules = defaults.ruleset.iter().zip(&defaults.sharing);
+                Box::new(rules.filter_map(move |(rule, shared)| match shared {
+                    Some(sharing) => Some((rule, *sharing)),
+                    None => own.next().map(|(rule, sharing)| (rule.as_ref(), *sharing)),
+                }))
+            }
+        }
+    }
+}
+
+/// The spec's default rules, made once for a stand-in user: all but the
+/// few that name their user (`.m.rule.invite_for_me`,
+/// `.m.rule.is_user_mention`) read the same for everyone, and are kept once
+/// instead of once per user.
+struct DefaultRules {
+    ruleset: Ruleset,
+    /// Each rule's sharing, in evaluation order; none for those that name
+    /// the user.
+    sharing: Vec<Option<Sharing>>,
+}
+
+impl DefaultRules {
+    fn get() -> &'static Self {
+        static DEFAULTS: std::sync::LazyLock<DefaultRules> = std::sync::LazyLock::new(|| {
+            let stand_in = ruma::user_id!("@corvid-default-rules-stand-in:corvid.invalid");
+            let ruleset = Ruleset::server_default(stand_in);
+            let sharing = ruleset
+                .iter()
+                .map(|rule| {
+                    let names_user = format!("{rule:?}").contains(stand_in.localpart());
+                    (!names_user).then(|| sharing_of(stand_in, rule))
+                })
+                .collect();
+            DefaultRules { ruleset, sharing }
+        });
+        &DEFAULTS
     }
 }
 
@@ -61,7 +137,7 @@ impl UserRules {
 /// id given to every rule (or guard) that reads the same, so their outcome
 /// is computed once per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sharing {
+pub enum Sharing {
     /// The whole rule.
     Whole(u32),
     /// The conditions in `conditions` (a bit per index): when they fail,
@@ -265,19 +341,14 @@ async fn rulesets_of(server: &Server, users: &[&UserId]) -> Result<Vec<Arc<UserR
         .await
 }
 
-fn user_rules(user: &UserId, stored: Option<&str>) -> Result<UserRules> {
-    Ok(UserRules::new(user, parse_rules(user, stored)?))
-}
-
 /// Stored `m.push_rules` content, or the spec's defaults when there is none.
-fn parse_rules(user: &UserId, stored: Option<&str>) -> Result<Ruleset> {
-    match stored {
-        Some(json) => {
-            let content: Value = serde_json::from_str(json)?;
-            serde_json::from_value(content["global"].clone()).map_err(Error::internal)
-        }
-        None => Ok(Ruleset::server_default(user)),
-    }
+fn user_rules(user: &UserId, stored: Option<&str>) -> Result<UserRules> {
+    let Some(json) = stored else {
+        return Ok(UserRules::default_for(user));
+    };
+    let content: Value = serde_json::from_str(json)?;
+    let ruleset = serde_json::from_value(content["global"].clone()).map_err(Error::internal)?;
+    Ok(UserRules::stored(user, ruleset))
 }
 
 /// Applies `change` to a copy of the user's rules and stores the result.
@@ -286,20 +357,20 @@ async fn update<T>(
     user: &UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<T>,
 ) -> Result<T> {
-    let mut rules = ruleset(server, user).await?.ruleset.clone();
+    let mut rules = ruleset(server, user).await?.to_ruleset(user);
     let out = change(&mut rules)?;
     let content = json!({ "global": rules }).to_string();
     account_data::store(server, user, None, PUSH_RULES, &content).await?;
     server
         .push_rules
-        .replace(user.to_owned(), Arc::new(UserRules::new(user, rules)));
+        .replace(user.to_owned(), Arc::new(UserRules::stored(user, rules)));
     Ok(out)
 }
 
 pub async fn rule(server: &Server, user: &UserId, kind: RuleKind, id: &str) -> Result<AnyPushRule> {
     ruleset(server, user)
         .await?
-        .ruleset
+        .to_ruleset(user)
         .get(kind, id)
         .map(|r| r.to_owned())
         .ok_or_else(|| Error::not_found("No such push rule"))
@@ -467,8 +538,8 @@ async fn first_match<'r>(
     ctx: &PushConditionRoomCtx,
     outcomes: &mut HashMap<u32, bool>,
 ) -> &'r [Action] {
-    for (rule, sharing) in rules.ruleset.iter().zip(&rules.sharing) {
-        let applies = match *sharing {
+    for (rule, sharing) in rules.in_order() {
+        let applies = match sharing {
             Sharing::Whole(id) => match outcomes.get(&id) {
                 Some(&applies) => applies,
                 None => *outcomes.entry(id).or_insert(rule.applies(event, ctx).await),
@@ -724,13 +795,29 @@ mod tests {
     use super::*;
 
     fn sharing(user: &UserId) -> HashMap<String, Sharing> {
-        let rules = UserRules::new(user, Ruleset::server_default(user));
-        rules
-            .ruleset
-            .iter()
-            .zip(rules.sharing)
+        UserRules::default_for(user)
+            .in_order()
             .map(|(rule, sharing)| (rule.rule_id().to_owned(), sharing))
             .collect()
+    }
+
+    #[test]
+    fn a_users_default_rules_are_the_specs_defaults_for_them() {
+        let alice = user_id!("@alice:example.org");
+        let rules = UserRules::default_for(alice);
+        let in_order: Vec<_> = rules.in_order().map(|(rule, _)| rule).collect();
+        let expected = Ruleset::server_default(alice);
+        let expected: Vec<_> = expected.iter().collect();
+        assert_eq!(format!("{in_order:?}"), format!("{expected:?}"));
+        // Only the rules that name her are kept for her alone.
+        let UserRules::Default { own } = &rules else {
+            panic!("no stored rules, yet not the defaults");
+        };
+        let own: Vec<_> = own
+            .iter()
+            .map(|(rule, _)| rule.as_ref().rule_id())
+            .collect();
+        assert_eq!(own, [".m.rule.invite_for_me", ".m.rule.is_user_mention"]);
     }
 
     #[test]
@@ -762,7 +849,11 @@ mod tests {
             ));
             let mut ruleset = Ruleset::new();
             ruleset.insert(rule, None, None).unwrap();
-            UserRules::new(user, ruleset).sharing[0]
+            UserRules::stored(user, ruleset)
+                .in_order()
+                .next()
+                .unwrap()
+                .1
         };
         let lunch = content_rule(user_id!("@alice:example.org"), "lunch");
         assert!(matches!(lunch, Sharing::Whole(_)));
@@ -785,7 +876,7 @@ mod tests {
         let mut outcomes = HashMap::new();
         let mut out = Vec::new();
         for user in users {
-            let rules = UserRules::new(user, Ruleset::server_default(user));
+            let rules = UserRules::default_for(user);
             ctx.user_id = (*user).to_owned();
             ctx.user_display_name = user.localpart().to_owned();
             out.push(

@@ -40,17 +40,19 @@ async fn all_rules(
     server: Arc<Server>,
     req: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<get_pushrules_all::v3::Response> {
-    let rules = push::ruleset(&server, &req.user().user_id).await?;
-    Ok(get_pushrules_all::v3::Response::new(rules.ruleset.clone()))
+    let user = &req.user().user_id;
+    let rules = push::ruleset(&server, user).await?;
+    Ok(get_pushrules_all::v3::Response::new(rules.to_ruleset(user)))
 }
 
 async fn global_rules(
     server: Arc<Server>,
     req: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<get_pushrules_global_scope::v3::Response> {
-    let rules = push::ruleset(&server, &req.user().user_id).await?;
+    let user = &req.user().user_id;
+    let rules = push::ruleset(&server, user).await?;
     Ok(get_pushrules_global_scope::v3::Response::new(
-        rules.ruleset.clone(),
+        rules.to_ruleset(user),
     ))
 }
 
