@@ -418,3 +418,32 @@ async fn syncs_see_what_another_process_wrote() {
     assert_eq!(timeline_bodies(&sync, &quiet), vec!["first 1"], "{sync}");
     assert_eq!(timeline_bodies(&sync, &busy), vec!["second 2"], "{sync}");
 }
+
+/// A process knows the positions it committed, not those committed after
+/// them by another: a long-poll from the latest token it gave out still
+/// asks the database, and returns the other process's message at once
+/// (without Redis, no wake-up would come from there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_sees_another_processs_later_write() {
+    let Some((first, second)) = TestServer::two_processes_on_postgres().await else {
+        return;
+    };
+    let alice = first.register("alice").await;
+    let bob = first.register("bob").await;
+    let room = first
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    first.join(&bob, &room).await;
+    second.send_text(&alice, &room, "s1", "second 1").await;
+    let since = second.sync(&bob, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    first.send_text(&alice, &room, "f1", "first 1").await;
+    let started = std::time::Instant::now();
+    let sync = second.sync(&bob, Some(&since), 20_000).await;
+    assert_eq!(timeline_bodies(&sync, &room), vec!["first 1"], "{sync}");
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+}

@@ -141,7 +141,7 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut last_round = false;
     loop {
-        let upto = current_token(server).await?;
+        let upto = current_token(server, req.since).await?;
         // A client that is up to date long-polls again as soon as it has a
         // response: when no stream has moved since its token there is
         // nothing to build yet, only to wait for.
@@ -175,10 +175,10 @@ pub async fn sync(server: &Arc<Server>, user: &AuthedUser, req: SyncRequest) -> 
     }
 }
 
-/// Where every stream stands now.
-async fn current_token(server: &Server) -> Result<SyncToken> {
-    let (pos, presence) =
-        tokio::try_join!(server.db.stream_position(), server.presence.position())?;
+/// Where every stream stands now, or at least past `since`.
+async fn current_token(server: &Server, since: Option<SyncToken>) -> Result<SyncToken> {
+    let pos = server.db.stream_position_past(since.map(|s| s.pos));
+    let (pos, presence) = tokio::try_join!(pos, server.presence.position())?;
     Ok(SyncToken {
         pos,
         typing: server.typing.position(),

@@ -89,10 +89,13 @@ pub struct Db {
     sqlite_writer: Arc<Mutex<()>>,
     state_cache: Arc<read_cache::StateCache>,
     token_cache: Arc<read_cache::TokenCache>,
-    /// SQLite: the highest stream position committed, once known. This
-    /// process is the database's only writer of positions, so it need not
-    /// ask the database (a sync asks at every start and every long-poll).
-    committed: Option<Arc<AtomicI64>>,
+    /// The highest stream position this process knows to be committed.
+    /// Commits come in position order, so every position up to it is. On
+    /// SQLite this process is the only writer of positions: once known, it
+    /// is the current position and the database need not be asked (a sync
+    /// asks at every start and every long-poll). On PostgreSQL other
+    /// processes commit too, and it is only a lower bound.
+    committed: Arc<AtomicI64>,
     /// What the recent positions hold (see [`journal`]).
     journal: Arc<journal::Journal>,
 }
@@ -119,7 +122,7 @@ pub struct WriteTx<'a> {
     /// published to `committed` on commit.
     first_taken: Option<i64>,
     highest_taken: Option<i64>,
-    committed: Option<Arc<AtomicI64>>,
+    committed: Arc<AtomicI64>,
     /// What the positions taken hold, for the journal.
     changes: journal::Changes,
     /// See [`WriteTx::heads_kept_by_caller`].
@@ -148,9 +151,7 @@ impl WriteTx<'_> {
         if let (Some(first), Some(last)) = (self.first_taken, self.highest_taken) {
             self.journal
                 .committed(first, last, std::mem::take(&mut self.changes));
-            if let Some(committed) = &self.committed {
-                committed.fetch_max(last, Ordering::Release);
-            }
+            self.committed.fetch_max(last, Ordering::Release);
         }
         Ok(())
     }
@@ -354,8 +355,7 @@ impl Db {
             sqlite_writer: Arc::new(Mutex::new(())),
             state_cache: Arc::new(read_cache::state_cache()),
             token_cache: Arc::new(read_cache::token_cache()),
-            committed: (backend == Backend::Sqlite)
-                .then(|| Arc::new(AtomicI64::new(UNKNOWN_POSITION))),
+            committed: Arc::new(AtomicI64::new(UNKNOWN_POSITION)),
             journal: Arc::default(),
         })
     }
@@ -487,21 +487,32 @@ impl Db {
         Ok(locked.then_some(Some(conn)))
     }
 
+    /// The current position of the global stream.
     pub async fn stream_position(&self) -> Result<i64> {
-        if let Some(committed) = &self.committed {
-            let known = committed.load(Ordering::Acquire);
-            if known != UNKNOWN_POSITION {
-                return Ok(known);
-            }
+        let known = self.committed.load(Ordering::Acquire);
+        if self.backend == Backend::Sqlite && known != UNKNOWN_POSITION {
+            return Ok(known);
         }
         let (pos,): (i64,) =
             sqlx::query_as("SELECT position FROM stream_positions WHERE name = 'main'")
                 .fetch_one(&self.pool)
                 .await?;
-        if let Some(committed) = &self.committed {
-            committed.fetch_max(pos, Ordering::AcqRel);
-        }
+        self.committed.fetch_max(pos, Ordering::AcqRel);
         Ok(pos)
+    }
+
+    /// A committed position past `since` when this process knows one, else
+    /// the current position. Every position up to the one returned is
+    /// committed, but others may have committed more: a sync that stops
+    /// there is still correct, and its next one (from a token this process
+    /// knows nothing past) asks the database. Syncs woken by this process's
+    /// own commits so skip a round trip on PostgreSQL.
+    pub async fn stream_position_past(&self, since: Option<i64>) -> Result<i64> {
+        let known = self.committed.load(Ordering::Acquire);
+        match since {
+            Some(since) if known > since => Ok(known),
+            _ => self.stream_position().await,
+        }
     }
 
     /// What was committed in `(since, upto]`, when this process knows
