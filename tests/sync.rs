@@ -17,7 +17,8 @@ on_both_backends!(
     filters_limit_the_timeline,
     tokens_survive_a_restart,
     shutdown_ends_long_polls,
-    initial_sync_of_many_rooms
+    initial_sync_of_many_rooms,
+    forgotten_rooms_leave_sync
 );
 
 fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
@@ -169,6 +170,36 @@ async fn invites_and_leaves_appear(s: TestServer) {
         .as_array()
         .expect("leave section");
     assert_eq!(timeline.last().unwrap()["content"]["membership"], "leave");
+}
+
+/// spec: a forgotten room is not in `/sync`, not even among the rooms left.
+/// (Forgetting takes no stream position: a sync's cached list of the
+/// user's rooms must still drop it.)
+async fn forgotten_rooms_leave_sync(s: TestServer) {
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
+    assert_eq!(
+        s.post(&leave, &bob.token, json!({})).await.0,
+        StatusCode::OK
+    );
+    let with_left_rooms = "/_matrix/client/v3/sync?timeout=0&filter=%7B%22room%22%3A%7B%22include_leave%22%3Atrue%7D%7D";
+    let (status, sync) = s.get(with_left_rooms, &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "{sync}");
+    assert!(sync["rooms"]["leave"].get(&room).is_some(), "{sync}");
+
+    let forget = format!("/_matrix/client/v3/rooms/{room}/forget");
+    assert_eq!(
+        s.post(&forget, &bob.token, json!({})).await.0,
+        StatusCode::OK
+    );
+    let (status, sync) = s.get(with_left_rooms, &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "{sync}");
+    assert!(sync["rooms"]["leave"].get(&room).is_none(), "{sync}");
 }
 
 async fn account_data_and_tags_sync(s: TestServer) {

@@ -215,41 +215,36 @@ async fn build(
             }
         }
     };
+    // The user's rooms, and what in them the response needs beyond their
+    // timelines: read as soon as the rooms are known.
+    let rooms = async {
+        let memberships = server
+            .db
+            .memberships_at(user.user_id.as_str(), upto)
+            .await?;
+        let (ephemeral, changed) = tokio::try_join!(
+            ephemeral_events(server, user, req, &memberships, upto_all, moved.as_ref()),
+            changed_rooms(server, &memberships, since, moved.as_ref())
+        )?;
+        Ok((memberships, ephemeral, changed))
+    };
     // Independent reads run together: on PostgreSQL each is a round trip,
     // and a sync's latency is the length of its chain of them.
-    let (memberships, presence, account_data, encryption, ignored) = tokio::try_join!(
-        server.db.memberships_of(user.user_id.as_str()),
-        presence::for_sync(
-            server,
-            &user.user_id,
-            req.since.map(|s| s.presence),
-            upto_all.presence,
-            &req.filter.presence,
-        ),
-        account_data,
-        encryption(server, user, req, upto_all, moved.as_ref()),
-        ignore::ignored_by(server, &user.user_id),
-    )?;
+    let ((memberships, mut ephemeral, changed_rooms), presence, account_data, encryption, ignored) =
+        tokio::try_join!(
+            rooms,
+            presence::for_sync(
+                server,
+                &user.user_id,
+                req.since.map(|s| s.presence),
+                upto_all.presence,
+                &req.filter.presence,
+            ),
+            account_data,
+            encryption(server, user, req, upto_all, moved.as_ref()),
+            ignore::ignored_by(server, &user.user_id),
+        )?;
     response.presence.events = presence;
-    let changed_rooms = async {
-        let rooms = memberships.iter().map(|(room, _, _)| room);
-        match (since, &moved) {
-            (Some(_), Some(moved)) => Ok(rooms
-                .filter(|room| moved.timeline_rooms.contains(*room))
-                .cloned()
-                .collect()),
-            (Some(s), None) => {
-                let rooms: Vec<String> = rooms.cloned().collect();
-                let changed = server.db.rooms_with_events_after(&rooms, s).await?;
-                Ok(changed.into_keys().collect())
-            }
-            (None, _) => Ok(HashSet::<String>::new()),
-        }
-    };
-    let (mut ephemeral, changed_rooms) = tokio::try_join!(
-        ephemeral_events(server, user, req, &memberships, upto_all, moved.as_ref()),
-        changed_rooms
-    )?;
     let mut room_account_data: HashMap<String, Vec<Raw<_>>> = HashMap::new();
     for row in &account_data {
         let event = json!({ "type": row.data_type, "content": serde_json::from_str::<Value>(&row.content)? });
@@ -265,18 +260,18 @@ async fn build(
 
     let room_filter = &req.filter.room;
     let mut work = Vec::new();
-    for (room_id, membership, membership_pos) in memberships {
-        if membership_pos > upto || !room_wanted(room_filter, &room_id) {
+    for (room_id, membership, membership_pos) in memberships.iter() {
+        if *membership_pos > upto || !room_wanted(room_filter, room_id) {
             continue;
         }
-        let changed = changed_rooms.contains(&room_id);
-        let account = room_account_data.remove(&room_id).unwrap_or_default();
-        let ephemeral = ephemeral.remove(&room_id).unwrap_or_default();
-        let room_id: OwnedRoomId = room_id.try_into().map_err(Error::internal)?;
+        let changed = changed_rooms.contains(room_id);
+        let account = room_account_data.remove(room_id).unwrap_or_default();
+        let ephemeral = ephemeral.remove(room_id).unwrap_or_default();
+        let room_id: OwnedRoomId = room_id.as_str().try_into().map_err(Error::internal)?;
         work.push(RoomWork {
             room_id,
-            membership,
-            membership_pos,
+            membership: membership.clone(),
+            membership_pos: *membership_pos,
             changed,
             account,
             ephemeral,
@@ -431,6 +426,29 @@ fn put_unread_counts(response: &mut Response, mut counts: HashMap<String, push::
 struct RoomEphemeral {
     events: Vec<Raw<AnySyncEphemeralRoomEvent>>,
     wakes: bool,
+}
+
+/// The rooms with new timeline events since the token (none for an initial
+/// sync): from the journal when it knows, else from the database.
+async fn changed_rooms(
+    server: &Server,
+    memberships: &[(String, String, i64)],
+    since: Option<i64>,
+    moved: Option<&Changes>,
+) -> Result<HashSet<String>> {
+    let rooms = memberships.iter().map(|(room, _, _)| room);
+    match (since, moved) {
+        (Some(_), Some(moved)) => Ok(rooms
+            .filter(|room| moved.timeline_rooms.contains(*room))
+            .cloned()
+            .collect()),
+        (Some(since), None) => {
+            let rooms: Vec<String> = rooms.cloned().collect();
+            let changed = server.db.rooms_with_events_after(&rooms, since).await?;
+            Ok(changed.into_keys().collect())
+        }
+        (None, _) => Ok(HashSet::new()),
+    }
 }
 
 /// The ephemeral events (receipts, typing) of the user's joined rooms that

@@ -5,7 +5,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use super::{
-    Backend, Db, WriteTx, placeholders, read_cache::GroupState, relations::BUNDLED_RELATIONS,
+    Backend, Db, WriteTx, placeholders,
+    read_cache::{GroupState, Memberships},
+    relations::BUNDLED_RELATIONS,
     statements::Statements,
 };
 use crate::Result;
@@ -484,8 +486,29 @@ impl Db {
         Ok(state)
     }
 
+    /// [`Db::memberships_of`] as of `upto` or later, where every position up
+    /// to `upto` is known committed: kept from an earlier read while the
+    /// journal shows no membership change since the position it was read
+    /// at. Every woken `/sync` needs the user's rooms.
+    pub async fn memberships_at(&self, user_id: &str, upto: i64) -> Result<Arc<Memberships>> {
+        if let Some((read_at, rooms)) = self.rooms_cache.get(user_id)
+            && read_at <= upto
+            && self
+                .changes_between(read_at, upto)
+                .is_some_and(|moved| !moved.memberships)
+        {
+            return Ok(rooms);
+        }
+        let generation = self.rooms_cache.generation();
+        let rooms = Arc::new(self.memberships_of(user_id).await?);
+        let entry = (upto, rooms.clone());
+        self.rooms_cache
+            .insert(user_id.to_owned(), entry, generation);
+        Ok(rooms)
+    }
+
     /// `(room_id, membership, stream_ordering)` of every room the user has a membership in.
-    pub async fn memberships_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+    pub async fn memberships_of(&self, user_id: &str) -> Result<Memberships> {
         Ok(sqlx::query_as(
             "SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1 AND forgotten = 0",
         )
@@ -576,6 +599,8 @@ impl Db {
             .bind(user_id)
             .execute(self.pool())
             .await?;
+        // Forgetting takes no stream position: the journal does not show it.
+        self.rooms_cache.remove(user_id);
         Ok(())
     }
 

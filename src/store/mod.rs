@@ -89,6 +89,7 @@ pub struct Db {
     sqlite_writer: Arc<Mutex<()>>,
     state_cache: Arc<read_cache::StateCache>,
     token_cache: Arc<read_cache::TokenCache>,
+    rooms_cache: Arc<read_cache::RoomsCache>,
     /// The highest stream position this process knows to be committed.
     /// Commits come in position order, so every position up to it is. On
     /// SQLite this process is the only writer of positions: once known, it
@@ -355,6 +356,7 @@ impl Db {
             sqlite_writer: Arc::new(Mutex::new(())),
             state_cache: Arc::new(read_cache::state_cache()),
             token_cache: Arc::new(read_cache::token_cache()),
+            rooms_cache: Arc::new(read_cache::rooms_cache()),
             committed: Arc::new(AtomicI64::new(UNKNOWN_POSITION)),
             journal: Arc::default(),
         })

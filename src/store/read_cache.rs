@@ -1,5 +1,5 @@
 //! The store's in-memory copies: the full states of recently read state
-//! groups, and access tokens' owners.
+//! groups, access tokens' owners, and users' rooms.
 //!
 //! A state group's entries never change, so a group is read as its nearest
 //! cached ancestor plus the deltas below it: the first `/sync` of each user
@@ -21,11 +21,23 @@ pub type GroupState = HashMap<(String, Option<String>), Arc<StoredEvent>>;
 /// Full states by state group.
 pub type StateCache = ReadCache<i64, Arc<GroupState>>;
 
+/// Users' rooms, as read at a stream position (see
+/// [`super::Db::memberships_at`]).
+pub type RoomsCache = ReadCache<String, (i64, Arc<Memberships>)>;
+
+/// `(room_id, membership, stream_ordering)` of each room a user has a
+/// membership in.
+pub type Memberships = Vec<(String, String, i64)>;
+
 /// Token owners by token hash.
 pub type TokenCache = ReadCache<String, TokenOwner>;
 
 pub fn state_cache() -> StateCache {
     ReadCache::new(8, Duration::from_secs(5))
+}
+
+pub fn rooms_cache() -> RoomsCache {
+    ReadCache::new(100_000, Duration::from_secs(5))
 }
 
 /// Short-lived: a token revoked by another process keeps working here for

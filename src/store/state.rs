@@ -256,6 +256,7 @@ impl WriteTx<'_> {
         .execute(&mut *self.tx)
         .await?;
         if event_type == "m.room.member" {
+            self.changes.memberships = true;
             sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
                 .bind(state_key)
