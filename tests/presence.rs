@@ -316,12 +316,7 @@ async fn scale_out_shares_presence_and_wake_ups(first: TestServer) {
         return;
     };
     let second = first.sibling().await;
-    let alice = first.register("alice").await;
-    let bob = first.register("bob").await;
-    let room = first
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    first.join(&bob, &room).await;
+    let (alice, bob, room) = first.alice_and_bob_in_a_room().await;
     let since = next_batch(&sync_quietly(&second, &bob, None, 0).await);
 
     // A long-poll on the second process wakes for a message sent on the first.

@@ -176,12 +176,7 @@ async fn invites_and_leaves_appear(s: TestServer) {
 /// (Forgetting takes no stream position: a sync's cached list of the
 /// user's rooms must still drop it.)
 async fn forgotten_rooms_leave_sync(s: TestServer) {
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let room = s
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let (_, bob, room) = s.alice_and_bob_in_a_room().await;
     let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
     assert_eq!(
         s.post(&leave, &bob.token, json!({})).await.0,
@@ -459,12 +454,7 @@ async fn a_long_poll_sees_another_processs_later_write() {
     let Some((first, second)) = TestServer::two_processes_on_postgres().await else {
         return;
     };
-    let alice = first.register("alice").await;
-    let bob = first.register("bob").await;
-    let room = first
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    first.join(&bob, &room).await;
+    let (alice, bob, room) = first.alice_and_bob_in_a_room().await;
     second.send_text(&alice, &room, "s1", "second 1").await;
     let since = second.sync(&bob, None, 0).await["next_batch"]
         .as_str()

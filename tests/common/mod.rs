@@ -554,6 +554,18 @@ impl TestServer {
         .await
     }
 
+    /// New users `alice` and `bob`, both joined to a public room of Alice's.
+    pub async fn alice_and_bob_in_a_room(&self) -> (User, User, String) {
+        let alice = self.register("alice").await;
+        let bob = self.register("bob").await;
+        let room = self
+            .create_room(&alice, json!({"preset": "public_chat"}))
+            .await;
+        let (status, body) = self.join(&bob, &room).await;
+        assert_eq!(status, StatusCode::OK, "join: {body}");
+        (alice, bob, room)
+    }
+
     pub async fn sync(&self, user: &User, since: Option<&str>, timeout_ms: u64) -> Value {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(s) = since {
