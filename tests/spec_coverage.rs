@@ -559,7 +559,8 @@ fn endpoints_of<'s>(spec: &'s Spec, r: &Request) -> Vec<&'s Endpoint> {
 }
 
 /// The requests each helper of `tests/common/mod.rs` sends through
-/// `TestServer::request` (directly or via `get`/`post`/`put`).
+/// `TestServer::request` (directly or via `get`/`post`/`put`), and those
+/// of a helper built on such helpers (`alice_and_bob_in_a_room`).
 /// Keyed by name, with the helper's number of arguments.
 fn helper_requests(common: &str) -> BTreeMap<String, (usize, Vec<Request>)> {
     let source = Source::new(common);
@@ -576,6 +577,22 @@ fn helper_requests(common: &str) -> BTreeMap<String, (usize, Vec<Request>)> {
                 .or_insert_with(|| (arity, Vec::new()))
                 .1
                 .push(r);
+        }
+    }
+    let direct = out.clone();
+    for (name, (arity, requests)) in &direct {
+        for at in source.calls_of(name, *arity) {
+            let caller = source.enclosing_fn(at);
+            if direct.contains_key(&caller) {
+                continue;
+            }
+            let Some(caller_arity) = source.arity_of(&caller) else {
+                continue;
+            };
+            let entry = out
+                .entry(caller)
+                .or_insert_with(|| (caller_arity, Vec::new()));
+            entry.1.extend(requests.iter().cloned());
         }
     }
     out
