@@ -34,6 +34,7 @@ pub struct Server {
     pub push_rules: crate::service::push::RuleCache,
     pub push_contexts: crate::service::push::RoomContextCache,
     pub ignored_users: crate::service::ignore::IgnoreCache,
+    pub delivered_settings: crate::service::receipts::DeliveredSettings,
     pub to_device_acks: crate::service::to_device::AwaitingAck,
     pub media: crate::service::media::Media,
     /// Events of one room are received one at a time.
@@ -212,6 +213,7 @@ impl Server {
             push_rules: crate::service::account_data::setting_cache(),
             push_contexts: Default::default(),
             ignored_users: crate::service::account_data::setting_cache(),
+            delivered_settings: crate::service::account_data::setting_cache(),
             to_device_acks: Default::default(),
             room_ingest: Default::default(),
             inbound_origins: Default::default(),

@@ -307,6 +307,10 @@ async fn delivered_receipts_tell_the_sender(s: TestServer) {
 
 async fn delivered_receipts_respect_the_opt_out(s: TestServer) {
     let (alice, bob, room, _) = room_with_message(&s).await;
+    // Alice's first delivery is recorded while she still sends them: the
+    // server keeps her setting, and must drop it when she changes it.
+    let _ = s.sync(&alice, None, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = s
         .put(
             &format!(

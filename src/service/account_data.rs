@@ -129,6 +129,9 @@ pub(super) async fn store(
     if room == GLOBAL && event_type == super::ignore::IGNORED_USER_LIST {
         super::ignore::changed(server, user, content);
     }
+    if room == GLOBAL && event_type == super::receipts::RECEIPT_SETTINGS {
+        super::receipts::settings_changed(server, user, content);
+    }
     server.notifier.notify_users([user.as_str()]);
     Ok(())
 }

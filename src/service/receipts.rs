@@ -334,21 +334,44 @@ async fn record_batch(server: &Arc<Server>, batch: Vec<Delivery>) -> Result<()> 
     Ok(())
 }
 
-/// Those of `users` who do not let others see delivered receipts: account
-/// data `org.corvid.receipts` `{"send_delivered": false}` turns them off.
+/// Account data of a user's receipt settings: `{"send_delivered": false}`
+/// keeps others from seeing their delivered receipts.
+pub const RECEIPT_SETTINGS: &str = "org.corvid.receipts";
+
+/// Whether each user lets others see their delivered receipts.
+pub type DeliveredSettings = account_data::SettingCache<bool>;
+
+/// Those of `users` who do not let others see delivered receipts.
 async fn users_not_sending_delivered(server: &Server, users: &[&str]) -> Result<HashSet<String>> {
-    let settings = server
-        .db
-        .global_account_data_of(users, "org.corvid.receipts")
-        .await?;
-    Ok(settings
+    let users: Vec<&UserId> = users
+        .iter()
+        .filter_map(|user| <&UserId>::try_from(*user).ok())
+        .collect();
+    let sends = account_data::settings_of(
+        server,
+        &server.delivered_settings,
+        &users,
+        RECEIPT_SETTINGS,
+        |_, content| Ok(content.is_none_or(sends_delivered)),
+    )
+    .await?;
+    Ok(users
         .into_iter()
-        .filter(|(_, content)| {
-            serde_json::from_str::<Value>(content)
-                .ok()
-                .and_then(|c| c.get("send_delivered").and_then(Value::as_bool))
-                == Some(false)
-        })
-        .map(|(user, _)| user)
+        .zip(sends)
+        .filter(|(_, sends)| !**sends)
+        .map(|(user, _)| user.to_string())
         .collect())
+}
+
+fn sends_delivered(content: &str) -> bool {
+    let setting = serde_json::from_str::<Value>(content)
+        .ok()
+        .and_then(|c| c.get("send_delivered").and_then(Value::as_bool));
+    setting != Some(false)
+}
+
+/// Keeps the cache in step with new receipt settings.
+pub fn settings_changed(server: &Server, user: &UserId, content: &str) {
+    let sends = Arc::new(sends_delivered(content));
+    server.delivered_settings.replace(user.to_owned(), sends);
 }
