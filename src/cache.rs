@@ -44,6 +44,14 @@ struct Entry<V> {
     refreshing: bool,
 }
 
+/// The usual cache: copies per user, room or server, each used for at most
+/// five seconds, up to 100,000 of them.
+impl<K: Hash + Eq + Clone, V: Clone> Default for ReadCache<K, V> {
+    fn default() -> Self {
+        Self::new(100_000, Duration::from_secs(5))
+    }
+}
+
 impl<K: Hash + Eq + Clone, V: Clone> ReadCache<K, V> {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {

@@ -2,7 +2,7 @@
 //! room account data event, which is what sync delivers): spec client-server
 //! API, "Client config" and "Room tagging".
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{OwnedUserId, RoomId, UserId, events::tag::Tags};
 use serde_json::{Value, json};
@@ -14,10 +14,6 @@ const GLOBAL: &str = "";
 
 /// What each user's setting (see [`settings_of`]) was read as.
 pub type SettingCache<V> = ReadCache<OwnedUserId, Arc<V>>;
-
-pub fn setting_cache<V>() -> SettingCache<V> {
-    ReadCache::new(100_000, Duration::from_secs(5))
-}
 
 /// What `parse` makes of the global `data_type` account data of each of
 /// `users`, in order: from `cache`, and the users it does not hold read in

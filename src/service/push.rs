@@ -219,16 +219,9 @@ fn shared_id(user: &UserId, key: &str) -> Option<u32> {
 /// stored by this process updates its room's entry, any other change to
 /// what the context holds drops it; a change stored by another process is
 /// seen when the entry expires.
+#[derive(Default)]
 pub struct RoomContextCache {
     rooms: ReadCache<OwnedRoomId, Arc<RoomContext>>,
-}
-
-impl Default for RoomContextCache {
-    fn default() -> Self {
-        Self {
-            rooms: ReadCache::new(100_000, std::time::Duration::from_secs(5)),
-        }
-    }
 }
 
 impl RoomContextCache {

@@ -356,7 +356,7 @@ impl Db {
             sqlite_writer: Arc::new(Mutex::new(())),
             state_cache: Arc::new(read_cache::state_cache()),
             token_cache: Arc::new(read_cache::token_cache()),
-            rooms_cache: Arc::new(read_cache::rooms_cache()),
+            rooms_cache: Arc::default(),
             committed: Arc::new(AtomicI64::new(UNKNOWN_POSITION)),
             journal: Arc::default(),
         })

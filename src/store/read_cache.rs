@@ -36,10 +36,6 @@ pub fn state_cache() -> StateCache {
     ReadCache::new(8, Duration::from_secs(5))
 }
 
-pub fn rooms_cache() -> RoomsCache {
-    ReadCache::new(100_000, Duration::from_secs(5))
-}
-
 /// Short-lived: a token revoked by another process keeps working here for
 /// at most this long.
 pub fn token_cache() -> TokenCache {

@@ -38,6 +38,7 @@ const MAX_TRUSTED_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
 /// What this process knows of other servers' keys besides the database.
+#[derive(Default)]
 pub struct RemoteKeys {
     /// Each server's stored keys, read once for the many events of one
     /// server that are verified together (a join brings thousands).
@@ -47,16 +48,6 @@ pub struct RemoteKeys {
     /// One fetch per server at a time: the others wait for its result
     /// (many events of one server are verified side by side).
     in_flight: crate::cache::KeyedLocks,
-}
-
-impl Default for RemoteKeys {
-    fn default() -> Self {
-        Self {
-            stored: ReadCache::new(100_000, Duration::from_secs(5)),
-            last: Mutex::default(),
-            in_flight: Default::default(),
-        }
-    }
 }
 
 impl RemoteKeys {
