@@ -39,6 +39,17 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
+    /// A failure on this side, before any request: a bad URL, a bad state file.
+    pub fn local(what: &str, detail: String) -> Self {
+        Self {
+            method: "-".into(),
+            url: what.into(),
+            request_body: None,
+            status: None,
+            response_body: detail,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "method": self.method,
@@ -76,7 +87,7 @@ pub struct Client {
 }
 
 /// A registered user with its access token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub user_id: String,
     pub token: String,
@@ -106,6 +117,12 @@ impl Client {
             http,
             base: base.as_str().trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// A client of another server, which must be on loopback too.
+    pub fn on_loopback(url: &str) -> ApiResult<Self> {
+        let base = check_loopback(url).map_err(|e| ApiError::local(url, e))?;
+        Ok(Self::new(&base))
     }
 
     fn url(&self, path: &str) -> String {

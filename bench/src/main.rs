@@ -7,22 +7,27 @@
 //! JSON line (also appended to `--json-out` when given). Set-up and
 //! measurement are both bounded: in count by the workload's parameters, in
 //! time by `--max-total-secs`, after which the run stops and reports failure.
+//! With `--state`, set-up and measurement can be two runs (see `state`).
 
 mod client;
 mod report;
 mod setup;
+mod state;
 mod stats;
 mod workloads;
 
-use std::{io::Write, process::ExitCode, time::Instant};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Instant};
 
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 
 use crate::{
     client::{ApiResult, Client, check_loopback},
     report::{Report, RunInfo, render},
     setup::Ctx,
+    state::State,
     stats::RssSampler,
+    workloads::{Phase, drive},
 };
 
 #[derive(Parser, Debug)]
@@ -50,12 +55,19 @@ struct Cli {
     /// Requests in flight during set-up (registration, joins, filler messages).
     #[arg(long, global = true, default_value_t = 8)]
     setup_concurrency: usize,
+    /// With --setup-only, where to keep the set-up; without, the kept
+    /// set-up to measure from (same workload, arguments and --url).
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Only set up, into --state; measure nothing.
+    #[arg(long, global = true, requires = "state")]
+    setup_only: bool,
     #[command(subcommand)]
-    workload: Workload,
+    workload: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Workload {
+enum Command {
     /// U users in R rooms, C concurrent senders: messages/s and send latency.
     Send(workloads::send::Args),
     /// Receivers long-poll /sync while senders send at a fixed rate:
@@ -71,26 +83,26 @@ enum Workload {
     Media(workloads::media::Args),
 }
 
-impl Workload {
+impl Command {
     fn name(&self) -> &'static str {
         match self {
-            Workload::Send(_) => "send",
-            Workload::Latency(_) => "latency",
-            Workload::InitialSync(_) => "initial-sync",
-            Workload::Join(_) => "join",
-            Workload::Messages(_) => "messages",
-            Workload::Media(_) => "media",
+            Command::Send(_) => "send",
+            Command::Latency(_) => "latency",
+            Command::InitialSync(_) => "initial-sync",
+            Command::Join(_) => "join",
+            Command::Messages(_) => "messages",
+            Command::Media(_) => "media",
         }
     }
 
-    async fn run(&self, ctx: &Ctx, report: &mut Report) -> ApiResult<()> {
+    async fn run(&self, phase: Phase, ctx: &Ctx, report: &mut Report) -> ApiResult<Option<Value>> {
         match self {
-            Workload::Send(a) => workloads::send::run(ctx, a, report).await,
-            Workload::Latency(a) => workloads::latency::run(ctx, a, report).await,
-            Workload::InitialSync(a) => workloads::initial_sync::run(ctx, a, report).await,
-            Workload::Join(a) => workloads::join::run(ctx, a, report).await,
-            Workload::Messages(a) => workloads::messages::run(ctx, a, report).await,
-            Workload::Media(a) => workloads::media::run(ctx, a, report).await,
+            Command::Send(a) => drive(a, phase, ctx, report).await,
+            Command::Latency(a) => drive(a, phase, ctx, report).await,
+            Command::InitialSync(a) => drive(a, phase, ctx, report).await,
+            Command::Join(a) => drive(a, phase, ctx, report).await,
+            Command::Messages(a) => drive(a, phase, ctx, report).await,
+            Command::Media(a) => drive(a, phase, ctx, report).await,
         }
     }
 }
@@ -115,6 +127,14 @@ async fn main() -> ExitCode {
     let mut ctx = Ctx::new(Client::new(&base), cli.setup_concurrency);
     ctx.pid = cli.pid;
     let name = cli.workload.name();
+    let args = format!("{:?}", cli.workload);
+    let phase = match phase(&cli, name, &args, &mut ctx) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("corvid-bench: --state: {e}");
+            return ExitCode::from(2);
+        }
+    };
     eprintln!(
         "corvid-bench {name} against {} [{}], run {}",
         cli.url, cli.label, ctx.run_id
@@ -123,21 +143,30 @@ async fn main() -> ExitCode {
     let started = Instant::now();
     let mut report = Report::default();
     let limit = std::time::Duration::from_secs(cli.max_total_secs);
-    let outcome = tokio::time::timeout(limit, cli.workload.run(&ctx, &mut report)).await;
-    let setup_error = match outcome {
-        Ok(Ok(())) => None,
+    let outcome = tokio::time::timeout(limit, cli.workload.run(phase, &ctx, &mut report)).await;
+    let (kept, setup_error) = match outcome {
+        Ok(Ok(kept)) => (kept, None),
         Ok(Err(e)) => {
             eprintln!("corvid-bench: request failed: {e}");
-            Some(e.to_json())
+            (None, Some(e.to_json()))
         }
         Err(_) => {
             eprintln!(
                 "corvid-bench: stopped after --max-total-secs={}",
                 cli.max_total_secs
             );
-            Some(serde_json::json!({"timeout_s": cli.max_total_secs}))
+            (
+                None,
+                Some(serde_json::json!({"timeout_s": cli.max_total_secs})),
+            )
         }
     };
+    if cli.setup_only {
+        return match (kept, cli.state.as_deref()) {
+            (Some(setup), Some(path)) => keep(&cli, name, args, &ctx, setup, path, started),
+            _ => ExitCode::FAILURE,
+        };
+    }
     let rss = match sampler {
         Some(s) => Some(s.finish().await),
         None => None,
@@ -169,5 +198,54 @@ async fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What this run does, from `--state` and `--setup-only`. Measuring from a
+/// kept set-up takes on its run's identity.
+fn phase(cli: &Cli, name: &str, args: &str, ctx: &mut Ctx) -> Result<Phase, String> {
+    match (&cli.state, cli.setup_only) {
+        (None, _) => Ok(Phase::Whole),
+        (Some(_), true) => Ok(Phase::SetupOnly),
+        (Some(path), false) => {
+            let state = State::read(path)?;
+            state.check(name, args, &cli.url)?;
+            ctx.run_id = state.run_id;
+            ctx.password = state.password;
+            Ok(Phase::Measure(state.setup))
+        }
+    }
+}
+
+fn keep(
+    cli: &Cli,
+    name: &str,
+    args: String,
+    ctx: &Ctx,
+    setup: Value,
+    path: &std::path::Path,
+    started: Instant,
+) -> ExitCode {
+    let state = State {
+        workload: name.to_owned(),
+        args,
+        url: cli.url.clone(),
+        run_id: ctx.run_id.clone(),
+        password: ctx.password.clone(),
+        setup,
+    };
+    match state.write(path) {
+        Ok(()) => {
+            eprintln!(
+                "corvid-bench {name}: set up in {:.1} s, kept in {}",
+                started.elapsed().as_secs_f64(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corvid-bench: {e}");
+            ExitCode::from(2)
+        }
     }
 }

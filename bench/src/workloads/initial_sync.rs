@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Workload;
 use crate::{
-    client::{ApiError, ApiResult},
+    client::{ApiError, ApiResult, User},
     report::Report,
-    setup::{Ctx, progress},
+    setup::Ctx,
     stats::{ErrorLog, summarize},
 };
 
@@ -20,39 +21,47 @@ pub struct Args {
     pub rooms: usize,
     #[arg(long, default_value_t = 10)]
     pub messages_per_room: usize,
-    /// Fresh users, each joining every room and then timing its first /sync.
+    /// Fresh users, each joining every room (set-up) and then timing its first /sync.
     #[arg(long, default_value_t = 3)]
     pub trials: usize,
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
-    report.param("rooms", a.rooms);
-    report.param("messages_per_room", a.messages_per_room);
-    report.param("trials", a.trials);
+/// The filled rooms, and one fresh user per trial who has joined them all.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    rooms: Vec<String>,
+    users: Vec<User>,
+}
 
-    let creator = ctx.register("iscreator", 0).await?;
-    let rooms = ctx.create_rooms(&creator, a.rooms).await?;
-    ctx.fill_rooms(&creator, &rooms, a.messages_per_room)
-        .await?;
+impl Workload for Args {
+    type Setup = Setup;
 
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let creator = ctx.register("iscreator", 0).await?;
+        let rooms = ctx.create_rooms(&creator, self.rooms).await?;
+        ctx.fill_rooms(&creator, &rooms, self.messages_per_room)
+            .await?;
+        let users = ctx.register_many("isuser", self.trials.max(1)).await?;
+        ctx.join_all(&users, &rooms).await?;
+        Ok(Setup { rooms, users })
+    }
+
+    async fn measure(&self, ctx: &Ctx, setup: Setup, report: &mut Report) -> ApiResult<()> {
+        report.param("rooms", self.rooms);
+        report.param("messages_per_room", self.messages_per_room);
+        report.param("trials", setup.users.len());
+        first_syncs(ctx, setup, report).await;
+        Ok(())
+    }
+}
+
+async fn first_syncs(ctx: &Ctx, Setup { rooms, users }: Setup, report: &mut Report) {
     let errors = ErrorLog::default();
     let mut times = Vec::new();
     let (mut bytes, mut rooms_seen, mut events_seen) = (0usize, 0usize, 0usize);
-    for trial in 0..a.trials.max(1) {
-        let user = ctx.register("isuser", trial).await?;
+    for (trial, user) in users.iter().enumerate() {
         let t = Instant::now();
-        stream::iter(&rooms)
-            .map(|r| ctx.client.join(&user, r))
-            .buffer_unordered(ctx.setup_concurrency.min(4))
-            .try_collect::<Vec<()>>()
-            .await?;
-        progress(
-            &format!("trial {trial}: fresh user joined {} rooms", rooms.len()),
-            t,
-        );
-
-        let t = Instant::now();
-        match ctx.client.sync(&user, None, 0, None).await {
+        match ctx.client.sync(user, None, 0, None).await {
             Ok((v, n, received)) => {
                 let d = received - t;
                 times.push(d);
@@ -105,7 +114,6 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
         events_seen as u64,
     );
     report.errors = Some(errors);
-    Ok(())
 }
 
 pub fn min_ms(v: &[Duration]) -> f64 {

@@ -6,8 +6,11 @@
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
+use super::Workload;
 use crate::{
-    client::{ApiError, ApiResult, Client, User, check_loopback},
+    client::{ApiError, ApiResult, Client, User},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -44,17 +47,40 @@ impl Joiners {
     }
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
-    let members = a.members.max(1);
-    report.param("members", members);
-    report.param("trials", a.trials);
+/// The room, its creator first among its members.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    room: String,
+    creator: User,
+}
 
-    let users = ctx.register_many("jmember", members).await?;
-    let room = ctx.create_rooms(&users[0], 1).await?.remove(0);
-    ctx.join_all(&users[1..], std::slice::from_ref(&room))
-        .await?;
-    let joiners = joiners(ctx, a, &users[0], report)?;
+impl Workload for Args {
+    type Setup = Setup;
 
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let users = ctx.register_many("jmember", self.members.max(1)).await?;
+        let room = ctx.create_rooms(&users[0], 1).await?.remove(0);
+        ctx.join_all(&users[1..], std::slice::from_ref(&room))
+            .await?;
+        let creator = users.into_iter().next().expect("at least one member");
+        Ok(Setup { room, creator })
+    }
+
+    async fn measure(&self, ctx: &Ctx, setup: Setup, report: &mut Report) -> ApiResult<()> {
+        report.param("members", self.members.max(1));
+        report.param("trials", self.trials);
+        let joiners = joiners(ctx, self, &setup.creator, report)?;
+        time_joins(ctx, self, &joiners, &setup.room, report).await
+    }
+}
+
+async fn time_joins(
+    ctx: &Ctx,
+    a: &Args,
+    joiners: &Joiners,
+    room: &str,
+    report: &mut Report,
+) -> ApiResult<()> {
     let errors = ErrorLog::default();
     let (mut join_t, mut sync_t, mut total_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0usize;
@@ -64,7 +90,7 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
             .register(&ctx.username("jnew", trial), &ctx.password)
             .await?;
         let t0 = Instant::now();
-        if let Err(e) = joiners.join(&user, &room).await {
+        if let Err(e) = joiners.join(&user, room).await {
             errors.record(e);
             continue;
         }
@@ -80,14 +106,14 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
                     (t1 - t0).as_secs_f64() * 1000.0,
                     (t2 - t1).as_secs_f64() * 1000.0
                 );
-                if v["rooms"]["join"].get(&room).is_none() {
-                    errors.record(missing_room(&room, &v));
+                if v["rooms"]["join"].get(room).is_none() {
+                    errors.record(missing_room(room, &v));
                 }
             }
             Err(e) => errors.record(e),
         }
         if joiners.via.is_some()
-            && let Err(e) = joiners.client.leave(&user, &room).await
+            && let Err(e) = joiners.client.leave(&user, room).await
         {
             errors.record(e);
         }
@@ -119,19 +145,10 @@ fn joiners(ctx: &Ctx, a: &Args, creator: &User, report: &mut Report) -> ApiResul
             via: None,
         });
     };
-    let base = check_loopback(url).map_err(|e| ApiError {
-        method: "-".into(),
-        url: url.clone(),
-        request_body: None,
-        status: None,
-        response_body: e,
-    })?;
+    let client = Client::on_loopback(url)?;
     report.param("joiners_on", url.as_str());
     let via = creator.user_id.split_once(':').map(|(_, s)| s.to_owned());
-    Ok(Joiners {
-        client: Client::new(&base),
-        via,
-    })
+    Ok(Joiners { client, via })
 }
 
 fn missing_room(room: &str, sync: &serde_json::Value) -> ApiError {

@@ -13,11 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use super::Workload;
 use crate::{
-    client::{ApiResult, Client, User, check_loopback},
+    client::{ApiError, ApiResult, Client, User},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -57,50 +59,83 @@ fn sync_filter() -> Value {
     json!({"room": {"timeline": {"limit": 1000}}})
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
-    let nrecv = a.receivers.max(1);
-    let nsend = a.senders.max(1);
-    let total = (a.rate * a.duration).round().max(1.0) as u64;
-    report.param("receivers", nrecv);
-    report.param("senders", nsend);
-    report.param("rate_per_s", a.rate);
-    report.param("duration_s", a.duration);
-    report.param("messages", total);
+/// The room, with its senders and its receivers joined.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    room: String,
+    senders: Vec<User>,
+    receivers: Vec<User>,
+}
 
-    let senders = ctx.register_many("lsend", nsend).await?;
-    let room = ctx.create_rooms(&senders[0], 1).await?.remove(0);
-    ctx.join_all(&senders[1..], std::slice::from_ref(&room))
-        .await?;
-    let (receivers, receiving) = match &a.receivers_url {
-        None => {
-            let receivers = ctx.register_many("lrecv", nrecv).await?;
-            ctx.join_all(&receivers, std::slice::from_ref(&room))
-                .await?;
-            (receivers, ctx.client.clone())
-        }
-        Some(url) => {
-            let remote =
-                Client::new(&check_loopback(url).map_err(|e| crate::client::ApiError {
-                    method: "-".into(),
-                    url: url.clone(),
-                    request_body: None,
-                    status: None,
-                    response_body: e,
-                })?);
-            let origin = senders[0].user_id.split_once(':').map_or("", |(_, s)| s);
-            let mut receivers = Vec::with_capacity(nrecv);
-            for i in 0..nrecv {
-                let user = remote
-                    .register(&ctx.username("lrecv", i), &ctx.password)
+impl Workload for Args {
+    type Setup = Setup;
+
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let senders = ctx.register_many("lsend", self.senders.max(1)).await?;
+        let room = ctx.create_rooms(&senders[0], 1).await?.remove(0);
+        ctx.join_all(&senders[1..], std::slice::from_ref(&room))
+            .await?;
+        let nrecv = self.receivers.max(1);
+        let receivers = match &self.receivers_url {
+            None => {
+                let receivers = ctx.register_many("lrecv", nrecv).await?;
+                ctx.join_all(&receivers, std::slice::from_ref(&room))
                     .await?;
-                remote.join_via(&user, &room, origin).await?;
-                receivers.push(user);
+                receivers
             }
-            report.param("receivers_on", url.as_str());
-            (receivers, remote)
-        }
-    };
+            Some(url) => {
+                let remote = Client::on_loopback(url)?;
+                let origin = senders[0].user_id.split_once(':').map_or("", |(_, s)| s);
+                let mut receivers = Vec::with_capacity(nrecv);
+                for i in 0..nrecv {
+                    let user = remote
+                        .register(&ctx.username("lrecv", i), &ctx.password)
+                        .await?;
+                    remote.join_via(&user, &room, origin).await?;
+                    receivers.push(user);
+                }
+                receivers
+            }
+        };
+        Ok(Setup {
+            room,
+            senders,
+            receivers,
+        })
+    }
 
+    async fn measure(&self, ctx: &Ctx, setup: Setup, report: &mut Report) -> ApiResult<()> {
+        let total = (self.rate * self.duration).round().max(1.0) as u64;
+        report.param("receivers", setup.receivers.len());
+        report.param("senders", setup.senders.len());
+        report.param("rate_per_s", self.rate);
+        report.param("duration_s", self.duration);
+        report.param("messages", total);
+        let receiving = match &self.receivers_url {
+            None => ctx.client.clone(),
+            Some(url) => {
+                report.param("receivers_on", url.as_str());
+                Client::on_loopback(url)?
+            }
+        };
+        probe(ctx, self, setup, &receiving, total, report).await
+    }
+}
+
+/// Sends `total` tagged messages at the set rate and follows each receiver's
+/// `/sync` until all have arrived or the grace period is over.
+async fn probe(
+    ctx: &Ctx,
+    a: &Args,
+    Setup {
+        room,
+        senders,
+        receivers,
+    }: Setup,
+    receiving: &Client,
+    total: u64,
+    report: &mut Report,
+) -> ApiResult<()> {
     let filter = sync_filter();
     let errors = ErrorLog::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -286,7 +321,7 @@ async fn receive(
                 match v["next_batch"].as_str() {
                     Some(nb) => since = nb.to_owned(),
                     None => {
-                        errors.record(crate::client::ApiError {
+                        errors.record(ApiError {
                             method: "GET".into(),
                             url: "/sync".into(),
                             request_body: None,

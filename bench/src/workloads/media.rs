@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use serde::{Deserialize, Serialize};
+
+use super::Workload;
 use crate::{
-    client::{ApiError, ApiResult},
+    client::{ApiError, ApiResult, User},
     report::Report,
     setup::Ctx,
     stats::read_status,
@@ -78,12 +81,35 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64().max(1e-9)
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
+/// The uploading user.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    user: User,
+}
+
+impl Workload for Args {
+    type Setup = Setup;
+
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let user = ctx.register("media", 0).await?;
+        Ok(Setup { user })
+    }
+
+    async fn measure(
+        &self,
+        ctx: &Ctx,
+        Setup { user }: Setup,
+        report: &mut Report,
+    ) -> ApiResult<()> {
+        report.param("size_mib", self.size_mib);
+        report.param("chunk_kib", self.chunk_kib);
+        round_trip(ctx, self, &user, report).await
+    }
+}
+
+async fn round_trip(ctx: &Ctx, a: &Args, user: &User, report: &mut Report) -> ApiResult<()> {
     let size = a.size_mib * 1024 * 1024;
     let chunk = a.chunk_kib.max(1) * 1024;
-    report.param("size_mib", a.size_mib);
-    report.param("chunk_kib", a.chunk_kib);
-    let user = ctx.register("media", 0).await?;
     let idle = ctx.pid.and_then(read_status);
 
     let seed = rand::random::<u64>();
@@ -102,13 +128,13 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     let started = Instant::now();
     let uri = ctx
         .client
-        .upload_stream(&user, reqwest::Body::wrap_stream(body), size)
+        .upload_stream(user, reqwest::Body::wrap_stream(body), size)
         .await?;
     let upload_time = started.elapsed();
     let after_upload = ctx.pid.and_then(read_status);
 
     let started = Instant::now();
-    let response = ctx.client.download(&user, &uri).await?;
+    let response = ctx.client.download(user, &uri).await?;
     let mut got = Checksum::new();
     let mut received = 0u64;
     let mut stream = response.bytes_stream();

@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+use super::Workload;
 use crate::{
-    client::ApiResult,
+    client::{ApiResult, User},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -25,17 +28,35 @@ pub struct Args {
     pub max_passes: usize,
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
+/// One user's room, filled.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    user: User,
+    room: String,
+}
+
+impl Workload for Args {
+    type Setup = Setup;
+
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let user = ctx.register("msguser", 0).await?;
+        let room = ctx.create_rooms(&user, 1).await?.remove(0);
+        ctx.fill_rooms(&user, std::slice::from_ref(&room), self.messages)
+            .await?;
+        Ok(Setup { user, room })
+    }
+
+    async fn measure(&self, ctx: &Ctx, setup: Setup, report: &mut Report) -> ApiResult<()> {
+        report.param("messages", self.messages);
+        report.param("page_size", self.page_size.max(1));
+        report.param("max_duration_s", self.duration);
+        paginate(ctx, self, setup, report).await;
+        Ok(())
+    }
+}
+
+async fn paginate(ctx: &Ctx, a: &Args, Setup { user, room }: Setup, report: &mut Report) {
     let page = a.page_size.max(1);
-    report.param("messages", a.messages);
-    report.param("page_size", page);
-    report.param("max_duration_s", a.duration);
-
-    let user = ctx.register("msguser", 0).await?;
-    let room = ctx.create_rooms(&user, 1).await?.remove(0);
-    ctx.fill_rooms(&user, std::slice::from_ref(&room), a.messages)
-        .await?;
-
     let errors = ErrorLog::default();
     let mut lat = Vec::new();
     let mut per_pass = Vec::new();
@@ -104,5 +125,4 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
         );
     }
     report.errors = Some(errors);
-    Ok(())
 }

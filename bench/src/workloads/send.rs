@@ -9,10 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::Workload;
 use crate::{
-    client::ApiResult,
+    client::{ApiResult, User},
     report::Report,
     setup::Ctx,
     stats::{ErrorLog, summarize},
@@ -37,20 +39,36 @@ pub struct Args {
     pub duration: f64,
 }
 
-pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
-    let users = a.users.max(1);
-    let rooms_n = a.rooms.max(1);
+/// Every user in every room.
+#[derive(Serialize, Deserialize)]
+pub struct Setup {
+    users: Vec<User>,
+    rooms: Vec<String>,
+}
+
+impl Workload for Args {
+    type Setup = Setup;
+
+    async fn setup(&self, ctx: &Ctx) -> ApiResult<Setup> {
+        let users = ctx.register_many("send", self.users.max(1)).await?;
+        let rooms = ctx.create_rooms(&users[0], self.rooms.max(1)).await?;
+        ctx.join_all(&users[1..], &rooms).await?;
+        Ok(Setup { users, rooms })
+    }
+
+    async fn measure(&self, ctx: &Ctx, setup: Setup, report: &mut Report) -> ApiResult<()> {
+        report.param("users", setup.users.len());
+        report.param("rooms", setup.rooms.len());
+        report.param("concurrency", self.concurrency.max(1));
+        report.param("max_messages", self.messages);
+        report.param("max_duration_s", self.duration);
+        send_all(ctx, self, setup, report).await;
+        Ok(())
+    }
+}
+
+async fn send_all(ctx: &Ctx, a: &Args, Setup { users, rooms }: Setup, report: &mut Report) {
     let conc = a.concurrency.max(1);
-    report.param("users", users);
-    report.param("rooms", rooms_n);
-    report.param("concurrency", conc);
-    report.param("max_messages", a.messages);
-    report.param("max_duration_s", a.duration);
-
-    let users = ctx.register_many("send", users).await?;
-    let rooms = ctx.create_rooms(&users[0], rooms_n).await?;
-    ctx.join_all(&users[1..], &rooms).await?;
-
     let users = Arc::new(users);
     let rooms = Arc::new(rooms);
     let next = Arc::new(AtomicUsize::new(0));
@@ -101,5 +119,4 @@ pub async fn run(ctx: &Ctx, a: &Args, report: &mut Report) -> ApiResult<()> {
     );
     report.latency("send", "send latency", &s);
     report.errors = Some(errors);
-    Ok(())
 }
