@@ -281,77 +281,76 @@ workload_args() {
     esac
 }
 
-# Sets every workload up on the server now running; each one's set-up is
-# kept in $dir/<workload>.state for its measurement.
-set_up_workloads() { # server backend dir port
-    local server=$1 backend=$2 dir=$3 url="http://127.0.0.1:$4" w
-    for w in "${WORKLOADS[@]}"; do
-        local cmd="$SETUP_NICE $BENCH --url $url --label $server/$backend --setup-concurrency $SETUP_CONCURRENCY --max-total-secs $SETUP_MAX_SECS --state $dir/$w.state --setup-only $w $(workload_args "$w")"
-        echo "$cmd" >>"$COMMANDS"
-        local t0=$(date +%s) rc=0
-        # shellcheck disable=SC2086
-        $cmd >"$dir/$w.setup.out" 2>"$dir/$w.setup.err" || rc=$?
-        if [ $rc -ne 0 ]; then
-            event "FAILED: setting up $server/$backend $w (exit $rc) after $(($(date +%s) - t0)) s: $(grep -m1 'request failed\|stopped after' "$dir/$w.setup.err" || true)"
-        else
-            log "$server/$backend: $w set up in $(($(date +%s) - t0)) s"
-        fi
-    done
-}
-
-# Measures every workload from its kept set-up. A workload whose set-up is
-# missing, or whose server had to be restarted, is set up and measured in
-# one run instead.
-measure_workloads() { # server backend dir port
-    local server=$1 backend=$2 dir=$3 port=$4 url="http://127.0.0.1:$4" w
-    for w in "${WORKLOADS[@]}"; do
-        if [ -z "$SERVER_PID" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            event "ERROR: $server/$backend is not running before $w (see $dir); restarting it"
-            rm -f "$dir"/*.state
-            "start_$server" "$backend" "$dir/restart-$w" "$port"
-            wait_up "$url" "$SERVER_PID" "$server/$backend" || return 1
-        fi
-        local state="" cmd
-        if [ -f "$dir/$w.state" ]; then
-            state="--state $dir/$w.state"
-        fi
-        cmd="$BENCH --url $url --label $server/$backend --pid $SERVER_PID --setup-concurrency $SETUP_CONCURRENCY --max-total-secs $WORKLOAD_MAX_SECS --json-out $RESULTS $state $w $(workload_args "$w")"
-        echo "$cmd" >>"$COMMANDS"
-        log "$server/$backend: $w"
-        local t0=$(date +%s) rc=0
-        # shellcheck disable=SC2086
-        $cmd >"$dir/$w.out" 2>"$dir/$w.err" || rc=$?
-        sed -n '/^==/,/^{/p' "$dir/$w.out" | grep -v '^{' | tee -a "$RUN_DIR/compare.log" >&2
-        if [ $rc -ne 0 ]; then
-            event "FAILED: $server/$backend $w (exit $rc) after $(($(date +%s) - t0)) s: $(grep -m1 'request failed\|stopped after\|--state' "$dir/$w.err" || true)"
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            event "ERROR: $server/$backend exited during $w; last log lines in $dir"
-        fi
-    done
-}
-
-# One server's measured session: its workloads, then its peak resident
-# memory (over its whole life, set-up included) and the CPU time it, the
-# database and the machine spent while it was measured.
-measured_session() { # server backend dir port
-    local server=$1 backend=$2
-    local start busy0 pg0 cpu0
-    start=$(date +%s)
-    busy0=$(machine_busy_ticks)
-    pg0=$(postgres_ticks)
-    cpu0=$(process_ticks "$SERVER_PID")
-    measure_workloads "$@" || true
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        local hwm wall busy pg cpu
-        hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
-        cpu=$(ticks_to_s $(($(process_ticks "$SERVER_PID") - cpu0)))
-        wall=$(($(date +%s) - start))
-        busy=$(ticks_to_s $(($(machine_busy_ticks) - busy0)))
-        pg=$(ticks_to_s $(($(postgres_ticks) - pg0)))
-        echo "{\"bench\":\"compare\",\"workload\":\"server-session\",\"label\":\"$server/$backend\",\"results\":{\"vmhwm_kib\":$hwm,\"server_cpu_s\":$cpu,\"wall_s\":$wall,\"machine_busy_cpu_s\":$busy,\"postgres_cpu_s\":$pg}}" >>"$RESULTS"
-        log "$server/$backend: VmHWM $((hwm / 1024)) MiB; measured part: server CPU ${cpu} s, PostgreSQL CPU ${pg} s, machine busy ${busy} CPU-s in ${wall} s"
+# Sets one workload up on the server now running and keeps the set-up in
+# $dir/<workload>.state for its measurement.
+set_up_workload() { # server backend dir port workload
+    local server=$1 backend=$2 dir=$3 url="http://127.0.0.1:$4" w=$5
+    local cmd="$SETUP_NICE $BENCH --url $url --label $server/$backend --setup-concurrency $SETUP_CONCURRENCY --max-total-secs $SETUP_MAX_SECS --state $dir/$w.state --setup-only $w $(workload_args "$w")"
+    echo "$cmd" >>"$COMMANDS"
+    local t0=$(date +%s) rc=0
+    # shellcheck disable=SC2086
+    $cmd >"$dir/$w.setup.out" 2>"$dir/$w.setup.err" || rc=$?
+    if [ $rc -ne 0 ]; then
+        event "FAILED: setting up $server/$backend $w (exit $rc) after $(($(date +%s) - t0)) s: $(grep -m1 'request failed\|stopped after' "$dir/$w.setup.err" || true)"
+    else
+        log "$server/$backend: $w set up in $(($(date +%s) - t0)) s"
     fi
+}
+
+# What the measured parts of a server's session spent: wall seconds, and
+# clock ticks of the server, of PostgreSQL and of the whole machine busy.
+new_session() {
+    MEASURED_WALL=0 MEASURED_SERVER=0 MEASURED_PG=0 MEASURED_BUSY=0
+}
+
+# Measures one workload from its kept set-up. One whose set-up is missing,
+# or whose server had to be restarted, is set up and measured in one run.
+measure_workload() { # server backend dir port workload
+    local server=$1 backend=$2 dir=$3 port=$4 url="http://127.0.0.1:$4" w=$5
+    if [ -z "$SERVER_PID" ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        event "ERROR: $server/$backend is not running before $w (see $dir); restarting it"
+        rm -f "$dir"/*.state
+        "start_$server" "$backend" "$dir/restart-$w" "$port"
+        wait_up "$url" "$SERVER_PID" "$server/$backend" || return 1
+    fi
+    local state="" cmd
+    if [ -f "$dir/$w.state" ]; then
+        state="--state $dir/$w.state"
+    fi
+    cmd="$BENCH --url $url --label $server/$backend --pid $SERVER_PID --setup-concurrency $SETUP_CONCURRENCY --max-total-secs $WORKLOAD_MAX_SECS --json-out $RESULTS $state $w $(workload_args "$w")"
+    echo "$cmd" >>"$COMMANDS"
+    log "$server/$backend: $w"
+    local t0=$(date +%s) busy0=$(machine_busy_ticks) pg0=$(postgres_ticks) cpu0 rc=0
+    cpu0=$(process_ticks "$SERVER_PID")
+    # shellcheck disable=SC2086
+    $cmd >"$dir/$w.out" 2>"$dir/$w.err" || rc=$?
+    MEASURED_WALL=$((MEASURED_WALL + $(date +%s) - t0))
+    MEASURED_BUSY=$((MEASURED_BUSY + $(machine_busy_ticks) - busy0))
+    MEASURED_PG=$((MEASURED_PG + $(postgres_ticks) - pg0))
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        MEASURED_SERVER=$((MEASURED_SERVER + $(process_ticks "$SERVER_PID") - cpu0))
+    fi
+    sed -n '/^==/,/^{/p' "$dir/$w.out" | grep -v '^{' | tee -a "$RUN_DIR/compare.log" >&2
+    if [ $rc -ne 0 ]; then
+        event "FAILED: $server/$backend $w (exit $rc) after $(($(date +%s) - t0)) s: $(grep -m1 'request failed\|stopped after\|--state' "$dir/$w.err" || true)"
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        event "ERROR: $server/$backend exited during $w; last log lines in $dir"
+    fi
+}
+
+# The session's figures: the server's peak resident memory (over its whole
+# life, set-up included) and what the measured parts spent.
+end_session() { # server backend
+    local server=$1 backend=$2
+    kill -0 "$SERVER_PID" 2>/dev/null || return 0
+    local hwm cpu busy pg
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
+    cpu=$(ticks_to_s "$MEASURED_SERVER")
+    busy=$(ticks_to_s "$MEASURED_BUSY")
+    pg=$(ticks_to_s "$MEASURED_PG")
+    echo "{\"bench\":\"compare\",\"workload\":\"server-session\",\"label\":\"$server/$backend\",\"results\":{\"vmhwm_kib\":$hwm,\"server_cpu_s\":$cpu,\"wall_s\":$MEASURED_WALL,\"machine_busy_cpu_s\":$busy,\"postgres_cpu_s\":$pg}}" >>"$RESULTS"
+    log "$server/$backend: VmHWM $((hwm / 1024)) MiB; measured parts: server CPU ${cpu} s, PostgreSQL CPU ${pg} s, machine busy ${busy} CPU-s in ${MEASURED_WALL} s"
 }
 
 start_up() { # server backend dir port
@@ -372,7 +371,9 @@ for backend in $BACKENDS; do
     port=$(free_port)
     SYNAPSE_PORT[$backend]=$port
     if start_up synapse "$backend" "$dir" "$port"; then
-        set_up_workloads synapse "$backend" "$dir" "$port"
+        for w in "${WORKLOADS[@]}"; do
+            set_up_workload synapse "$backend" "$dir" "$port" "$w"
+        done
         kill -STOP "$SERVER_PID"
     fi
     SYNAPSE_PID[$backend]=$SERVER_PID
@@ -387,9 +388,15 @@ fi
 for backend in $BACKENDS; do
     dir="$RUN_DIR/$backend-corvid"
     port=$(free_port)
+    # Corvid's caches keep what they read for seconds, not minutes, so each
+    # workload is set up right before it is measured.
     if start_up corvid "$backend" "$dir" "$port"; then
-        set_up_workloads corvid "$backend" "$dir" "$port"
-        measured_session corvid "$backend" "$dir" "$port"
+        new_session
+        for w in "${WORKLOADS[@]}"; do
+            set_up_workload corvid "$backend" "$dir" "$port" "$w"
+            measure_workload corvid "$backend" "$dir" "$port" "$w" || break
+        done
+        end_session corvid "$backend"
     fi
     stop_server "$SERVER_PID"
     rm -rf "$dir/data" "$dir"/restart-*/data
@@ -404,7 +411,11 @@ for backend in $BACKENDS; do
         kill -CONT "$SERVER_PID"
         # Timers that fell due while it was stopped run before it is measured.
         sleep 3
-        measured_session synapse "$backend" "$dir" "${SYNAPSE_PORT[$backend]}"
+        new_session
+        for w in "${WORKLOADS[@]}"; do
+            measure_workload synapse "$backend" "$dir" "${SYNAPSE_PORT[$backend]}" "$w" || break
+        done
+        end_session synapse "$backend"
     else
         event "ERROR: synapse/$backend did not start or survive its set-up (see $dir)"
     fi

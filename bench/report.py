@@ -205,8 +205,8 @@ def main():
     # Where the CPU went in each server's session.
     p("## CPU time per server session")
     p("")
-    p("The measured part of each session, from the start of its first workload's measurement to"
-      " the end of its last (set-up not included): the server process, PostgreSQL (all its"
+    p("The measured parts of each session, added up (set-up not included): the server process,"
+      " PostgreSQL (all its"
       " processes), the load generator, and whatever else ran on the machine meanwhile (busy"
       " CPU-seconds of the whole machine minus the three). The machine has "
       f"{os.cpu_count()} cores, so a session of W seconds has 2·W CPU-seconds.")
@@ -275,12 +275,13 @@ def main():
   PostgreSQL the database's own memory is counted for neither server.
 
 Set-up (registration, room creation, filler messages, joins) is not timed and runs with
-""" + a.setup_concurrency + """ requests in flight. On both servers all five set-ups come first, then the five measured
-parts in the same order, each from its set-up's users and rooms (`corvid-bench --setup-only
---state`, then `--state`). Synapse's set-up runs while Corvid builds, at `nice 19` where its
-priority can be restored afterwards, and Synapse then waits stopped (`SIGSTOP`) until its turn,
-when every thread goes back to priority 0 and it runs 3 s before the first measurement;
-Corvid's set-up runs right before its measured part. Both servers create rooms in their default room
+""" + a.setup_concurrency + """ requests in flight. Each workload's measured part runs from its set-up's users and rooms (`corvid-bench
+--setup-only --state`, then `--state`). Synapse's five set-ups run while Corvid builds, at
+`nice 19` where its priority can be restored afterwards, and Synapse then waits stopped
+(`SIGSTOP`) until its turn, when every thread goes back to priority 0 and it runs 3 s before
+the first measurement; its caches keep entries for 30 minutes, so they still hold what the
+set-up read. Corvid's caches keep entries for 5 seconds, so each of its workloads is set up
+right before it is measured. Both servers create rooms in their default room
 version. Synapse's config differs from its generated default only in: listener on 127.0.0.1
 (client API only), open registration without verification, every `rc_*` rate limit raised to
 10⁶/s, `trusted_key_servers: []`, `report_stats: false`, and `bcrypt_rounds: 4` (registration is
