@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
@@ -27,7 +27,7 @@ use ruma::{
             RoomAccountData, State, Timeline,
         },
     },
-    events::AnySyncEphemeralRoomEvent,
+    events::{AnyRoomAccountDataEvent, AnySyncEphemeralRoomEvent},
     presence::PresenceState,
     serde::Raw,
 };
@@ -215,35 +215,32 @@ async fn build(
             }
         }
     };
-    // The user's rooms, and what in them the response needs beyond their
-    // timelines: read as soon as the rooms are known.
+    // The user's rooms. The sections that do not hang on the rooms' account
+    // data or ephemeral events are read at once, beside every other read:
+    // on PostgreSQL each read is a round trip, and a sync's latency is the
+    // length of its chain of them.
     let rooms = async {
         let memberships = server
             .db
             .memberships_at(user.user_id.as_str(), upto)
             .await?;
-        let (ephemeral, changed) = tokio::try_join!(
-            ephemeral_events(server, user, req, &memberships, upto_all, moved.as_ref()),
-            changed_rooms(server, &memberships, since, moved.as_ref())
-        )?;
-        Ok((memberships, ephemeral, changed))
-    };
-    // Independent reads run together: on PostgreSQL each is a round trip,
-    // and a sync's latency is the length of its chain of them.
-    let ((memberships, mut ephemeral, changed_rooms), presence, account_data, encryption, ignored) =
         tokio::try_join!(
-            rooms,
-            presence::for_sync(
-                server,
-                &user.user_id,
-                req.since.map(|s| s.presence),
-                upto_all.presence,
-                &req.filter.presence,
-            ),
-            account_data,
-            encryption(server, user, req, upto_all, moved.as_ref()),
-            ignore::ignored_by(server, &user.user_id),
-        )?;
+            ephemeral_events(server, user, req, &memberships, upto_all, moved.as_ref()),
+            Sections::read(server, user, req, upto, &memberships, moved.as_ref()),
+        )
+    };
+    let ((ephemeral, mut sections), presence, account_data, encryption) = tokio::try_join!(
+        rooms,
+        presence::for_sync(
+            server,
+            &user.user_id,
+            req.since.map(|s| s.presence),
+            upto_all.presence,
+            &req.filter.presence,
+        ),
+        account_data,
+        encryption(server, user, req, upto_all, moved.as_ref()),
+    )?;
     response.presence.events = presence;
     let mut room_account_data: HashMap<String, Vec<Raw<_>>> = HashMap::new();
     for row in &account_data {
@@ -257,78 +254,167 @@ async fn build(
                 .push(raw(&event)?);
         }
     }
-
-    let room_filter = &req.filter.room;
-    let mut work = Vec::new();
-    for (room_id, membership, membership_pos) in memberships.iter() {
-        if *membership_pos > upto || !room_wanted(room_filter, room_id) {
-            continue;
-        }
-        let changed = changed_rooms.contains(room_id);
-        let account = room_account_data.remove(room_id).unwrap_or_default();
-        let ephemeral = ephemeral.remove(room_id).unwrap_or_default();
-        let room_id: OwnedRoomId = room_id.as_str().try_into().map_err(Error::internal)?;
-        work.push(RoomWork {
-            room_id,
-            membership: membership.clone(),
-            membership_pos: *membership_pos,
-            changed,
-            account,
-            ephemeral,
-        });
-    }
-    let prefetch = Prefetch::load(server, user, req, &work, upto, ignored).await?;
-    // The unread counts of the joined rooms the response will hold are read
-    // beside the rooms' sections.
-    let joined: Vec<String> = work
-        .iter()
-        .filter(|w| w.sends_joined_section(req))
-        .map(|w| w.room_id.to_string())
-        .collect();
-    let by_thread = req.filter.room.timeline.unread_thread_notifications;
-    let counts = async {
-        match joined.is_empty() {
-            true => Ok(HashMap::new()),
-            false => push::unread_counts(server, &user.user_id, &joined, by_thread).await,
-        }
-    };
-    // Rooms are independent: build several at once, each with its own
-    // database connection, instead of paying every round trip in series.
-    let mut sections = futures::stream::iter(
-        work.into_iter()
-            .map(|w| room_section(server, user, req, upto, w, &prefetch)),
-    )
-    .buffer_unordered(rooms_in_parallel(server));
-    let mut deliveries = Vec::new();
+    sections
+        .read_quiet(server, user, req, upto, room_account_data, ephemeral)
+        .await?;
     // Whether the response says anything that should end a long-poll.
     let mut news = !response.account_data.is_empty() || !response.presence.is_empty();
-    let rooms = async {
-        while let Some(section) = sections.next().await {
-            let section = section?;
-            news |= section.as_ref().is_some_and(|(_, s)| s.is_news());
-            match section {
-                Some((room_id, Section::Join(room, delivery, _))) => {
-                    deliveries.extend(delivery);
-                    response.rooms.join.insert(room_id, *room);
-                }
-                Some((room_id, Section::Invite(room))) => {
-                    response.rooms.invite.insert(room_id, room);
-                }
-                Some((room_id, Section::Knock(room))) => {
-                    response.rooms.knock.insert(room_id, room);
-                }
-                Some((room_id, Section::Leave(room))) => {
-                    response.rooms.leave.insert(room_id, *room);
-                }
-                None => {}
+    news |= sections.put_into(&mut response);
+    news |= encryption.add_to(&mut response);
+    Ok((response, sections.deliveries, news))
+}
+
+/// The rooms' sections of a response, read in two rounds. First, beside
+/// the sync's other reads, every room whose section does not depend on its
+/// account data and ephemeral events: any room but a joined one with
+/// nothing new in its timeline. Then, once those are known, the joined
+/// rooms that have only them to show.
+struct Sections {
+    built: Vec<(OwnedRoomId, Section)>,
+    /// Joined rooms with nothing new in their timelines.
+    quiet: Vec<RoomWork>,
+    prefetch: Prefetch,
+    unread: HashMap<String, push::RoomUnread>,
+    deliveries: Vec<Delivery>,
+}
+
+impl Sections {
+    async fn read(
+        server: &Server,
+        user: &AuthedUser,
+        req: &SyncRequest,
+        upto: i64,
+        memberships: &[(String, String, i64)],
+        moved: Option<&Changes>,
+    ) -> Result<Self> {
+        let since = req.since.map(|s| s.pos);
+        let (changed, ignored) = tokio::try_join!(
+            changed_rooms(server, memberships, since, moved),
+            ignore::ignored_by(server, &user.user_id),
+        )?;
+        let (mut timely, mut quiet) = (Vec::new(), Vec::new());
+        for (room_id, membership, membership_pos) in memberships {
+            if *membership_pos > upto || !room_wanted(&req.filter.room, room_id) {
+                continue;
+            }
+            let work = RoomWork {
+                room_id: room_id.as_str().try_into().map_err(Error::internal)?,
+                membership: membership.clone(),
+                membership_pos: *membership_pos,
+                changed: changed.contains(room_id),
+            };
+            match work.membership == "join" && !work.has_timeline_news(req) {
+                true => quiet.push(work),
+                false => timely.push(work),
             }
         }
+        let prefetch = Prefetch::load(server, user, req, &timely, upto, ignored).await?;
+        let mut sections = Self {
+            built: Vec::new(),
+            quiet,
+            prefetch,
+            unread: HashMap::new(),
+            deliveries: Vec::new(),
+        };
+        sections.build(server, user, req, upto, timely).await?;
+        Ok(sections)
+    }
+
+    /// The sections of the quiet joined rooms with account data or ephemeral
+    /// events to show, and those added to every section.
+    async fn read_quiet(
+        &mut self,
+        server: &Server,
+        user: &AuthedUser,
+        req: &SyncRequest,
+        upto: i64,
+        mut account: HashMap<String, Vec<Raw<AnyRoomAccountDataEvent>>>,
+        mut ephemeral: HashMap<String, RoomEphemeral>,
+    ) -> Result<()> {
+        let showing = |w: &RoomWork| {
+            account.contains_key(w.room_id.as_str())
+                || ephemeral
+                    .get(w.room_id.as_str())
+                    .is_some_and(|e| !e.events.is_empty())
+        };
+        let quiet: Vec<RoomWork> = std::mem::take(&mut self.quiet)
+            .into_iter()
+            .filter(showing)
+            .collect();
+        if !quiet.is_empty() {
+            self.build(server, user, req, upto, quiet).await?;
+        }
+        for (room_id, section) in &mut self.built {
+            section.add(
+                account.remove(room_id.as_str()).unwrap_or_default(),
+                ephemeral.remove(room_id.as_str()).unwrap_or_default(),
+            );
+        }
         Ok(())
-    };
-    let (counts, ()) = tokio::try_join!(counts, rooms)?;
-    put_unread_counts(&mut response, counts);
-    news |= encryption.add_to(&mut response);
-    Ok((response, deliveries, news))
+    }
+
+    /// Builds the rooms' sections, several at once (each with its own
+    /// database connection), and reads the unread counts of the joined ones
+    /// beside them.
+    async fn build(
+        &mut self,
+        server: &Server,
+        user: &AuthedUser,
+        req: &SyncRequest,
+        upto: i64,
+        work: Vec<RoomWork>,
+    ) -> Result<()> {
+        let joined: Vec<String> = work
+            .iter()
+            .filter(|w| w.membership == "join")
+            .map(|w| w.room_id.to_string())
+            .collect();
+        let by_thread = req.filter.room.timeline.unread_thread_notifications;
+        let counts = async {
+            match joined.is_empty() {
+                true => Ok(HashMap::new()),
+                false => push::unread_counts(server, &user.user_id, &joined, by_thread).await,
+            }
+        };
+        let prefetch = &self.prefetch;
+        let sections = futures::stream::iter(
+            work.into_iter()
+                .map(|w| room_section(server, user, req, upto, w, prefetch)),
+        )
+        .buffer_unordered(rooms_in_parallel(server))
+        .try_filter_map(|section| async move { Ok(section) })
+        .try_collect::<Vec<_>>();
+        let (counts, built) = tokio::try_join!(counts, sections)?;
+        self.unread.extend(counts);
+        self.built.extend(built);
+        Ok(())
+    }
+
+    /// Puts the sections into the response; returns whether any of them
+    /// should end a long-poll.
+    fn put_into(&mut self, response: &mut Response) -> bool {
+        let mut news = false;
+        for (room_id, section) in self.built.drain(..) {
+            news |= section.is_news();
+            match section {
+                Section::Join(room, delivery, _) => {
+                    self.deliveries.extend(delivery);
+                    response.rooms.join.insert(room_id, *room);
+                }
+                Section::Invite(room) => {
+                    response.rooms.invite.insert(room_id, room);
+                }
+                Section::Knock(room) => {
+                    response.rooms.knock.insert(room_id, room);
+                }
+                Section::Leave(room) => {
+                    response.rooms.leave.insert(room_id, *room);
+                }
+            }
+        }
+        put_unread_counts(response, std::mem::take(&mut self.unread));
+        news
+    }
 }
 
 /// spec: "End-to-End Encryption" and "Send-to-Device messaging" in sync:
@@ -531,8 +617,6 @@ struct RoomWork {
     membership_pos: i64,
     /// Whether the room has events after `since`.
     changed: bool,
-    account: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
-    ephemeral: RoomEphemeral,
 }
 
 enum Section {
@@ -551,18 +635,26 @@ impl Section {
             _ => true,
         }
     }
+
+    /// Adds the room's account data and ephemeral events.
+    fn add(&mut self, account: Vec<Raw<AnyRoomAccountDataEvent>>, ephemeral: RoomEphemeral) {
+        match self {
+            Self::Join(joined, _, news) => {
+                *news |= !account.is_empty() || ephemeral.wakes;
+                joined.account_data.events = account;
+                joined.ephemeral.events = ephemeral.events;
+            }
+            Self::Leave(left) => left.account_data.events = account,
+            Self::Invite(_) | Self::Knock(_) => {}
+        }
+    }
 }
 
 impl RoomWork {
-    /// Whether the response has a joined-room section for it: the room is
-    /// new to the client, or sent in full, or something in it changed.
-    fn sends_joined_section(&self, req: &SyncRequest) -> bool {
-        self.membership == "join"
-            && (self.is_fresh(req)
-                || req.full_state
-                || self.changed
-                || !self.account.is_empty()
-                || !self.ephemeral.events.is_empty())
+    /// Whether its timeline has something for the client: the room is new
+    /// to the client, or sent in full, or has new events.
+    fn has_timeline_news(&self, req: &SyncRequest) -> bool {
+        self.is_fresh(req) || req.full_state || self.changed
     }
 
     /// New to this client: an initial sync, or a membership since the last one.
@@ -571,7 +663,9 @@ impl RoomWork {
     }
 }
 
-/// The room's section of the response, if it has anything to say.
+/// The room's section of the response, if it has anything to say (a joined
+/// room always has: the caller picks the joined rooms that have news), yet
+/// without its account data and ephemeral events (see [`Section::add`]).
 async fn room_section(
     server: &Server,
     user: &AuthedUser,
@@ -581,18 +675,15 @@ async fn room_section(
     prefetch: &Prefetch,
 ) -> Result<Option<(OwnedRoomId, Section)>> {
     let fresh = work.is_fresh(req);
-    let joined_section = work.sends_joined_section(req);
     let RoomWork {
         room_id,
         membership,
         membership_pos,
-        account,
-        ephemeral,
         ..
     } = work;
     let since = req.since.map(|s| s.pos);
     let section = match membership.as_str() {
-        "join" if joined_section => {
+        "join" => {
             let mut joined = JoinedRoom::new();
             let from = if fresh { None } else { since };
             let full_state = fresh || req.full_state;
@@ -619,14 +710,8 @@ async fn room_section(
             joined.timeline = slice.timeline;
             joined.state = State::Before(slice.state.into());
             joined.account_data = RoomAccountData::new();
-            joined.account_data.events = account;
-            joined.ephemeral.events = ephemeral.events;
             let delivery = delivery(&user.user_id, &room_id, &slice.events);
-            let news = fresh
-                || req.full_state
-                || !joined.timeline.events.is_empty()
-                || !joined.account_data.events.is_empty()
-                || ephemeral.wakes;
+            let news = fresh || req.full_state || !joined.timeline.events.is_empty();
             Section::Join(Box::new(joined), delivery, news)
         }
         "invite" if fresh && !invited_by_ignored(server, &room_id, &user.user_id).await? => {
@@ -664,7 +749,6 @@ async fn room_section(
             left.timeline = slice.timeline;
             left.state = State::Before(slice.state.into());
             left.account_data = RoomAccountData::new();
-            left.account_data.events = account;
             Section::Leave(Box::new(left))
         }
         _ => return Ok(None),
