@@ -270,7 +270,8 @@ PY
 
 
 # ---- 4. Workloads: set-up, measurement, and the session's figures ----------
-WORKLOADS=(send latency initial-sync join messages)
+# WORKLOADS (a space-separated subset) to compare only some of them.
+read -r -a WORKLOADS <<<"${WORKLOADS:-send latency initial-sync join messages}"
 workload_args() {
     case $1 in
     send) echo "$SEND_ARGS" ;;
