@@ -12,6 +12,7 @@ on_both_backends!(
     default_rules_and_editing_them,
     unread_counts_rise_and_reset,
     mentions_highlight_and_room_mentions_need_power,
+    one_message_counts_for_each_recipient,
     thread_counts_and_threaded_receipts,
     muted_room_does_not_count,
     notifications_list_and_invites,
@@ -287,6 +288,33 @@ async fn mentions_highlight_and_room_mentions_need_power(s: TestServer) {
         "{}",
         sync["rooms"]["join"][&room]
     );
+}
+
+/// A message stored together with what it adds to every recipient's unread
+/// counts: two recipients, one of them highlighted, over two messages.
+async fn one_message_counts_for_each_recipient(s: TestServer) {
+    let (alice, bob, room) = two_in_a_room(&s).await;
+    let carol = s.register("carol").await;
+    s.join(&carol, &room).await;
+    send(
+        &s,
+        &alice,
+        &room,
+        "c1",
+        json!({"msgtype": "m.text", "body": "hi carol", "m.mentions": {"user_ids": [carol.user_id]}}),
+    )
+    .await;
+    send(
+        &s,
+        &alice,
+        &room,
+        "c2",
+        json!({"msgtype": "m.text", "body": "and bob"}),
+    )
+    .await;
+    assert_eq!(counts(&s.sync(&bob, None, 0).await, &room), (2, 0));
+    assert_eq!(counts(&s.sync(&carol, None, 0).await, &room), (2, 1));
+    assert_eq!(counts(&s.sync(&alice, None, 0).await, &room), (0, 0));
 }
 
 async fn thread_counts_and_threaded_receipts(s: TestServer) {

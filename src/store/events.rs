@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use super::{
     Backend, Db, WriteTx, placeholders,
+    push::StagedNotification,
     read_cache::{GroupState, Memberships},
     relations::BUNDLED_RELATIONS,
     statements::Statements,
@@ -123,10 +124,12 @@ pub struct TxnKey<'a> {
     pub txn_id: &'a str,
 }
 
-/// Event rows staged in a write transaction, written by [`WriteTx::flush`].
+/// Event rows staged in a write transaction, and the notifications of the
+/// events, written by [`WriteTx::flush`].
 #[derive(Default)]
 pub struct Staged {
     events: Vec<StagedEvent>,
+    pub(super) notifications: Vec<StagedNotification>,
 }
 
 struct StagedEvent {
@@ -959,7 +962,7 @@ impl WriteTx<'_> {
     /// statements sent together ([`Statements`]).
     pub async fn flush(&mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
-        if staged.events.is_empty() {
+        if staged.events.is_empty() && staged.notifications.is_empty() {
             return Ok(());
         }
         for e in &staged.events {
@@ -1109,6 +1112,7 @@ impl WriteTx<'_> {
                 },
             );
         }
+        super::push::push_notifications(self.backend, &mut statements, &staged.notifications)?;
         statements.execute(&mut self.tx).await
     }
 

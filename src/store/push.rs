@@ -65,6 +65,31 @@ const UNTHREADED_READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering
      AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
 
 impl Backend {
+    /// SQL: `SELECT` one row per element of the JSON array of arrays in
+    /// parameter `param`, column `i` being element `i` as `types[i]`.
+    fn json_array_rows(self, param: &str, types: &[&str]) -> String {
+        let columns: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match self {
+                Backend::Sqlite => format!("json_extract(r.value, '$[{i}]')"),
+                Backend::Postgres if *t == "text" => format!("r.value->>{i}"),
+                Backend::Postgres => format!("(r.value->>{i})::{t}"),
+            })
+            .collect();
+        match self {
+            // SQLite needs the WHERE to tell an upsert's ON CONFLICT from a join's.
+            Backend::Sqlite => format!(
+                "SELECT {} FROM json_each({param}) AS r WHERE true",
+                columns.join(", ")
+            ),
+            Backend::Postgres => format!(
+                "SELECT {} FROM json_array_elements({param}::json) AS r(value)",
+                columns.join(", ")
+            ),
+        }
+    }
+
     /// SQL: whether the JSON object in `column` has the key in parameter `key`.
     fn json_has_key(self, column: &str, key: &str) -> String {
         match self {
@@ -75,73 +100,100 @@ impl Backend {
     }
 }
 
+/// A new event's notification row, staged with the event (see
+/// [`WriteTx::stage_notifications`]).
+pub(super) struct StagedNotification {
+    room_id: String,
+    stream_ordering: i64,
+    event_id: String,
+    ts: i64,
+    recipients: Recipients,
+}
+
+/// The statements that store staged notifications. The unread counts go in
+/// as one JSON array, so their statement has one text whatever the number
+/// of recipients (each text is a prepared query sqlx keeps; see
+/// [`Statements`]).
+pub(super) fn push_notifications<'q>(
+    backend: Backend,
+    statements: &mut Statements<'q>,
+    rows: &'q [StagedNotification],
+) -> Result<()> {
+    for chunk in rows.chunks(backend.rows_per_statement(7)) {
+        statements.push(
+            7 * chunk.len(),
+            |first| {
+                format!(
+                    "INSERT INTO event_notifications (room_id, stream_ordering, event_id, thread_id, \
+                     ts, recipients, highlights) VALUES {}",
+                    values_rows(chunk.len(), first, 7, "({})")
+                )
+            },
+            |b| {
+                for r in chunk {
+                    b.bind(r.room_id.as_str())
+                        .bind(r.stream_ordering)
+                        .bind(r.event_id.as_str())
+                        .bind(r.recipients.thread_id.as_str())
+                        .bind(r.ts)
+                        .bind(r.recipients.actions.as_str())
+                        .bind(r.recipients.highlights.as_str());
+                }
+            },
+        );
+    }
+    let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
+    for r in rows {
+        for (user, highlight) in &r.recipients.users {
+            let counts = added
+                .entry((user, &r.room_id, &r.recipients.thread_id))
+                .or_default();
+            counts.0 += 1;
+            counts.1 += i64::from(*highlight);
+        }
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    let added: Vec<(&str, &str, &str, i64, i64)> = added
+        .into_iter()
+        .map(|((user, room, thread), (n, h))| (user, room, thread, n, h))
+        .collect();
+    let added = serde_json::to_string(&added)?;
+    statements.push(
+        1,
+        |first| {
+            format!(
+                "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
+                 {} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
+                 notifications = unread_counts.notifications + excluded.notifications, \
+                 highlights = unread_counts.highlights + excluded.highlights",
+                backend.json_array_rows(&format!("${first}"), &["text", "text", "text", "bigint", "bigint"])
+            )
+        },
+        |b| {
+            b.bind(added);
+        },
+    );
+    Ok(())
+}
+
 impl WriteTx<'_> {
-    /// Stores the notifications of new events and adds them to their
-    /// recipients' unread counts.
-    pub async fn insert_notifications(&mut self, rows: &[NewNotification<'_>]) -> Result<()> {
-        let rows: Vec<&NewNotification<'_>> = rows
-            .iter()
-            .filter(|r| !r.recipients.users.is_empty())
-            .collect();
-        let mut statements = Statements::new(self.backend, rows.len());
-        for chunk in rows.chunks(self.backend.rows_per_statement(7)) {
-            statements.push(
-                7 * chunk.len(),
-                |first| {
-                    format!(
-                        "INSERT INTO event_notifications (room_id, stream_ordering, event_id, thread_id, \
-                         ts, recipients, highlights) VALUES {}",
-                        values_rows(chunk.len(), first, 7, "({})")
-                    )
-                },
-                |b| {
-                    for r in chunk {
-                        b.bind(r.room_id)
-                            .bind(r.stream_ordering)
-                            .bind(r.event_id)
-                            .bind(r.recipients.thread_id.as_str())
-                            .bind(r.ts)
-                            .bind(r.recipients.actions.as_str())
-                            .bind(r.recipients.highlights.as_str());
-                    }
-                },
-            );
-        }
-        let mut added: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
-        for r in &rows {
-            for (user, highlight) in &r.recipients.users {
-                let counts = added
-                    .entry((user, r.room_id, &r.recipients.thread_id))
-                    .or_default();
-                counts.0 += 1;
-                counts.1 += i64::from(*highlight);
-            }
-        }
-        let added: Vec<_> = added.into_iter().collect();
-        for chunk in added.chunks(self.backend.rows_per_statement(5)) {
-            statements.push(
-                5 * chunk.len(),
-                |first| {
-                    format!(
-                        "INSERT INTO unread_counts (user_id, room_id, thread_id, notifications, highlights) \
-                         VALUES {} ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET \
-                         notifications = unread_counts.notifications + excluded.notifications, \
-                         highlights = unread_counts.highlights + excluded.highlights",
-                        values_rows(chunk.len(), first, 5, "({})")
-                    )
-                },
-                |b| {
-                    for ((user, room, thread), (notifications, highlights)) in chunk {
-                        b.bind(*user)
-                            .bind(*room)
-                            .bind(*thread)
-                            .bind(*notifications)
-                            .bind(*highlights);
-                    }
-                },
-            );
-        }
-        statements.execute(&mut self.tx).await
+    /// Stages the notifications of new events and their additions to their
+    /// recipients' unread counts: they are written with the staged events
+    /// ([`WriteTx::flush`]), in the same query as the event when there is
+    /// one, instead of a round trip of their own.
+    pub fn stage_notifications(&mut self, rows: &[NewNotification<'_>]) {
+        let notifying = rows.iter().filter(|r| !r.recipients.users.is_empty());
+        self.staged
+            .notifications
+            .extend(notifying.map(|r| StagedNotification {
+                room_id: r.room_id.to_owned(),
+                stream_ordering: r.stream_ordering,
+                event_id: r.event_id.to_owned(),
+                ts: r.ts,
+                recipients: r.recipients.clone(),
+            }));
     }
 
     /// Recounts the user's unread notifications in a room after their read

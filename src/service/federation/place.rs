@@ -220,7 +220,7 @@ impl Placing<'_> {
         if !(on_current && pdu.state_key().is_none()) {
             self.update_current_state(w, position).await?;
         }
-        store_notifications(w, pdu, position, plan).await?;
+        stage_notifications(w, pdu, position, plan);
         let member = (pdu.pdu.kind == TimelineEventType::RoomMember)
             .then(|| pdu.state_key().map(str::to_owned))
             .flatten();
@@ -397,20 +397,14 @@ fn pdus(events: &[StoredEvent]) -> Result<Vec<Pdu>> {
 }
 
 /// The notifications the event causes, stored with it.
-async fn store_notifications(
-    w: &mut WriteTx<'_>,
-    pdu: &IncomingPdu,
-    position: i64,
-    plan: &Recipients,
-) -> Result<()> {
-    w.insert_notifications(&[NewNotification {
+fn stage_notifications(w: &mut WriteTx<'_>, pdu: &IncomingPdu, position: i64, plan: &Recipients) {
+    w.stage_notifications(&[NewNotification {
         room_id: pdu.room_id.as_str(),
         stream_ordering: position,
         event_id: pdu.event_id.as_str(),
         ts: crate::now_ms(),
         recipients: plan,
-    }])
-    .await
+    }]);
 }
 
 /// v12: the create event is not among the auth events but is named by the room id.

@@ -219,7 +219,7 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
             },
         )
         .collect();
-    w.insert_notifications(&rows).await?;
+    w.stage_notifications(&rows);
     let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
     let kept_at = w.heads_kept_by_caller();
     w.commit().await?;
