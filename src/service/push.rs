@@ -438,7 +438,7 @@ pub async fn plan(
     room_id: &RoomId,
     sender: &UserId,
     template: &Template,
-) -> Result<Recipients> {
+) -> Result<Arc<Recipients>> {
     let context = server.push_contexts.get(server, room_id).await?;
     let mut event = json!({
         "type": template.event_type.to_string(),
@@ -487,7 +487,7 @@ pub async fn plan(
             notified.push((member, actions.to_vec()));
         }
     }
-    recipients_of(thread, notified)
+    recipients_of(thread, notified).map(Arc::new)
 }
 
 /// The stored form of whom an event notifies (`store::push::Recipients`).

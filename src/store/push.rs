@@ -1,7 +1,7 @@
 //! Push actions: which events notify which local users (unread counts,
 //! `GET /notifications`).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     Backend, Db, WriteTx, events::ROOMS_PER_STATEMENT, placeholders, statements::Statements,
@@ -27,7 +27,9 @@ pub struct NewNotification<'a> {
     pub stream_ordering: i64,
     pub event_id: &'a str,
     pub ts: i64,
-    pub recipients: &'a Recipients,
+    /// Shared with the writer's queue: staging the event keeps a reference,
+    /// not a copy of every recipient.
+    pub recipients: &'a Arc<Recipients>,
 }
 
 /// Unread notifications of one thread (`main` or a root's event id) of a room.
@@ -107,7 +109,7 @@ pub(super) struct StagedNotification {
     stream_ordering: i64,
     event_id: String,
     ts: i64,
-    recipients: Recipients,
+    recipients: Arc<Recipients>,
 }
 
 /// The statements that store staged notifications. The unread counts go in

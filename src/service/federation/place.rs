@@ -146,7 +146,7 @@ impl Placing<'_> {
         w: &mut WriteTx<'_>,
         pdu: &IncomingPdu,
         before: StateBefore,
-        plan: &Recipients,
+        plan: &Arc<Recipients>,
     ) -> Result<Placed> {
         let mut keys = auth_keys(self.rules, &pdu.pdu)?;
         let replaces = pdu
@@ -397,7 +397,12 @@ fn pdus(events: &[StoredEvent]) -> Result<Vec<Pdu>> {
 }
 
 /// The notifications the event causes, stored with it.
-fn stage_notifications(w: &mut WriteTx<'_>, pdu: &IncomingPdu, position: i64, plan: &Recipients) {
+fn stage_notifications(
+    w: &mut WriteTx<'_>,
+    pdu: &IncomingPdu,
+    position: i64,
+    plan: &Arc<Recipients>,
+) {
     w.stage_notifications(&[NewNotification {
         room_id: pdu.room_id.as_str(),
         stream_ordering: position,

@@ -50,7 +50,7 @@ struct Job {
     template: Template,
     txn: Option<OwnedTxn>,
     /// The notifications the event causes, decided before it was queued.
-    push: Recipients,
+    push: Arc<Recipients>,
     reply: oneshot::Sender<Result<OwnedEventId>>,
 }
 
@@ -72,7 +72,7 @@ impl EventWriter {
         sender: OwnedUserId,
         template: Template,
         txn: Option<OwnedTxn>,
-        push: Recipients,
+        push: Arc<Recipients>,
     ) -> Result<OwnedEventId> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -167,7 +167,7 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
         .filter_map(|j| Some((j.sender.as_str(), j.txn.as_ref()?.borrow())))
         .collect();
     let mut seen = w.txn_events(&keyed).await?;
-    let mut notifications = Vec::new();
+    let ts = crate::now_ms();
     for job in jobs {
         let txn = job.txn.as_ref().map(OwnedTxn::borrow);
         // Sent before this batch, or earlier in it.
@@ -193,12 +193,13 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
         {
             Ok(a) => {
                 results.push(Ok(a.event_id.clone()));
-                notifications.push((
-                    a.stream_ordering,
-                    a.event_id.clone(),
-                    a.room_id.clone(),
-                    &job.push,
-                ));
+                w.stage_notifications(&[NewNotification {
+                    room_id: a.room_id.as_str(),
+                    stream_ordering: a.stream_ordering,
+                    event_id: a.event_id.as_str(),
+                    ts,
+                    recipients: &job.push,
+                }]);
                 appended.push(a);
             }
             // A failed statement aborts the whole transaction.
@@ -206,20 +207,6 @@ async fn append_all(server: &Server, jobs: &[Job], kept: &mut KeptHeads) -> Resu
             Err(e) => results.push(Err(e)),
         }
     }
-    let ts = crate::now_ms();
-    let rows: Vec<NewNotification<'_>> = notifications
-        .iter()
-        .map(
-            |(stream_ordering, event_id, room_id, recipients)| NewNotification {
-                room_id: room_id.as_str(),
-                stream_ordering: *stream_ordering,
-                event_id: event_id.as_str(),
-                ts,
-                recipients,
-            },
-        )
-        .collect();
-    w.stage_notifications(&rows);
     let destinations = sender::queue_local_events(server, &mut w, &mut heads, &appended).await?;
     let kept_at = w.heads_kept_by_caller();
     w.commit().await?;
