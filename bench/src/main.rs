@@ -162,10 +162,18 @@ async fn main() -> ExitCode {
         }
     };
     if cli.setup_only {
-        return match (kept, cli.state.as_deref()) {
-            (Some(setup), Some(path)) => keep(&cli, name, args, &ctx, setup, path, started),
-            _ => ExitCode::FAILURE,
+        let (Some(setup), Some(path)) = (kept, cli.state.as_deref()) else {
+            return ExitCode::FAILURE;
         };
+        let state = State {
+            workload: name.to_owned(),
+            args,
+            url: cli.url.clone(),
+            run_id: ctx.run_id.clone(),
+            password: ctx.password.clone(),
+            setup,
+        };
+        return keep(&state, path, started);
     }
     let rss = match sampler {
         Some(s) => Some(s.finish().await),
@@ -217,27 +225,13 @@ fn phase(cli: &Cli, name: &str, args: &str, ctx: &mut Ctx) -> Result<Phase, Stri
     }
 }
 
-fn keep(
-    cli: &Cli,
-    name: &str,
-    args: String,
-    ctx: &Ctx,
-    setup: Value,
-    path: &std::path::Path,
-    started: Instant,
-) -> ExitCode {
-    let state = State {
-        workload: name.to_owned(),
-        args,
-        url: cli.url.clone(),
-        run_id: ctx.run_id.clone(),
-        password: ctx.password.clone(),
-        setup,
-    };
+/// Writes the set-up's state to `path`.
+fn keep(state: &State, path: &std::path::Path, started: Instant) -> ExitCode {
     match state.write(path) {
         Ok(()) => {
             eprintln!(
-                "corvid-bench {name}: set up in {:.1} s, kept in {}",
+                "corvid-bench {}: set up in {:.1} s, kept in {}",
+                state.workload,
                 started.elapsed().as_secs_f64(),
                 path.display()
             );
