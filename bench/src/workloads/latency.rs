@@ -49,6 +49,11 @@ pub struct Args {
     /// must federate with the one under test.
     #[arg(long)]
     pub receivers_url: Option<String>,
+    /// Also write one JSON line per message to this file: when it was sent
+    /// (ms into the run), how long its send took and when each receiver saw
+    /// it, to place slow messages in time.
+    #[arg(long)]
+    pub samples: Option<std::path::PathBuf>,
 }
 
 /// Per receiver: seq → times it was seen.
@@ -165,7 +170,7 @@ async fn probe(
     // delay the schedule (bounded by the semaphore).
     let starts: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let ok: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let send_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let send_lat: Arc<Mutex<HashMap<u64, Duration>>> = Arc::default();
     let inflight = Arc::new(Semaphore::new(256));
     let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
     let mut tick = tokio::time::interval(period);
@@ -195,7 +200,7 @@ async fn probe(
                 .await
             {
                 Ok(_) => {
-                    send_lat.lock().expect("lock").push(t.elapsed());
+                    send_lat.lock().expect("lock").insert(seq, t.elapsed());
                     ok.lock().expect("lock").push(seq);
                 }
                 Err(e) => errors.record(e),
@@ -208,6 +213,7 @@ async fn probe(
     }
     let sending_s = send_start.elapsed().as_secs_f64();
     let ok: Vec<u64> = ok.lock().expect("lock").clone();
+    let send_lat = std::mem::take(&mut *send_lat.lock().expect("lock"));
 
     // Wait for stragglers, then stop the receivers.
     let grace_end = Instant::now() + Duration::from_secs_f64(a.grace);
@@ -249,6 +255,15 @@ async fn probe(
         // Seen but never acknowledged as sent (e.g. the send errored after persisting).
         unexpected += m.keys().filter(|s| !ok.contains(s)).count() as u64;
     }
+    if let Some(path) = &a.samples {
+        let times = SendTimes {
+            origin: send_start,
+            starts: &starts,
+            send_lat: &send_lat,
+        };
+        write_samples(path, &ok, &times, &seen_maps)
+            .map_err(|e| ApiError::local("--samples", format!("{}: {e}", path.display())))?;
+    }
     let s = summarize(&lat);
     report.count("sent_ok", "messages sent (ok)", ok.len() as u64);
     report.figure(
@@ -268,7 +283,7 @@ async fn probe(
     report.latency(
         "send",
         "send request latency",
-        &summarize(&send_lat.lock().expect("lock")),
+        &summarize(&send_lat.values().copied().collect::<Vec<_>>()),
     );
     report.count("lost", "lost (sent ok, never seen)", lost);
     report.count("duplicated", "duplicated deliveries", dup);
@@ -280,6 +295,45 @@ async fn probe(
     );
     report.errors = Some(errors);
     Ok(())
+}
+
+/// When the messages were sent, and how long each send took.
+struct SendTimes<'a> {
+    origin: Instant,
+    starts: &'a HashMap<u64, Instant>,
+    send_lat: &'a HashMap<u64, Duration>,
+}
+
+/// One JSON line per message sent: `seq`, `sent_at_ms` (since the first
+/// send), `send_ms`, and `seen_ms` (per receiver, null if never seen).
+fn write_samples(
+    path: &std::path::Path,
+    ok: &[u64],
+    times: &SendTimes<'_>,
+    seen_maps: &[Seen],
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for seq in ok {
+        let start = times.starts[seq];
+        let seen: Vec<Option<f64>> = seen_maps
+            .iter()
+            .map(|m| {
+                let m = m.lock().expect("lock");
+                m.get(seq)
+                    .map(|t| ms(t[0].saturating_duration_since(start)))
+            })
+            .collect();
+        let line = json!({
+            "seq": seq,
+            "sent_at_ms": ms(start.saturating_duration_since(times.origin)),
+            "send_ms": times.send_lat.get(seq).copied().map(ms),
+            "seen_ms": seen,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
 }
 
 #[allow(clippy::too_many_arguments)] // one receiver task's shared counters and settings
@@ -337,5 +391,44 @@ async fn receive(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_hold_a_line_per_message_with_each_receivers_delay() {
+        let origin = Instant::now();
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        let starts = HashMap::from([(0, at(0)), (1, at(50))]);
+        let send_lat =
+            HashMap::from([(0, Duration::from_millis(2)), (1, Duration::from_millis(3))]);
+        let first: Seen = Arc::new(Mutex::new(HashMap::from([
+            (0, vec![at(4)]),
+            (1, vec![at(55), at(60)]),
+        ])));
+        let second: Seen = Arc::new(Mutex::new(HashMap::from([(0, vec![at(6)])])));
+        let path =
+            std::env::temp_dir().join(format!("corvid-bench-samples-{}", std::process::id()));
+        let times = SendTimes {
+            origin,
+            starts: &starts,
+            send_lat: &send_lat,
+        };
+        write_samples(&path, &[0, 1], &times, &[first, second]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["seen_ms"], json!([4.0, 6.0]));
+        assert_eq!(lines[1]["sent_at_ms"], json!(50.0));
+        assert_eq!(lines[1]["send_ms"], json!(3.0));
+        // The first sighting counts; a receiver that never saw it is null.
+        assert_eq!(lines[1]["seen_ms"], json!([5.0, null]));
     }
 }
