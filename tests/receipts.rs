@@ -18,7 +18,8 @@ on_both_backends!(
     delivered_receipts_tell_the_sender,
     delivered_receipts_respect_the_opt_out,
     receipt_wakes_a_long_poll,
-    others_delivered_receipts_ride_along
+    others_delivered_receipts_ride_along,
+    two_devices_receiving_at_once_give_one_delivered_receipt
 );
 
 /// Alice's room with Bob joined, and a message from Bob in it.
@@ -401,4 +402,45 @@ async fn others_delivered_receipts_ride_along(s: TestServer) {
             .any(|c| c[&sent]["org.corvid.delivered"][&bob.user_id].is_object()),
         "{sync}"
     );
+}
+
+/// Two devices of one user syncing together: their deliveries are stored in
+/// one batch, which holds two receipts for the same user, room and type.
+async fn two_devices_receiving_at_once_give_one_delivered_receipt(s: TestServer) {
+    let (alice, bob, room, _) = room_with_message(&s).await;
+    let (status, login) = s
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": alice.user_id},
+                "password": "secret-pw",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let phone = User {
+        user_id: alice.user_id.clone(),
+        token: login["access_token"].as_str().unwrap().into(),
+    };
+    let bob_since = next_batch(&s.sync(&bob, None, 0).await);
+    let sent = s.send_text(&bob, &room, "b2", "to both devices").await;
+    let (laptop_sync, phone_sync) = tokio::join!(s.sync(&alice, None, 0), s.sync(&phone, None, 0));
+    for sync in [&laptop_sync, &phone_sync] {
+        assert!(sync["rooms"]["join"][&room].is_object(), "{sync}");
+    }
+    let started = Instant::now();
+    let mut since = bob_since;
+    let mut seen = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let sync = s.sync(&bob, Some(&since), 500).await;
+        since = next_batch(&sync);
+        seen += receipts(&sync, &room)
+            .iter()
+            .filter(|c| c[&sent]["org.corvid.delivered"][&alice.user_id].is_object())
+            .count();
+    }
+    assert_eq!(seen, 1, "Alice's delivered receipt should reach Bob once");
 }
