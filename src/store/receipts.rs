@@ -30,9 +30,10 @@ pub struct ReceiptRow {
     pub event_sender: Option<String>,
 }
 
-/// The newest receipt of each user, room, type and thread, in their first
-/// order: one statement cannot update a row twice (PostgreSQL refuses it),
-/// and of two receipts for one key only the newer could move it.
+/// The newest receipt of each user, room, type and thread, in the order
+/// given (the first of equally new ones): one statement cannot update a
+/// row twice (PostgreSQL refuses it), and of two receipts for one key only
+/// the newer could move it.
 fn newest_per_key(receipts: &[NewReceipt]) -> Vec<&NewReceipt> {
     fn key(r: &NewReceipt) -> (&str, &str, &str, &str) {
         (&r.room_id, &r.receipt_type, &r.user_id, &r.thread_id)
