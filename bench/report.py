@@ -281,7 +281,8 @@ Set-up (registration, room creation, filler messages, joins) is not timed and ru
 (`SIGSTOP`) until its turn, when every thread goes back to priority 0 and it runs 3 s before
 the first measurement; its caches keep entries for 30 minutes, so they still hold what the
 set-up read. Corvid's caches keep entries for 5 seconds, so each of its workloads is set up
-right before it is measured. Both servers create rooms in their default room
+right before it is measured, 2 s after its set-up ends (`SETUP_SETTLE_SECS`), once the
+background work the set-up leaves behind has run. Both servers create rooms in their default room
 version. Synapse's config differs from its generated default only in: listener on 127.0.0.1
 (client API only), open registration without verification, every `rc_*` rate limit raised to
 10⁶/s, `trusted_key_servers: []`, `report_stats: false`, and `bcrypt_rounds: 4` (registration is
