@@ -18,6 +18,7 @@ on_both_backends!(
     login_tokens_log_in_once,
     registration_token_validity,
     deleting_profile_fields,
+    devices_seen_together_are_all_recorded,
 );
 
 async fn login_tokens_log_in_once(s: TestServer) {
@@ -520,4 +521,60 @@ async fn discovery_capabilities_and_push_rules(s: TestServer) {
         .request(Method::GET, "/_matrix/client/r0/login", None, None)
         .await;
     assert_eq!(login["flows"][0]["type"], "m.login.password");
+}
+
+/// "Last seen" of devices active in the same second is written in one
+/// batch: each of them gets its address, and a device that made no request
+/// keeps none.
+async fn devices_seen_together_are_all_recorded(s: TestServer) {
+    let users = [
+        s.register("alice").await,
+        s.register("bob").await,
+        s.register("carol").await,
+    ];
+    // A second device of Alice's that never makes a request.
+    let (status, login) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": users[0].user_id},
+                "password": "secret-pw",
+                "device_id": "IDLE",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    for user in &users {
+        let mut seen = false;
+        for _ in 0..100 {
+            let (_, devices) = s.get("/_matrix/client/v3/devices", &user.token).await;
+            let active = devices["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["device_id"] != "IDLE")
+                .cloned()
+                .unwrap();
+            if active["last_seen_ip"].is_string() {
+                assert_eq!(active["last_seen_ip"], "127.0.0.1", "{devices}");
+                assert!(active["last_seen_ts"].as_u64().is_some(), "{devices}");
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(seen, "{} never seen", user.user_id);
+    }
+    let (_, devices) = s.get("/_matrix/client/v3/devices", &users[0].token).await;
+    let idle = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "IDLE")
+        .cloned()
+        .unwrap();
+    assert!(idle["last_seen_ip"].is_null(), "{devices}");
 }

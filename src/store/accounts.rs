@@ -293,19 +293,25 @@ impl Db {
         Ok(true)
     }
 
-    /// Records when and from where devices were last seen, `(user, device, ip)`.
+    /// Records when and from where devices were last seen, `(user, device,
+    /// ip)`, in one statement: on SQLite every other write, a message's
+    /// included, waits while this one holds the lock.
     pub async fn touch_devices(&self, seen: &[(String, String, Option<String>)]) -> Result<()> {
-        let mut w = self.write().await?;
-        let now = crate::now_ms();
-        for (user_id, device_id, ip) in seen {
-            sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .bind(now)
-                .bind(ip)
-                .execute(&mut *w.tx)
-                .await?;
+        if seen.is_empty() {
+            return Ok(());
         }
+        let sql = format!(
+            "UPDATE devices SET last_seen_ts = $1, last_seen_ip = COALESCE(s.c2, devices.last_seen_ip) \
+             FROM ({}) AS s WHERE devices.user_id = s.c0 AND devices.device_id = s.c1",
+            self.backend
+                .json_array_rows("$2", &["text", "text", "text"])
+        );
+        let mut w = self.write().await?;
+        sqlx::query(&sql)
+            .bind(crate::now_ms())
+            .bind(serde_json::to_string(seen)?)
+            .execute(&mut *w.tx)
+            .await?;
         w.commit().await
     }
 

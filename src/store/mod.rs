@@ -77,6 +77,31 @@ impl Backend {
         };
         (parameters / columns.max(1)).max(1)
     }
+
+    /// SQL: `SELECT` one row per element of the JSON array of arrays in
+    /// parameter `param`, column `c{i}` being element `i` as `types[i]`.
+    fn json_array_rows(self, param: &str, types: &[&str]) -> String {
+        let columns: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match self {
+                Backend::Sqlite => format!("json_extract(r.value, '$[{i}]') AS c{i}"),
+                Backend::Postgres if *t == "text" => format!("r.value->>{i} AS c{i}"),
+                Backend::Postgres => format!("(r.value->>{i})::{t} AS c{i}"),
+            })
+            .collect();
+        match self {
+            // SQLite needs the WHERE to tell an upsert's ON CONFLICT from a join's.
+            Backend::Sqlite => format!(
+                "SELECT {} FROM json_each({param}) AS r WHERE true",
+                columns.join(", ")
+            ),
+            Backend::Postgres => format!(
+                "SELECT {} FROM json_array_elements({param}::json) AS r(value)",
+                columns.join(", ")
+            ),
+        }
+    }
 }
 
 /// A pooled PostgreSQL connection idle this long is pinged before use.

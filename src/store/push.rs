@@ -67,31 +67,6 @@ const UNTHREADED_READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_stream_ordering
      AND r.receipt_type IN ('m.read', 'm.read.private')), -1)";
 
 impl Backend {
-    /// SQL: `SELECT` one row per element of the JSON array of arrays in
-    /// parameter `param`, column `i` being element `i` as `types[i]`.
-    fn json_array_rows(self, param: &str, types: &[&str]) -> String {
-        let columns: Vec<String> = types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match self {
-                Backend::Sqlite => format!("json_extract(r.value, '$[{i}]')"),
-                Backend::Postgres if *t == "text" => format!("r.value->>{i}"),
-                Backend::Postgres => format!("(r.value->>{i})::{t}"),
-            })
-            .collect();
-        match self {
-            // SQLite needs the WHERE to tell an upsert's ON CONFLICT from a join's.
-            Backend::Sqlite => format!(
-                "SELECT {} FROM json_each({param}) AS r WHERE true",
-                columns.join(", ")
-            ),
-            Backend::Postgres => format!(
-                "SELECT {} FROM json_array_elements({param}::json) AS r(value)",
-                columns.join(", ")
-            ),
-        }
-    }
-
     /// SQL: whether the JSON object in `column` has the key in parameter `key`.
     fn json_has_key(self, column: &str, key: &str) -> String {
         match self {
