@@ -47,22 +47,26 @@ impl Db {
             return Ok(false);
         }
         w.reserve_stream_positions(messages.len() as i64).await?;
+        let mut rows: Vec<(&str, &str, i64, &str)> = Vec::with_capacity(messages.len());
         for message in messages {
-            let pos = w
-                .next_stream_position(StreamItem::ToDevice {
-                    user_id: message.user_id,
-                })
-                .await?;
-            sqlx::query(
+            let item = StreamItem::ToDevice {
+                user_id: message.user_id,
+            };
+            let pos = w.next_stream_position(item).await?;
+            rows.push((message.user_id, message.device_id, pos, message.content));
+        }
+        if !rows.is_empty() {
+            // One statement for every recipient device: a room key shared
+            // with a group goes to each of its members' devices.
+            sqlx::query(&format!(
                 "INSERT INTO to_device_messages (user_id, device_id, stream_ordering, sender, event_type, content) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(message.user_id)
-            .bind(message.device_id)
-            .bind(pos)
+                 SELECT s.c0, s.c1, s.c2, $1, $2, s.c3 FROM ({}) AS s",
+                w.backend
+                    .json_array_rows("$3", &["text", "text", "bigint", "text"])
+            ))
             .bind(sender)
             .bind(event_type)
-            .bind(message.content)
+            .bind(serde_json::to_string(&rows)?)
             .execute(&mut *w.tx)
             .await?;
         }
