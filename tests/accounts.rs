@@ -533,20 +533,7 @@ async fn devices_seen_together_are_all_recorded(s: TestServer) {
         s.register("carol").await,
     ];
     // A second device of Alice's that never makes a request.
-    let (status, login) = s
-        .request(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": users[0].user_id},
-                "password": "secret-pw",
-                "device_id": "IDLE",
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{login}");
+    s.login(&users[0], Some("IDLE")).await;
     for user in &users {
         let mut seen = false;
         for _ in 0..100 {

@@ -65,25 +65,7 @@ async fn device(s: &TestServer, user: &User) -> Device {
 }
 
 async fn login_again(s: &TestServer, user: &User) -> Device {
-    let (status, body) = s
-        .request(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": user.user_id},
-                "password": "secret-pw",
-                "initial_device_display_name": "second phone",
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let user = User {
-        user_id: user.user_id.clone(),
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    };
-    device(s, &user).await
+    device(s, &s.login(user, None).await).await
 }
 
 fn device_keys(d: &Device) -> Value {

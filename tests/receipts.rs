@@ -408,23 +408,7 @@ async fn others_delivered_receipts_ride_along(s: TestServer) {
 /// one batch, which holds two receipts for the same user, room and type.
 async fn two_devices_receiving_at_once_give_one_delivered_receipt(s: TestServer) {
     let (alice, bob, room, _) = room_with_message(&s).await;
-    let (status, login) = s
-        .request(
-            reqwest::Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": alice.user_id},
-                "password": "secret-pw",
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{login}");
-    let phone = User {
-        user_id: alice.user_id.clone(),
-        token: login["access_token"].as_str().unwrap().into(),
-    };
+    let phone = s.login(&alice, None).await;
     let bob_since = next_batch(&s.sync(&bob, None, 0).await);
     let sent = s.send_text(&bob, &room, "b2", "to both devices").await;
     let (laptop_sync, phone_sync) = tokio::join!(s.sync(&alice, None, 0), s.sync(&phone, None, 0));

@@ -410,6 +410,27 @@ impl TestServer {
         }
     }
 
+    /// Logs `user` (made by [`TestServer::register`]) in again: a new
+    /// device, `device_id` if given, with its own token.
+    pub async fn login(&self, user: &User, device_id: Option<&str>) -> User {
+        let mut login = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.user_id},
+            "password": "secret-pw",
+        });
+        if let Some(device_id) = device_id {
+            login["device_id"] = json!(device_id);
+        }
+        let (status, body) = self
+            .request(Method::POST, "/_matrix/client/v3/login", None, Some(login))
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {}: {body}", user.user_id);
+        User {
+            user_id: user.user_id.clone(),
+            token: body["access_token"].as_str().unwrap().into(),
+        }
+    }
+
     pub async fn create_room(&self, user: &User, body: Value) -> String {
         let (status, res) = self
             .post("/_matrix/client/v3/createRoom", &user.token, body)
