@@ -94,7 +94,10 @@ impl Db {
         fallback_keys: &[NewKey<'_>],
     ) -> Result<std::result::Result<Option<i64>, UploadConflict>> {
         let mut w = self.write().await?;
-        if let Some(clash) = store_one_time_keys(&mut w, user_id, device_id, one_time_keys).await? {
+        if let Some(clash) = w
+            .store_one_time_keys(user_id, device_id, one_time_keys)
+            .await?
+        {
             return Ok(Err(clash));
         }
         for key in fallback_keys {
@@ -479,51 +482,53 @@ impl WriteTx<'_> {
         }
         Ok(old.map(|(d,)| d))
     }
-}
 
-/// Adds a device's new one-time keys in two statements whatever their
-/// number (clients upload dozens at a time, and on SQLite a message's
-/// writer waits while this holds the lock). The same key uploaded again is
-/// no change; another key under an id in use is a conflict, and nothing is
-/// stored.
-async fn store_one_time_keys(
-    w: &mut WriteTx<'_>,
-    user_id: &str,
-    device_id: &str,
-    keys: &[NewKey<'_>],
-) -> Result<Option<UploadConflict>> {
-    if keys.is_empty() {
-        return Ok(None);
+    /// Adds a device's new one-time keys in two statements whatever their
+    /// number (clients upload dozens at a time, and on SQLite a message's
+    /// writer waits while this holds the lock). The same key uploaded again is
+    /// no change; another key under an id in use is a conflict, and nothing is
+    /// stored.
+    async fn store_one_time_keys(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        keys: &[NewKey<'_>],
+    ) -> Result<Option<UploadConflict>> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let rows: Vec<(&str, &str, &str)> = keys
+            .iter()
+            .map(|k| (k.algorithm, k.key_id, k.key_json))
+            .collect();
+        let rows = serde_json::to_string(&rows)?;
+        let uploaded = self
+            .backend
+            .json_array_rows("$3", &["text", "text", "text"]);
+        let clash: Option<(String, String)> = sqlx::query_as(&format!(
+            "SELECT k.algorithm, k.key_id FROM one_time_keys k JOIN ({uploaded}) AS s \
+             ON k.algorithm = s.c0 AND k.key_id = s.c1 \
+             WHERE k.user_id = $1 AND k.device_id = $2 AND k.key_json <> s.c2 LIMIT 1"
+        ))
+        .bind(user_id)
+        .bind(device_id)
+        .bind(&rows)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        if let Some((algorithm, key_id)) = clash {
+            let key_id = format!("{algorithm}:{key_id}");
+            return Ok(Some(UploadConflict::OneTimeKey { key_id }));
+        }
+        // SQLite needs the WHERE to tell the upsert's ON CONFLICT from a join's.
+        sqlx::query(&format!(
+            "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) \
+             SELECT $1, $2, s.c0, s.c1, s.c2 FROM ({uploaded}) AS s WHERE true ON CONFLICT DO NOTHING"
+        ))
+        .bind(user_id)
+        .bind(device_id)
+        .bind(&rows)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(None)
     }
-    let rows: Vec<(&str, &str, &str)> = keys
-        .iter()
-        .map(|k| (k.algorithm, k.key_id, k.key_json))
-        .collect();
-    let rows = serde_json::to_string(&rows)?;
-    let uploaded = w.backend.json_array_rows("$3", &["text", "text", "text"]);
-    let clash: Option<(String, String)> = sqlx::query_as(&format!(
-        "SELECT k.algorithm, k.key_id FROM one_time_keys k JOIN ({uploaded}) AS s \
-         ON k.algorithm = s.c0 AND k.key_id = s.c1 \
-         WHERE k.user_id = $1 AND k.device_id = $2 AND k.key_json <> s.c2 LIMIT 1"
-    ))
-    .bind(user_id)
-    .bind(device_id)
-    .bind(&rows)
-    .fetch_optional(&mut *w.tx)
-    .await?;
-    if let Some((algorithm, key_id)) = clash {
-        let key_id = format!("{algorithm}:{key_id}");
-        return Ok(Some(UploadConflict::OneTimeKey { key_id }));
-    }
-    // SQLite needs the WHERE to tell the upsert's ON CONFLICT from a join's.
-    sqlx::query(&format!(
-        "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) \
-         SELECT $1, $2, s.c0, s.c1, s.c2 FROM ({uploaded}) AS s WHERE true ON CONFLICT DO NOTHING"
-    ))
-    .bind(user_id)
-    .bind(device_id)
-    .bind(&rows)
-    .execute(&mut *w.tx)
-    .await?;
-    Ok(None)
 }
